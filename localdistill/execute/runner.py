@@ -1,0 +1,206 @@
+"""The sandboxed side of the executor: runs untrusted code in its own interpreter.
+
+Started by sandbox.py as `python -I -S -B -c <this file's source>`; imports only the standard
+library and nothing of localdistill. It reads one job (JSON) from stdin, closes stdin, confines
+itself (cgroup, rlimits), runs the program and then each test, and reports one JSON line per
+event on the results pipe. stdout/stderr belong to the program and are never read as results.
+
+What it reports is data, never a verdict the parent trusts blindly: for `assert f(x) == y` tests
+it sends the value of `f(x)`, encoded as plain data, and the parent compares it with `y`, which
+this process never sees.
+"""
+
+import builtins
+import json
+import os
+import resource
+import signal
+import sys
+
+_write = os.write  # saved before any untrusted code runs
+_exit = os._exit
+_dumps = json.dumps
+
+MAX_ITEMS = 100_000  # elements in one encoded value
+MAX_INT_BITS = 64_000  # about 19,000 decimal digits
+
+
+class NotData(Exception):
+    """A value that is not plain data (and so cannot be judged outside the sandbox)."""
+
+
+class TestTimeout(BaseException):
+    """Raised by the per-test alarm; BaseException so `except Exception` in tests cannot eat it."""
+
+
+def encode(value, budget=None):
+    """Plain data as tagged JSON; subclasses are read through their base type's methods."""
+    budget = budget if budget is not None else [MAX_ITEMS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise NotData("a value with more than %d elements" % MAX_ITEMS)
+    t = type(value)
+    if value is None or t is bool or t is str:
+        return value
+    if t is int:
+        if int.bit_length(value) > MAX_INT_BITS:
+            raise NotData("an integer of more than %d bits" % MAX_INT_BITS)
+        return value if -(2**53) < value < 2**53 else {"int": int.__repr__(value)}
+    if t is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else {
+            "float": float.__repr__(value)}
+    if t is list or t is tuple or t is set or t is frozenset:
+        return {t.__name__: [encode(v, budget) for v in t.__iter__(value)]}
+    if t is dict:
+        return {"dict": [[encode(k, budget), encode(v, budget)] for k, v in dict.items(value)]}
+    if t is bytes:
+        return {"bytes": bytes.hex(value)}
+    if t is complex:
+        return {"complex": [encode(value.real), encode(value.imag)]}
+    # Subclasses of the builtins (IntEnum, namedtuple, Counter, OrderedDict...): convert through
+    # the base type's C methods, so an overridden __eq__, __iter__ or __int__ changes nothing.
+    for base, convert in _BASE_CONVERSIONS:
+        if issubclass(t, base):
+            return encode(convert(value), budget)
+    module = getattr(t, "__module__", "")
+    if module == "decimal" and t.__name__ == "Decimal":
+        return {"decimal": str(value)}
+    if module == "fractions" and t.__name__ == "Fraction":
+        return {"fraction": [encode(value.numerator), encode(value.denominator)]}
+    if module == "numpy" and hasattr(value, "tolist"):
+        return encode(value.tolist(), budget)  # re-checked: whatever it returns must be plain
+    raise NotData("a %s object" % getattr(t, "__qualname__", "?"))
+
+
+_BASE_CONVERSIONS = (
+    (bool, lambda v: bool(int.__add__(v, 0))),
+    (int, lambda v: int.__add__(v, 0)),
+    (float, lambda v: float.__mul__(v, 1.0)),
+    (str, str.__str__),
+    (bytes, lambda v: bytes.__add__(v, b"")),
+    (dict, lambda v: dict(dict.items(v))),
+    (list, lambda v: list(list.__iter__(v))),
+    (tuple, lambda v: tuple(tuple.__iter__(v))),
+    (frozenset, lambda v: frozenset(frozenset.__iter__(v))),
+    (set, lambda v: set(set.__iter__(v))),
+)
+
+
+def describe(exc):
+    """`Type: message`, one line, bounded, even for hostile exception objects."""
+    try:
+        name = type(exc).__name__
+        text = str(exc)
+    except BaseException:  # a __str__ that raises is the program's problem, not ours
+        return "%s: <unprintable>" % type(exc).__name__
+    text = text if len(text) <= 500 else text[:500] + "..."
+    return "%s: %s" % (name, text) if text else name
+
+
+def confine(job):
+    cgroup = job.get("cgroup")
+    if cgroup:  # join the pids cgroup before anything untrusted can fork
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    for name, value in job["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def main():
+    job = json.loads(sys.stdin.buffer.read())
+    results = job["results_fd"]
+    confine(job)
+
+    def report(message):
+        data = (_dumps(message) + "\n").encode()
+        while data:
+            data = data[_write(results, data):]
+
+    def on_alarm(signum, frame):
+        raise TestTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    timeout = job["test_timeout"]
+    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+    saved_builtins = dict(builtins.__dict__)
+
+    def run_timed(step):
+        # Every step starts with pristine builtins, whatever the program patched before.
+        builtins.__dict__.clear()
+        builtins.__dict__.update(saved_builtins)
+        namespace["__builtins__"] = builtins
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return step()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def run(code, mode="exec"):
+        return run_timed(lambda: eval(compile(code, "<test>", mode), namespace))  # noqa: S307
+
+    for label, code in (("program", job["program"]), ("setup", job["setup"])):
+        if not code:
+            continue
+        try:
+            run(code)
+        except TestTimeout:
+            report({"load": label, "timeout": True})
+            _exit(0)
+        except BaseException as exc:  # SystemExit too: exiting is not passing
+            report({"load": label, "error": describe(exc)})
+            _exit(0)
+    report({"ready": True})
+
+    for i in range(job["start"], len(job["tests"])):
+        test = job["tests"][i]
+        message = {"test": i}
+        try:
+            if test["kind"] == "value":
+                message["value"] = _encode_or_error(run(test["expr"], "eval"), message)
+            elif test["kind"] == "compare":
+                got = run(test["expr"], "eval")
+                expected = run(test["expected"], "eval")
+                message["value"] = _encode_or_error(got, message)
+                try:
+                    message["expected"] = encode(expected)
+                except NotData:
+                    # The test's own expected value is an object: only here may the comparison
+                    # run inside the sandbox, as the original test would have done.
+                    message.pop("not_data", None)
+                    message["value"] = None
+                    message["ok"] = bool(run_timed(lambda: got == expected))
+                    message["output"] = _safe_repr(got)
+                    message["expected_repr"] = _safe_repr(expected)
+            else:
+                run(test["code"])
+                message["ok"] = True
+        except TestTimeout:
+            message = {"test": i, "timeout": True}
+        except BaseException as exc:
+            message = {"test": i, "error": describe(exc)}
+        report(message)
+    report({"done": True})
+    _exit(0)
+
+
+def _encode_or_error(value, message):
+    try:
+        return encode(value)
+    except NotData as exc:
+        message["not_data"] = str(exc)
+        return None
+
+
+def _safe_repr(value):
+    try:
+        text = repr(value)
+    except BaseException:
+        return "<unprintable>"
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+if __name__ == "__main__":
+    main()
