@@ -90,23 +90,34 @@ def _models() -> Iterator[Check]:
 
 
 def checks() -> Iterator[Check]:
+    """Every check; one that raises is reported as a failed line, never a crash."""
     yield Check("localdistill", True, f"{__version__} on Python {platform.python_version()}, "
                 f"{platform.machine()}, {os.cpu_count()} CPUs")
     offline = all(os.environ.get(k) == v for k, v in OFFLINE_ENV.items())
     yield Check("offline mode", offline, "HF_HUB_OFFLINE=1 and telemetry off" if offline
                 else "offline variables are not set")
-    yield _package("torch", "torch", "needed for training: pip install 'localdistill[cpu]'")
-    yield _cuda()
-    yield _llama_cpp()
-    yield _package("transformers backend", "transformers", "pip install 'localdistill[cpu]'")
-    yield _package("PEFT trainer", "peft", "pip install 'localdistill[cpu]'")
-    yield _package("datasets", "datasets", "pip install 'localdistill[cpu]'")
-    yield _package("gguf writer", "gguf", "pip install 'localdistill[cpu]'")
-    yield _optional_gpu_backend("vLLM backend", "vllm")
-    yield _optional_gpu_backend("Unsloth trainer", "unsloth")
-    yield from _sandbox()
-    yield from _models()
-    yield _humaneval()
+    probes = [
+        ("torch", lambda: [_package("torch", "torch", "needed for training: "
+                                    "pip install 'localdistill[cpu]'")]),
+        ("CUDA GPU", lambda: [_cuda()]),
+        ("llama.cpp backend", lambda: [_llama_cpp()]),
+        ("transformers backend", lambda: [_package("transformers backend", "transformers",
+                                                   "pip install 'localdistill[cpu]'")]),
+        ("PEFT trainer", lambda: [_package("PEFT trainer", "peft",
+                                           "pip install 'localdistill[cpu]'")]),
+        ("datasets", lambda: [_package("datasets", "datasets", "pip install 'localdistill[cpu]'")]),
+        ("gguf writer", lambda: [_package("gguf writer", "gguf", "pip install 'localdistill[cpu]'")]),
+        ("vLLM backend", lambda: [_optional_gpu_backend("vLLM backend", "vllm")]),
+        ("Unsloth trainer", lambda: [_optional_gpu_backend("Unsloth trainer", "unsloth")]),
+        ("sandbox", lambda: list(_sandbox())),
+        ("models", lambda: list(_models())),
+        ("HumanEval", lambda: [_humaneval()]),
+    ]
+    for name, probe in probes:
+        try:
+            yield from probe()
+        except Exception as e:  # noqa: BLE001 - doctor reports, it does not crash
+            yield Check(name, False, f"check failed: {type(e).__name__}: {e}")
 
 
 def _sandbox() -> Iterator[Check]:

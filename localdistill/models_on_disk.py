@@ -16,7 +16,7 @@ from pathlib import Path
 class DemoModel:
     name: str
     description: str
-    package_prefix: str  # parts are <prefix>1 .. <prefix>N, each holding data/part01.bin
+    package_prefix: str  # parts are packages <prefix>1 .. <prefix>N, each holding data/partNN.bin
     parts: int
     size_bytes: int | None = None
 
@@ -57,11 +57,12 @@ def demo_parts(model: DemoModel) -> list[Path]:
     paths, missing = [], []
     for i in range(1, model.parts + 1):
         package = _package_dir(f"{model.package_prefix}{i}")
-        part = package / "data" / "part01.bin" if package else None
-        if part is None or not part.is_file():
+        # Part N carries data/partNN.bin (the brief's "part01.bin" holds only for part 1).
+        files = sorted(package.glob("data/part*.bin")) if package else []
+        if len(files) != 1:
             missing.append(i)
         else:
-            paths.append(part)
+            paths.append(files[0])
     if missing:
         raise ModelNotInstalled(
             f"{model.name}: {len(missing)} of {model.parts} parts are not installed "

@@ -97,11 +97,72 @@ def describe(exc):
     return "%s: %s" % (name, text) if text else name
 
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+def lockdown(workdir, hide, keep):
+    """Inside fresh mount and PID namespaces: read-only everything but the work dir, the user's
+    home hidden, then no capabilities left to undo any of it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def mount(source, target, fstype, flags):
+        if libc.mount(source, target.encode(), fstype, flags, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount %s: %s" % (target, os.strerror(ctypes.get_errno())))
+
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Hidden directories (the user's home) are covered entry by entry: an empty tmpfs over each
+    # directory, /dev/null over each file, except the path down to the Python installation the
+    # sandbox runs from.
+    def cover(directory):
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if any(k == path or k.startswith(path + "/") for k in keep):
+                if path not in keep:
+                    cover(path)
+            elif os.path.isdir(path) and not os.path.islink(path):
+                mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV)
+            elif os.path.isfile(path) and not os.path.islink(path):
+                mount(b"/dev/null", path, None, MS_BIND)
+
+    for directory in hide:
+        cover(directory)
+    for line in open("/proc/self/mountinfo").read().splitlines()[::-1]:
+        fields = line.split()
+        target = fields[4].encode().decode("unicode_escape")
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        for option in fields[5].split(","):
+            flags |= KEEP_FLAGS.get(option, 0)
+        try:
+            mount(None, target, None, flags)
+        except OSError:
+            if not target.startswith("/proc"):  # /proc/sys etc. are already read-only
+                raise
+    mount(workdir.encode(), workdir, None, MS_BIND)  # the one writable place
+    os.chdir(workdir)  # the old cwd still points at the read-only mount underneath
+    # Drop every capability, for good: bounding set, then the sets themselves.
+    PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECUREBITS = 24, 38, 28
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "no_new_privs")
+
+
 def confine(job):
     cgroup = job.get("cgroup")
-    if cgroup:  # join the pids cgroup before anything untrusted can fork
+    if cgroup:  # join the pids cgroup before anything untrusted can fork (and before /sys is ro)
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
+    if job.get("lockdown"):
+        lockdown(os.getcwd(), job["lockdown"]["hide"], job["lockdown"]["keep"])
     for name, value in job["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -112,7 +173,11 @@ def confine(job):
 def main():
     job = json.loads(sys.stdin.buffer.read())
     results = job["results_fd"]
-    confine(job)
+    try:
+        confine(job)
+    except BaseException as exc:  # the sandbox could not be built: not the program's fault
+        os.write(results, (_dumps({"sandbox_error": describe(exc)}) + "\n").encode())
+        _exit(3)
 
     def report(message):
         data = (_dumps(message) + "\n").encode()

@@ -85,19 +85,50 @@ class ExecutionResult:
 # --- isolation -------------------------------------------------------------------------------
 
 
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the program under test): a problem of this machine."""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    prefix: tuple[str, ...]  # the unshare command, () for none
+    lockdown: bool  # read-only file system, hidden home, no capabilities
+
+
+FULL = ("unshare", "--mount", "--mount-proc", "--net", "--pid", "--fork", "--kill-child")
+NAMESPACES_ONLY = ("unshare", "--net", "--pid", "--fork", "--kill-child")
+
+
 @functools.cache
-def namespace_prefix() -> tuple[str, ...]:
-    """The `unshare` command that gives a run new PID and network namespaces, or () if none."""
-    if shutil.which("unshare") is None:
-        return ()
-    prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child"]
-    if os.geteuid() != 0:
-        prefix[1:1] = ["--user", "--map-root-user"]
-    try:
-        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return tuple(prefix) if ok else ()
+def isolation() -> Isolation:
+    """The strongest isolation this machine allows, found by really running a probe program."""
+    user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
+    candidates = []
+    if shutil.which("unshare"):
+        candidates += [Isolation((FULL[0], *user, *FULL[1:]), True),
+                       Isolation((NAMESPACES_ONLY[0], *user, *NAMESPACES_ONLY[1:]), False)]
+    for candidate in candidates:
+        try:
+            result = _probe(candidate)
+        except SandboxError:
+            continue
+        if result:
+            return candidate
+    return Isolation((), False)
+
+
+def _probe(mode: Isolation) -> bool:
+    run = _Run("def f():\n    return 1\n", "", [judge.plan_test("assert f() == 1", "f")], 0,
+               Limits(test_timeout=10), 20, mode)
+    events, end, _ = run.execute()
+    return end == "done" and any(e.get("value") == 1 for e in events)
+
+
+def _hidden_dirs(workdir_parent: str) -> list[str]:
+    """The user's home directories, hidden from sandboxed code (unless the work dir is inside)."""
+    homes = {os.path.expanduser("~"), "/root", "/home"}
+    return sorted(h for h in homes if os.path.isdir(h) and os.path.realpath(h) != "/"
+                  and not os.path.realpath(workdir_parent).startswith(os.path.realpath(h)))
 
 
 @functools.cache
@@ -126,7 +157,8 @@ def _pids_cgroup_root() -> Path | None:
 
 def isolation_report() -> list[tuple[str, bool | None, str]]:
     """One line per protection, as `doctor` prints them: (name, active, how)."""
-    prefix = namespace_prefix()
+    mode = isolation()
+    prefix = mode.prefix
     user = "as root" if os.geteuid() == 0 else "with an unprivileged user namespace"
     cgroup = _pids_cgroup_root()
     nproc_ok = os.geteuid() != 0
@@ -137,6 +169,9 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
         ("sandbox: PID isolation", bool(prefix),
          "new PID namespace: programs cannot signal other processes, leftovers die with the run"
          if prefix else "NOT isolated: programs run in our PID namespace (process group only)"),
+        ("sandbox: file system", mode.lockdown,
+         "read-only except its own temp dir; home directories hidden; no capabilities"
+         if mode.lockdown else "NOT locked down: programs can write wherever this user can"),
         ("sandbox: process cap", bool(cgroup) or nproc_ok,
          f"pids cgroup under {cgroup}" if cgroup else
          "RLIMIT_NPROC" if nproc_ok else
@@ -253,12 +288,14 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
 class _Run:
     """One sandboxed process: spawn, feed the job, collect reports, clean up everything."""
 
-    def __init__(self, program, setup, plans, start, limits: Limits, budget: float):
+    def __init__(self, program, setup, plans, start, limits: Limits, budget: float,
+                 mode: Isolation | None = None):
         self.job = {"program": program, "setup": setup, "start": start,
                     "tests": [p.wire() for p in plans], "test_timeout": limits.test_timeout,
                     "rlimits": limits.rlimits()}
         self.limits = limits
         self.budget = max(budget, 0.1)
+        self.mode = mode or isolation()
 
     def execute(self) -> tuple[list[dict], str, bytes]:
         workdir = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
@@ -268,9 +305,15 @@ class _Run:
         try:
             self.job["results_fd"] = write_fd
             self.job["cgroup"] = str(cgroup) if cgroup else None
+            if self.mode.lockdown:
+                keep = {os.path.realpath(sys.base_prefix)}
+                if self.limits.site_packages:
+                    keep.add(os.path.realpath(sys.prefix))
+                self.job["lockdown"] = {"hide": _hidden_dirs(str(workdir.parent)),
+                                        "keep": sorted(keep)}
             python = [sys.executable, "-I", "-B"] + ([] if self.limits.site_packages else ["-S"])
             proc = subprocess.Popen(
-                [*namespace_prefix(), *python, "-c", RUNNER_SOURCE],
+                [*self.mode.prefix, *python, "-c", RUNNER_SOURCE],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 cwd=workdir, env=_clean_env(workdir), pass_fds=(write_fd,),
                 start_new_session=True,
@@ -330,6 +373,9 @@ class _Run:
                             event = _parse(line)
                             if event is None:
                                 continue
+                            if "sandbox_error" in event:
+                                raise SandboxError(f"the sandbox could not be set up: "
+                                                   f"{str(event['sandbox_error'])[:300]}")
                             events.append(event)
                             step_deadline = time.monotonic() + self.limits.test_timeout + GRACE
                             if event.get("done"):
