@@ -130,9 +130,14 @@ def lockdown(workdir, hide, keep):
 
     for directory in hide:
         cover(directory)
+    # The work dir becomes its own mount first, so it can stay writable while all else turns
+    # read-only (a bind mount made later would inherit the read-only flag).
+    mount(workdir.encode(), workdir, None, MS_BIND)
     for line in open("/proc/self/mountinfo").read().splitlines()[::-1]:
         fields = line.split()
         target = fields[4].encode().decode("unicode_escape")
+        if target == workdir:
+            continue
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY
         for option in fields[5].split(","):
             flags |= KEEP_FLAGS.get(option, 0)
@@ -141,8 +146,7 @@ def lockdown(workdir, hide, keep):
         except OSError:
             if not target.startswith("/proc"):  # /proc/sys etc. are already read-only
                 raise
-    mount(workdir.encode(), workdir, None, MS_BIND)  # the one writable place
-    os.chdir(workdir)  # the old cwd still points at the read-only mount underneath
+    os.chdir(workdir)  # the old cwd would still point at the mount underneath
     # Drop every capability, for good: bounding set, then the sets themselves.
     PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECUREBITS = 24, 38, 28
     for cap in range(64):
@@ -247,6 +251,11 @@ def main():
         except BaseException as exc:
             message = {"test": i, "error": describe(exc)}
         report(message)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
     report({"done": True})
     _exit(0)
 

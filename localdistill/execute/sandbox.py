@@ -346,12 +346,12 @@ class _Run:
         with selectors.DefaultSelector() as sel:
             sel.register(read_fd, selectors.EVENT_READ, "results")
             sel.register(proc.stdout, selectors.EVENT_READ, "output")
-            open_streams = 2
+            open_streams, done = 2, False
             while open_streams:
                 now = time.monotonic()
                 deadline = min(step_deadline, total_deadline)
                 if now >= deadline:
-                    return events, "timeout", bytes(printed)
+                    return events, "done" if done else "timeout", bytes(printed)
                 for key, _ in sel.select(deadline - now):
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
@@ -379,7 +379,11 @@ class _Run:
                             events.append(event)
                             step_deadline = time.monotonic() + self.limits.test_timeout + GRACE
                             if event.get("done"):
-                                return events, "done", bytes(printed)
+                                # drain what the program printed, briefly, then stop
+                                done = True
+                                step_deadline = total_deadline = time.monotonic() + 0.5
+        if done:
+            return events, "done", bytes(printed)
         try:
             code = proc.wait(timeout=max(total_deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:

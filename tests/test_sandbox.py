@@ -1,0 +1,220 @@
+"""The sandbox executor: verdicts, feedback, limits, and the hostile-program suite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from localdistill.execute import Limits, Program, run_many, run_tests
+from localdistill.execute.judge import plan_test
+from localdistill.execute.sandbox import RUNNER_SOURCE, isolation
+
+HOSTILE = sorted((Path(__file__).parent / "hostile").glob("*.py"))
+OUTSIDE = Path("/tmp/localdistill-hostile")
+FAST = Limits(test_timeout=1.0, total_timeout=8.0, memory_mb=512)
+RUNNER_MARK = RUNNER_SOURCE.splitlines()[0]
+
+
+def _sandbox_processes() -> list[int]:
+    """PIDs of live processes running our sandbox runner (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if RUNNER_MARK.encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+# --- verdicts and feedback ----------------------------------------------------------------------
+
+
+def test_correct_program_passes_and_records_each_test():
+    result = run_tests("def add(a, b):\n    return a + b\n",
+                       ["assert add(1, 2) == 3", "assert add('a', 'b') == 'ab'"], "add")
+    assert result.passed
+    assert [o.status for o in result.outcomes] == ["passed", "passed"]
+    assert result.feedback == ""
+    assert result.runtime > 0
+
+
+def test_wrong_value_feedback_is_in_persd_format():
+    result = run_tests("def add(a, b):\n    return a - b\n",
+                       ["assert add(1, 1) == 0", "assert add(2, 3) == 5"], "add")
+    assert not result.passed
+    assert [o.status for o in result.outcomes] == ["passed", "failed"]
+    assert result.feedback == "AssertionError\nINPUT: 2, 3\nOUTPUT: -1\nEXPECTED: 5"
+
+
+def test_error_feedback_names_exception_and_input():
+    result = run_tests("def inv(x):\n    return 1 / x\n", ["assert inv(0) == 0"], "inv")
+    assert result.outcomes[0].status == "error"
+    assert result.feedback == "ZeroDivisionError: division by zero\nINPUT: 0"
+
+
+def test_syntax_error_fails_every_test_with_the_error():
+    result = run_tests("def f(x)\n    return x\n", ["assert f(1) == 1", "assert f(2) == 2"], "f")
+    assert [o.status for o in result.outcomes] == ["error", "error"]
+    assert result.feedback.startswith("SyntaxError")
+
+
+def test_timeout_is_per_test_and_later_tests_still_run():
+    program = "def f(x):\n    while x == 1:\n        pass\n    return x\n"
+    result = run_tests(program, ["assert f(1) == 1", "assert f(2) == 2"], "f",
+                       limits=Limits(test_timeout=0.5))
+    assert [o.status for o in result.outcomes] == ["timeout", "passed"]
+    assert result.feedback == "Timeout: the test did not finish within 0.5 s\nINPUT: 1"
+
+
+def test_hung_test_that_ignores_the_alarm_is_killed_and_the_rest_rerun():
+    program = ("def f(x):\n    while x == 1:\n        try:\n            while True: pass\n"
+               "        except BaseException:\n            pass\n    return x\n")
+    result = run_tests(program, ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 4"],
+                       "f", limits=Limits(test_timeout=0.3))
+    assert [o.status for o in result.outcomes] == ["timeout", "passed", "failed"]
+
+
+def test_non_literal_and_free_form_tests():
+    program = "def sq(x):\n    return x * x\n"
+    tests = ["y = 3\nassert sq(y) == 9", "assert sq(2) == 2 + 2", "assert abs(sq(0.5) - 0.25) < 1e-9",
+             "assert sq(3) == 3 + 3"]
+    result = run_tests(program, tests, "sq")
+    assert [o.status for o in result.outcomes] == ["passed", "passed", "passed", "failed"]
+    assert result.feedback == "AssertionError\nINPUT: 3\nOUTPUT: 9\nEXPECTED: 6"
+
+
+def test_truthiness_tests():
+    program = "def even(x):\n    return x % 2 == 0\n"
+    result = run_tests(program, ["assert even(2)", "assert not even(3)", "assert even(5)"], "even")
+    assert [o.status for o in result.outcomes] == ["passed", "passed", "failed"]
+
+
+def test_plain_data_subclasses_are_judged_by_value():
+    program = ("from collections import Counter, OrderedDict, namedtuple\nfrom enum import IntEnum\n"
+               "P = namedtuple('P', 'a b')\nclass C(IntEnum):\n    ONE = 1\n"
+               "def f(k):\n    return {'counter': Counter('aab'), 'od': OrderedDict(a=1),\n"
+               "            'nt': P(1, 2), 'enum': C.ONE, 'set': {1, 2}}[k]\n")
+    tests = ["assert f('counter') == {'a': 2, 'b': 1}", "assert f('od') == {'a': 1}",
+             "assert f('nt') == (1, 2)", "assert f('enum') == 1", "assert f('set') == {2, 1}"]
+    result = run_tests(program, tests, "f")
+    assert result.passed, result.feedback
+
+
+def test_expected_value_never_enters_the_sandbox():
+    plan = plan_test("assert f(1) == 'expected-4f2a'", "f")
+    assert plan.kind == "value"
+    assert "expected-4f2a" not in str(plan.wire())
+
+
+def test_stop_at_first_failure_skips_the_rest():
+    result = run_tests("def f(x):\n    return 0\n", ["assert f(1) == 1", "assert f(0) == 0"], "f",
+                       limits=Limits(stop_at_first_failure=True))
+    assert [o.status for o in result.outcomes] == ["failed", "not_run"]
+
+
+def test_output_is_captured_and_capped():
+    result = run_tests("def f(x):\n    print('hello', x)\n    return x\n", ["assert f(7) == 7"], "f")
+    assert result.output == "hello 7\n"
+
+
+def test_test_setup_runs_before_tests():
+    result = run_tests("def f(x):\n    return x\n", ["assert f(LIMIT) == 5"], "f", setup="LIMIT = 5")
+    assert result.passed
+
+
+def test_no_tests_is_not_a_pass():
+    assert not run_tests("def f():\n    return 1\n", [], "f").passed
+
+
+def test_pool_judges_many_programs_in_parallel():
+    programs = [Program(str(i), f"def f(x):\n    return x + {i % 2}\n", ("assert f(1) == 1",), "f")
+                for i in range(24)]
+    results = dict((p.key, r.passed) for p, r in run_many(iter(programs), workers=2))
+    assert len(results) == 24
+    assert [results[str(i)] for i in range(24)] == [i % 2 == 0 for i in range(24)]
+
+
+# --- hostile programs ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A directory outside the sandbox with a sentinel file, a listening socket and a secret."""
+    OUTSIDE.mkdir(exist_ok=True)
+    sentinel = OUTSIDE / "sentinel.txt"
+    sentinel.write_text("original")
+    (OUTSIDE / "created.txt").unlink(missing_ok=True)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    (OUTSIDE / "port.txt").write_text(str(server.getsockname()[1]))
+    accepted = []
+
+    def accept():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not accepted:
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn.recv(100))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    home_secret = Path(os.path.expanduser("~")) / ".localdistill-hostile-secret"
+    home_secret.write_text("hunter2")
+    sibling = subprocess.Popen(["sleep", "60"])
+    os.environ["LOCALDISTILL_HOSTILE_SECRET_TOKEN"] = "hunter2"
+    yield {"sentinel": sentinel, "accepted": accepted}
+    del os.environ["LOCALDISTILL_HOSTILE_SECRET_TOKEN"]
+    sibling_alive = sibling.poll() is None
+    sibling.kill()
+    sibling.wait()
+    home_secret.unlink(missing_ok=True)
+    accepted.append(b"stop")  # ends the accept loop
+    server.close()
+    assert sibling_alive, "a process outside the sandbox was killed"
+
+
+@pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
+def test_hostile_program_fails_and_touches_nothing(path, outside):
+    expected = "'expected-4f2a'" if path.stem == "steal_expected" else "1"
+    started = time.monotonic()
+    result = run_tests(path.read_text(), [f"assert f(1) == {expected}"], "f", limits=FAST)
+    assert not result.passed, f"{path.stem} faked a pass: {result}"
+    assert time.monotonic() - started < 20
+    assert outside["sentinel"].read_text() == "original"
+    assert not (OUTSIDE / "created.txt").exists()
+    assert outside["accepted"] == [], "the sandbox reached a server on the host"
+    deadline = time.monotonic() + 5
+    while _sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sandbox_processes() == [], "a sandboxed process outlived its run"
+
+
+def test_hostile_suite_is_complete():
+    required = {"fork_bomb", "memory_bomb", "endless_output", "endless_loop", "sleep_forever",
+                "write_outside", "read_environment", "network_connect", "early_exit_zero",
+                "kill_parent", "delete_files", "patch_builtins", "print_passed"}
+    assert required <= {p.stem for p in HOSTILE}
+
+
+def test_network_namespace_cuts_even_loopback():
+    if not isolation().prefix:
+        pytest.skip("this kernel refuses new network namespaces; doctor reports it")
+    result = run_tests("import socket\ndef f(x):\n    socket.create_connection(('127.0.0.1', 9), 1)"
+                       "\n    return x\n", ["assert f(1) == 1"], "f", limits=FAST)
+    assert "Network is unreachable" in result.feedback
