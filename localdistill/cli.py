@@ -29,7 +29,9 @@ def doctor() -> None:
     console = Console(highlight=False)
     marks = {True: "[green]ok[/]  ", False: "[red]no[/]  ", None: "[yellow]--[/]  "}
     for check in checks():
-        console.print(f"{marks[check.ok]}{escape(check.name)}: {escape(check.detail)}", soft_wrap=True)
+        console.print(
+            f"{marks[check.ok]}{escape(check.name)}: {escape(check.detail)}", soft_wrap=True
+        )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`localdistill doctor`: what is installed and usable on this machine, one line each, truthfully."""
+"""`localdistill doctor`: what is installed and usable here, one line each, truthfully."""
 
 from __future__ import annotations
 
@@ -57,20 +57,23 @@ def _llama_cpp() -> Check:
 
     info = llama_cpp.llama_print_system_info().decode(errors="replace")
     amx = "AMX" in info and "AMX_INT8 = 1" in info
-    features = [f for f in ("AVX2", "AVX512", "AMX") if f"{f} = 1" in info or f"{f}_INT8 = 1" in info]
+    features = [
+        f for f in ("AVX2", "AVX512", "AMX") if f"{f} = 1" in info or f"{f}_INT8 = 1" in info
+    ]
     gpu = "GPU offload" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
     warn = " WARNING: built with AMX, may segfault here; rerun setup.sh" if amx else ""
     return Check(
         "llama.cpp backend",
         not amx,
-        f"llama-cpp-python {version}, {gpu}, CPU features: {', '.join(features) or 'baseline'}{warn}",
+        f"llama-cpp-python {version}, {gpu}, "
+        f"CPU features: {', '.join(features) or 'baseline'}{warn}",
     )
 
 
 def _optional_gpu_backend(name: str, dist: str) -> Check:
     version = _version(dist)
     if version is None:
-        return Check(name, None, f"not installed (GPU extra: pip install 'localdistill[gpu]')")
+        return Check(name, None, "not installed (GPU extra: pip install 'localdistill[gpu]')")
     return Check(name, True, f"{dist} {version}")
 
 
@@ -83,30 +86,54 @@ def _models() -> Iterator[Check]:
         try:
             parts = demo_parts(model)
             size = sum(p.stat().st_size for p in parts) / 1e9
-            yield Check(model.name, True, f"{model.description}: {model.parts} parts installed, "
-                        f"{size:.2f} GB, under {parts[0].parent.parent.parent}")
+            yield Check(
+                model.name,
+                True,
+                f"{model.description}: {model.parts} parts installed, "
+                f"{size:.2f} GB, under {parts[0].parent.parent.parent}",
+            )
         except ModelNotInstalled as e:
             yield Check(model.name, None, str(e))
 
 
 def checks() -> Iterator[Check]:
     """Every check; one that raises is reported as a failed line, never a crash."""
-    yield Check("localdistill", True, f"{__version__} on Python {platform.python_version()}, "
-                f"{platform.machine()}, {os.cpu_count()} CPUs")
+    yield Check(
+        "localdistill",
+        True,
+        f"{__version__} on Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs",
+    )
     offline = all(os.environ.get(k) == v for k, v in OFFLINE_ENV.items())
-    yield Check("offline mode", offline, "HF_HUB_OFFLINE=1 and telemetry off" if offline
-                else "offline variables are not set")
+    yield Check(
+        "offline mode",
+        offline,
+        "HF_HUB_OFFLINE=1 and telemetry off" if offline else "offline variables are not set",
+    )
     probes = [
-        ("torch", lambda: [_package("torch", "torch", "needed for training: "
-                                    "pip install 'localdistill[cpu]'")]),
+        (
+            "torch",
+            lambda: [
+                _package("torch", "torch", "needed for training: pip install 'localdistill[cpu]'")
+            ],
+        ),
         ("CUDA GPU", lambda: [_cuda()]),
         ("llama.cpp backend", lambda: [_llama_cpp()]),
-        ("transformers backend", lambda: [_package("transformers backend", "transformers",
-                                                   "pip install 'localdistill[cpu]'")]),
-        ("PEFT trainer", lambda: [_package("PEFT trainer", "peft",
-                                           "pip install 'localdistill[cpu]'")]),
+        (
+            "transformers backend",
+            lambda: [
+                _package("transformers backend", "transformers", "pip install 'localdistill[cpu]'")
+            ],
+        ),
+        (
+            "PEFT trainer",
+            lambda: [_package("PEFT trainer", "peft", "pip install 'localdistill[cpu]'")],
+        ),
         ("datasets", lambda: [_package("datasets", "datasets", "pip install 'localdistill[cpu]'")]),
-        ("gguf writer", lambda: [_package("gguf writer", "gguf", "pip install 'localdistill[cpu]'")]),
+        (
+            "gguf writer",
+            lambda: [_package("gguf writer", "gguf", "pip install 'localdistill[cpu]'")],
+        ),
         ("vLLM backend", lambda: [_optional_gpu_backend("vLLM backend", "vllm")]),
         ("Unsloth trainer", lambda: [_optional_gpu_backend("Unsloth trainer", "unsloth")]),
         ("sandbox", lambda: list(_sandbox())),

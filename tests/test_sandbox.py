@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -42,8 +41,11 @@ def _sandbox_processes() -> list[int]:
 
 
 def test_correct_program_passes_and_records_each_test():
-    result = run_tests("def add(a, b):\n    return a + b\n",
-                       ["assert add(1, 2) == 3", "assert add('a', 'b') == 'ab'"], "add")
+    result = run_tests(
+        "def add(a, b):\n    return a + b\n",
+        ["assert add(1, 2) == 3", "assert add('a', 'b') == 'ab'"],
+        "add",
+    )
     assert result.passed
     assert [o.status for o in result.outcomes] == ["passed", "passed"]
     assert result.feedback == ""
@@ -51,8 +53,11 @@ def test_correct_program_passes_and_records_each_test():
 
 
 def test_wrong_value_feedback_is_in_persd_format():
-    result = run_tests("def add(a, b):\n    return a - b\n",
-                       ["assert add(1, 1) == 0", "assert add(2, 3) == 5"], "add")
+    result = run_tests(
+        "def add(a, b):\n    return a - b\n",
+        ["assert add(1, 1) == 0", "assert add(2, 3) == 5"],
+        "add",
+    )
     assert not result.passed
     assert [o.status for o in result.outcomes] == ["passed", "failed"]
     assert result.feedback == "AssertionError\nINPUT: 2, 3\nOUTPUT: -1\nEXPECTED: 5"
@@ -72,24 +77,35 @@ def test_syntax_error_fails_every_test_with_the_error():
 
 def test_timeout_is_per_test_and_later_tests_still_run():
     program = "def f(x):\n    while x == 1:\n        pass\n    return x\n"
-    result = run_tests(program, ["assert f(1) == 1", "assert f(2) == 2"], "f",
-                       limits=Limits(test_timeout=0.5))
+    result = run_tests(
+        program, ["assert f(1) == 1", "assert f(2) == 2"], "f", limits=Limits(test_timeout=0.5)
+    )
     assert [o.status for o in result.outcomes] == ["timeout", "passed"]
     assert result.feedback == "Timeout: the test did not finish within 0.5 s\nINPUT: 1"
 
 
 def test_hung_test_that_ignores_the_alarm_is_killed_and_the_rest_rerun():
-    program = ("def f(x):\n    while x == 1:\n        try:\n            while True: pass\n"
-               "        except BaseException:\n            pass\n    return x\n")
-    result = run_tests(program, ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 4"],
-                       "f", limits=Limits(test_timeout=0.3))
+    program = (
+        "def f(x):\n    while x == 1:\n        try:\n            while True: pass\n"
+        "        except BaseException:\n            pass\n    return x\n"
+    )
+    result = run_tests(
+        program,
+        ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 4"],
+        "f",
+        limits=Limits(test_timeout=0.3),
+    )
     assert [o.status for o in result.outcomes] == ["timeout", "passed", "failed"]
 
 
 def test_non_literal_and_free_form_tests():
     program = "def sq(x):\n    return x * x\n"
-    tests = ["y = 3\nassert sq(y) == 9", "assert sq(2) == 2 + 2", "assert abs(sq(0.5) - 0.25) < 1e-9",
-             "assert sq(3) == 3 + 3"]
+    tests = [
+        "y = 3\nassert sq(y) == 9",
+        "assert sq(2) == 2 + 2",
+        "assert abs(sq(0.5) - 0.25) < 1e-9",
+        "assert sq(3) == 3 + 3",
+    ]
     result = run_tests(program, tests, "sq")
     assert [o.status for o in result.outcomes] == ["passed", "passed", "passed", "failed"]
     assert result.feedback == "AssertionError\nINPUT: 3\nOUTPUT: 9\nEXPECTED: 6"
@@ -102,12 +118,19 @@ def test_truthiness_tests():
 
 
 def test_plain_data_subclasses_are_judged_by_value():
-    program = ("from collections import Counter, OrderedDict, namedtuple\nfrom enum import IntEnum\n"
-               "P = namedtuple('P', 'a b')\nclass C(IntEnum):\n    ONE = 1\n"
-               "def f(k):\n    return {'counter': Counter('aab'), 'od': OrderedDict(a=1),\n"
-               "            'nt': P(1, 2), 'enum': C.ONE, 'set': {1, 2}}[k]\n")
-    tests = ["assert f('counter') == {'a': 2, 'b': 1}", "assert f('od') == {'a': 1}",
-             "assert f('nt') == (1, 2)", "assert f('enum') == 1", "assert f('set') == {2, 1}"]
+    program = (
+        "from collections import Counter, OrderedDict, namedtuple\nfrom enum import IntEnum\n"
+        "P = namedtuple('P', 'a b')\nclass C(IntEnum):\n    ONE = 1\n"
+        "def f(k):\n    return {'counter': Counter('aab'), 'od': OrderedDict(a=1),\n"
+        "            'nt': P(1, 2), 'enum': C.ONE, 'set': {1, 2}}[k]\n"
+    )
+    tests = [
+        "assert f('counter') == {'a': 2, 'b': 1}",
+        "assert f('od') == {'a': 1}",
+        "assert f('nt') == (1, 2)",
+        "assert f('enum') == 1",
+        "assert f('set') == {2, 1}",
+    ]
     result = run_tests(program, tests, "f")
     assert result.passed, result.feedback
 
@@ -119,18 +142,26 @@ def test_expected_value_never_enters_the_sandbox():
 
 
 def test_stop_at_first_failure_skips_the_rest():
-    result = run_tests("def f(x):\n    return 0\n", ["assert f(1) == 1", "assert f(0) == 0"], "f",
-                       limits=Limits(stop_at_first_failure=True))
+    result = run_tests(
+        "def f(x):\n    return 0\n",
+        ["assert f(1) == 1", "assert f(0) == 0"],
+        "f",
+        limits=Limits(stop_at_first_failure=True),
+    )
     assert [o.status for o in result.outcomes] == ["failed", "not_run"]
 
 
 def test_output_is_captured_and_capped():
-    result = run_tests("def f(x):\n    print('hello', x)\n    return x\n", ["assert f(7) == 7"], "f")
+    result = run_tests(
+        "def f(x):\n    print('hello', x)\n    return x\n", ["assert f(7) == 7"], "f"
+    )
     assert result.output == "hello 7\n"
 
 
 def test_test_setup_runs_before_tests():
-    result = run_tests("def f(x):\n    return x\n", ["assert f(LIMIT) == 5"], "f", setup="LIMIT = 5")
+    result = run_tests(
+        "def f(x):\n    return x\n", ["assert f(LIMIT) == 5"], "f", setup="LIMIT = 5"
+    )
     assert result.passed
 
 
@@ -139,8 +170,10 @@ def test_no_tests_is_not_a_pass():
 
 
 def test_pool_judges_many_programs_in_parallel():
-    programs = [Program(str(i), f"def f(x):\n    return x + {i % 2}\n", ("assert f(1) == 1",), "f")
-                for i in range(24)]
+    programs = [
+        Program(str(i), f"def f(x):\n    return x + {i % 2}\n", ("assert f(1) == 1",), "f")
+        for i in range(24)
+    ]
     results = dict((p.key, r.passed) for p, r in run_many(iter(programs), workers=2))
     assert len(results) == 24
     assert [results[str(i)] for i in range(24)] == [i % 2 == 0 for i in range(24)]
@@ -206,15 +239,32 @@ def test_hostile_program_fails_and_touches_nothing(path, outside):
 
 
 def test_hostile_suite_is_complete():
-    required = {"fork_bomb", "memory_bomb", "endless_output", "endless_loop", "sleep_forever",
-                "write_outside", "read_environment", "network_connect", "early_exit_zero",
-                "kill_parent", "delete_files", "patch_builtins", "print_passed"}
+    required = {
+        "fork_bomb",
+        "memory_bomb",
+        "endless_output",
+        "endless_loop",
+        "sleep_forever",
+        "write_outside",
+        "read_environment",
+        "network_connect",
+        "early_exit_zero",
+        "kill_parent",
+        "delete_files",
+        "patch_builtins",
+        "print_passed",
+    }
     assert required <= {p.stem for p in HOSTILE}
 
 
 def test_network_namespace_cuts_even_loopback():
     if not isolation().prefix:
         pytest.skip("this kernel refuses new network namespaces; doctor reports it")
-    result = run_tests("import socket\ndef f(x):\n    socket.create_connection(('127.0.0.1', 9), 1)"
-                       "\n    return x\n", ["assert f(1) == 1"], "f", limits=FAST)
+    result = run_tests(
+        "import socket\ndef f(x):\n    socket.create_connection(('127.0.0.1', 9), 1)"
+        "\n    return x\n",
+        ["assert f(1) == 1"],
+        "f",
+        limits=FAST,
+    )
     assert "Network is unreachable" in result.feedback

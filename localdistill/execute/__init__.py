@@ -4,24 +4,45 @@
 """
 
 from localdistill.execute.pool import Program, run_many
-from localdistill.execute.sandbox import (ExecutionResult, Limits, TestOutcome, isolation_report,
-                                          run_tests)
+from localdistill.execute.sandbox import (
+    ExecutionResult,
+    Limits,
+    TestOutcome,
+    isolation_report,
+    run_tests,
+)
 from localdistill.tasks.record import Task
 
 
-def execute(task: Task, completion: str, limits: Limits = Limits(), seen_only: bool = False
-            ) -> ExecutionResult:
+def execute(
+    task: Task, completion: str, limits: Limits = Limits(), seen_only: bool = False
+) -> ExecutionResult:
     """Judge `completion` on the task's hidden tests (or only its seen tests, for self-repair)."""
     tests = task.seen_tests if seen_only else task.tests
     return run_tests(task.program(completion), tests, task.entry_point, task.test_setup, limits)
 
 
-def program_for(task: Task, completion: str, key: str | None = None, seen_only: bool = False
-                ) -> Program:
+def program_for(
+    task: Task, completion: str, key: str | None = None, seen_only: bool = False
+) -> Program:
     tests = task.seen_tests if seen_only else task.tests
-    return Program(key or task.task_id, task.program(completion), tuple(tests), task.entry_point,
-                   task.test_setup)
+    return Program(
+        key or task.task_id,
+        task.program(completion),
+        tuple(tests),
+        task.entry_point,
+        task.test_setup,
+    )
 
 
-__all__ = ["ExecutionResult", "Limits", "Program", "TestOutcome", "execute", "isolation_report",
-           "program_for", "run_many", "run_tests"]
+__all__ = [
+    "ExecutionResult",
+    "Limits",
+    "Program",
+    "TestOutcome",
+    "execute",
+    "isolation_report",
+    "program_for",
+    "run_many",
+    "run_tests",
+]

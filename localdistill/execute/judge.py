@@ -64,16 +64,27 @@ def plan_test(source: str, entry_point: str) -> TestPlan:
         if expected is _MISSING and _literal(left) is not _MISSING:
             left, right, expected = right, left, _literal(left)
         if expected is not _MISSING:
-            return TestPlan(source, "value", expr=ast.unparse(left), expected=expected,
-                            inputs=_inputs(left, entry_point))
-        return TestPlan(source, "compare", expr=ast.unparse(left),
-                        expected_expr=ast.unparse(right), inputs=_inputs(left, entry_point))
+            return TestPlan(
+                source,
+                "value",
+                expr=ast.unparse(left),
+                expected=expected,
+                inputs=_inputs(left, entry_point),
+            )
+        return TestPlan(
+            source,
+            "compare",
+            expr=ast.unparse(left),
+            expected_expr=ast.unparse(right),
+            inputs=_inputs(left, entry_point),
+        )
     truth = True
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         test, truth = test.operand, False
     if _calls(test, entry_point) and isinstance(test, ast.Call):
-        return TestPlan(source, "value", expr=ast.unparse(test), truth=truth,
-                        inputs=_inputs(test, entry_point))
+        return TestPlan(
+            source, "value", expr=ast.unparse(test), truth=truth, inputs=_inputs(test, entry_point)
+        )
     return TestPlan(source, "exec", inputs=_inputs(test, entry_point))
 
 
@@ -96,8 +107,10 @@ def _inputs(node: ast.AST, entry_point: str) -> str:
     if call is None:
         return ""
     parts = [ast.unparse(a) for a in call.args]
-    parts += [f"{k.arg}={ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}"
-              for k in call.keywords]
+    parts += [
+        f"{k.arg}={ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}"
+        for k in call.keywords
+    ]
     return _clip(", ".join(parts))
 
 
@@ -120,7 +133,7 @@ def _decode(data: Any) -> Any:
         return data
     if not isinstance(data, dict) or len(data) != 1:
         raise ProtocolError("malformed value from the sandbox")
-    (tag, body), = data.items()
+    ((tag, body),) = data.items()
     match tag:
         case "list":
             return [_decode(v) for v in body]
@@ -167,8 +180,9 @@ def equal(got: Any, expected: Any) -> bool:
 
 
 def wrong_value(plan: TestPlan, output: str, expected: str) -> str:
-    return "\n".join(["AssertionError", *_input_line(plan), f"OUTPUT: {output}",
-                      f"EXPECTED: {expected}"])
+    return "\n".join(
+        ["AssertionError", *_input_line(plan), f"OUTPUT: {output}", f"EXPECTED: {expected}"]
+    )
 
 
 def error(plan: TestPlan, description: str) -> str:

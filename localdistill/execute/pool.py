@@ -48,8 +48,16 @@ def run_many(
                     if item is None:
                         exhausted = True
                         break
-                    pending[pool.submit(run_tests, item.program, item.tests, item.entry_point,
-                                        item.setup, limits)] = item
+                    pending[
+                        pool.submit(
+                            run_tests,
+                            item.program,
+                            item.tests,
+                            item.entry_point,
+                            item.setup,
+                            limits,
+                        )
+                    ] = item
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -70,14 +78,25 @@ class _Progress:
     """A rich progress bar with counts, rate, ETA and how many passed."""
 
     def __init__(self, total: int | None) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.passed = 0
         self.progress = Progress(
-            TextColumn("[bold]executing"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} programs/s"), TextColumn("{task.fields[passed]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+            TextColumn("[bold]executing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} programs/s"),
+            TextColumn("{task.fields[passed]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
         )
         self.task = self.progress.add_task("execute", total=total, rate="-", passed="")
         self.progress.start()
@@ -86,8 +105,7 @@ class _Progress:
         self.passed += passed
         task = self.progress.tasks[0]
         rate = f"{task.speed:.1f}" if task.speed else "-"
-        self.progress.update(self.task, advance=1, rate=rate,
-                             passed=f"{self.passed} passed")
+        self.progress.update(self.task, advance=1, rate=rate, passed=f"{self.passed} passed")
 
     def close(self) -> None:
         self.progress.stop()

@@ -38,17 +38,20 @@ def encode(value, budget=None):
     budget = budget if budget is not None else [MAX_ITEMS]
     budget[0] -= 1
     if budget[0] < 0:
-        raise NotData("a value with more than %d elements" % MAX_ITEMS)
+        raise NotData(f"a value with more than {MAX_ITEMS} elements")
     t = type(value)
     if value is None or t is bool or t is str:
         return value
     if t is int:
         if int.bit_length(value) > MAX_INT_BITS:
-            raise NotData("an integer of more than %d bits" % MAX_INT_BITS)
+            raise NotData(f"an integer of more than {MAX_INT_BITS} bits")
         return value if -(2**53) < value < 2**53 else {"int": int.__repr__(value)}
     if t is float:
-        return value if value == value and value not in (float("inf"), float("-inf")) else {
-            "float": float.__repr__(value)}
+        return (
+            value
+            if value == value and value not in (float("inf"), float("-inf"))
+            else {"float": float.__repr__(value)}
+        )
     if t is list or t is tuple or t is set or t is frozenset:
         return {t.__name__: [encode(v, budget) for v in t.__iter__(value)]}
     if t is dict:
@@ -69,7 +72,7 @@ def encode(value, budget=None):
         return {"fraction": [encode(value.numerator), encode(value.denominator)]}
     if module == "numpy" and hasattr(value, "tolist"):
         return encode(value.tolist(), budget)  # re-checked: whatever it returns must be plain
-    raise NotData("a %s object" % getattr(t, "__qualname__", "?"))
+    raise NotData("a {} object".format(getattr(t, "__qualname__", "?")))
 
 
 _BASE_CONVERSIONS = (
@@ -92,9 +95,9 @@ def describe(exc):
         name = type(exc).__name__
         text = str(exc)
     except BaseException:  # a __str__ that raises is the program's problem, not ours
-        return "%s: <unprintable>" % type(exc).__name__
+        return f"{type(exc).__name__}: <unprintable>"
     text = text if len(text) <= 500 else text[:500] + "..."
-    return "%s: %s" % (name, text) if text else name
+    return f"{name}: {text}" if text else name
 
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -111,9 +114,10 @@ def lockdown(workdir, hide, keep):
 
     def mount(source, target, fstype, flags):
         if libc.mount(source, target.encode(), fstype, flags, None) != 0:
-            raise OSError(ctypes.get_errno(), "mount %s: %s" % (target, os.strerror(ctypes.get_errno())))
+            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
 
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+
     # Hidden directories (the user's home) are covered entry by entry: an empty tmpfs over each
     # directory, /dev/null over each file, except the path down to the Python installation the
     # sandbox runs from.
@@ -186,7 +190,7 @@ def main():
     def report(message):
         data = (_dumps(message) + "\n").encode()
         while data:
-            data = data[_write(results, data):]
+            data = data[_write(results, data) :]
 
     def on_alarm(signum, frame):
         raise TestTimeout()
@@ -240,7 +244,7 @@ def main():
                     # run inside the sandbox, as the original test would have done.
                     message.pop("not_data", None)
                     message["value"] = None
-                    message["ok"] = bool(run_timed(lambda: got == expected))
+                    message["ok"] = bool(run_timed(lambda a=got, b=expected: a == b))
                     message["output"] = _safe_repr(got)
                     message["expected_repr"] = _safe_repr(expected)
             else:

@@ -105,8 +105,10 @@ def isolation() -> Isolation:
     user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
     candidates = []
     if shutil.which("unshare"):
-        candidates += [Isolation((FULL[0], *user, *FULL[1:]), True),
-                       Isolation((NAMESPACES_ONLY[0], *user, *NAMESPACES_ONLY[1:]), False)]
+        candidates += [
+            Isolation((FULL[0], *user, *FULL[1:]), True),
+            Isolation((NAMESPACES_ONLY[0], *user, *NAMESPACES_ONLY[1:]), False),
+        ]
     for candidate in candidates:
         try:
             result = _probe(candidate)
@@ -118,8 +120,15 @@ def isolation() -> Isolation:
 
 
 def _probe(mode: Isolation) -> bool:
-    run = _Run("def f():\n    return 1\n", "", [judge.plan_test("assert f() == 1", "f")], 0,
-               Limits(test_timeout=10), 20, mode)
+    run = _Run(
+        "def f():\n    return 1\n",
+        "",
+        [judge.plan_test("assert f() == 1", "f")],
+        0,
+        Limits(test_timeout=10),
+        20,
+        mode,
+    )
     events, end, _ = run.execute()
     return end == "done" and any(e.get("value") == 1 for e in events)
 
@@ -127,8 +136,13 @@ def _probe(mode: Isolation) -> bool:
 def _hidden_dirs(workdir_parent: str) -> list[str]:
     """The user's home directories, hidden from sandboxed code (unless the work dir is inside)."""
     homes = {os.path.expanduser("~"), "/root", "/home"}
-    return sorted(h for h in homes if os.path.isdir(h) and os.path.realpath(h) != "/"
-                  and not os.path.realpath(workdir_parent).startswith(os.path.realpath(h)))
+    return sorted(
+        h
+        for h in homes
+        if os.path.isdir(h)
+        and os.path.realpath(h) != "/"
+        and not os.path.realpath(workdir_parent).startswith(os.path.realpath(h))
+    )
 
 
 @functools.cache
@@ -163,21 +177,42 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
     cgroup = _pids_cgroup_root()
     nproc_ok = os.geteuid() != 0
     return [
-        ("sandbox: no network", bool(prefix),
-         f"new network namespace ({user})" if prefix else
-         "NOT isolated: this kernel refuses new network namespaces (unshare failed)"),
-        ("sandbox: PID isolation", bool(prefix),
-         "new PID namespace: programs cannot signal other processes, leftovers die with the run"
-         if prefix else "NOT isolated: programs run in our PID namespace (process group only)"),
-        ("sandbox: file system", mode.lockdown,
-         "read-only except its own temp dir; home directories hidden; no capabilities"
-         if mode.lockdown else "NOT locked down: programs can write wherever this user can"),
-        ("sandbox: process cap", bool(cgroup) or nproc_ok,
-         f"pids cgroup under {cgroup}" if cgroup else
-         "RLIMIT_NPROC" if nproc_ok else
-         "NONE: running as root without a writable pids cgroup; RLIMIT_NPROC does not bind root"),
-        ("sandbox: limits", True,
-         "rlimits on memory, CPU, file size, open files; per-test timeouts; temp dir; clean env"),
+        (
+            "sandbox: no network",
+            bool(prefix),
+            f"new network namespace ({user})"
+            if prefix
+            else "NOT isolated: this kernel refuses new network namespaces (unshare failed)",
+        ),
+        (
+            "sandbox: PID isolation",
+            bool(prefix),
+            "new PID namespace: programs cannot signal other processes, leftovers die with the run"
+            if prefix
+            else "NOT isolated: programs run in our PID namespace (process group only)",
+        ),
+        (
+            "sandbox: file system",
+            mode.lockdown,
+            "read-only except its own temp dir; home directories hidden; no capabilities"
+            if mode.lockdown
+            else "NOT locked down: programs can write wherever this user can",
+        ),
+        (
+            "sandbox: process cap",
+            bool(cgroup) or nproc_ok,
+            f"pids cgroup under {cgroup}"
+            if cgroup
+            else "RLIMIT_NPROC"
+            if nproc_ok
+            else "NONE: running as root without a writable pids cgroup "
+            "(RLIMIT_NPROC does not bind root)",
+        ),
+        (
+            "sandbox: limits",
+            True,
+            "rlimits on memory, CPU, file size, open files; per-test timeouts; temp dir; clean env",
+        ),
     ]
 
 
@@ -211,19 +246,28 @@ def run_tests(
         notes.append(end)
         plan = plans[next_start]
         if end.startswith("timeout"):
-            outcomes[next_start] = TestOutcome(plan.source, "timeout",
-                                               judge.timeout(plan, limits.test_timeout))
+            outcomes[next_start] = TestOutcome(
+                plan.source, "timeout", judge.timeout(plan, limits.test_timeout)
+            )
         else:
             outcomes[next_start] = TestOutcome(plan.source, "error", judge.error(plan, end))
         start = next_start + 1
         out_of_time = time.monotonic() - started >= limits.total_timeout
         if start >= len(plans) or limits.stop_at_first_failure or out_of_time:
             break
-    final = tuple(o or TestOutcome(p.source, "not_run") for o, p in zip(outcomes, plans))
+    final = tuple(
+        o or TestOutcome(p.source, "not_run") for o, p in zip(outcomes, plans, strict=False)
+    )
     passed = bool(final) and all(o.status == "passed" for o in final)
     feedback = next((o.feedback for o in final if o.status not in ("passed", "not_run")), "")
-    return ExecutionResult(passed, final, feedback, time.monotonic() - started,
-                           output.decode("utf-8", "replace"), tuple(notes))
+    return ExecutionResult(
+        passed,
+        final,
+        feedback,
+        time.monotonic() - started,
+        output.decode("utf-8", "replace"),
+        tuple(notes),
+    )
 
 
 def _judge_events(plans, events, outcomes, limits) -> int | None:
@@ -232,8 +276,11 @@ def _judge_events(plans, events, outcomes, limits) -> int | None:
     for event in events:
         if "load" in event:
             what = "the program" if event["load"] == "program" else "the test setup"
-            text = (f"Timeout: {what} did not finish loading within {limits.test_timeout:g} s"
-                    if event.get("timeout") else str(event.get("error", "error"))[:600])
+            text = (
+                f"Timeout: {what} did not finish loading within {limits.test_timeout:g} s"
+                if event.get("timeout")
+                else str(event.get("error", "error"))[:600]
+            )
             for i, plan in enumerate(plans):
                 if outcomes[i] is None:
                     outcomes[i] = TestOutcome(plan.source, "error", text)
@@ -258,17 +305,31 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
     if "error" in event:
         return TestOutcome(plan.source, "error", judge.error(plan, str(event["error"])[:600]))
     if plan.kind == "exec":
-        return TestOutcome(plan.source, "passed" if event.get("ok") is True else "failed",
-                           "" if event.get("ok") is True else judge.error(plan, "AssertionError"))
+        return TestOutcome(
+            plan.source,
+            "passed" if event.get("ok") is True else "failed",
+            "" if event.get("ok") is True else judge.error(plan, "AssertionError"),
+        )
     if "not_data" in event:
         expected = "" if plan.expected is judge._MISSING else judge.show(plan.expected)
-        return TestOutcome(plan.source, "failed", judge.wrong_value(
-            plan, f"<{str(event['not_data'])[:100]}, not plain data>", expected or "?"))
+        return TestOutcome(
+            plan.source,
+            "failed",
+            judge.wrong_value(
+                plan, f"<{str(event['not_data'])[:100]}, not plain data>", expected or "?"
+            ),
+        )
     if plan.kind == "compare" and "ok" in event:  # the test's own expected value is an object
         ok = event["ok"] is True
-        return TestOutcome(plan.source, "passed" if ok else "failed", "" if ok else
-                           judge.wrong_value(plan, str(event.get("output", ""))[:300],
-                                             str(event.get("expected_repr", ""))[:300]))
+        return TestOutcome(
+            plan.source,
+            "passed" if ok else "failed",
+            ""
+            if ok
+            else judge.wrong_value(
+                plan, str(event.get("output", ""))[:300], str(event.get("expected_repr", ""))[:300]
+            ),
+        )
     try:
         got = judge.decode(event.get("value"))
         expected = plan.expected if plan.kind == "value" else judge.decode(event.get("expected"))
@@ -282,17 +343,32 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
         expected_text = judge.show(expected)
     if ok:
         return TestOutcome(plan.source, "passed")
-    return TestOutcome(plan.source, "failed", judge.wrong_value(plan, judge.show(got), expected_text))
+    return TestOutcome(
+        plan.source, "failed", judge.wrong_value(plan, judge.show(got), expected_text)
+    )
 
 
 class _Run:
     """One sandboxed process: spawn, feed the job, collect reports, clean up everything."""
 
-    def __init__(self, program, setup, plans, start, limits: Limits, budget: float,
-                 mode: Isolation | None = None):
-        self.job = {"program": program, "setup": setup, "start": start,
-                    "tests": [p.wire() for p in plans], "test_timeout": limits.test_timeout,
-                    "rlimits": limits.rlimits()}
+    def __init__(
+        self,
+        program,
+        setup,
+        plans,
+        start,
+        limits: Limits,
+        budget: float,
+        mode: Isolation | None = None,
+    ):
+        self.job = {
+            "program": program,
+            "setup": setup,
+            "start": start,
+            "tests": [p.wire() for p in plans],
+            "test_timeout": limits.test_timeout,
+            "rlimits": limits.rlimits(),
+        }
         self.limits = limits
         self.budget = max(budget, 0.1)
         self.mode = mode or isolation()
@@ -309,13 +385,19 @@ class _Run:
                 keep = {os.path.realpath(sys.base_prefix)}
                 if self.limits.site_packages:
                     keep.add(os.path.realpath(sys.prefix))
-                self.job["lockdown"] = {"hide": _hidden_dirs(str(workdir.parent)),
-                                        "keep": sorted(keep)}
+                self.job["lockdown"] = {
+                    "hide": _hidden_dirs(str(workdir.parent)),
+                    "keep": sorted(keep),
+                }
             python = [sys.executable, "-I", "-B"] + ([] if self.limits.site_packages else ["-S"])
             proc = subprocess.Popen(
                 [*self.mode.prefix, *python, "-c", RUNNER_SOURCE],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=workdir, env=_clean_env(workdir), pass_fds=(write_fd,),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=_clean_env(workdir),
+                pass_fds=(write_fd,),
                 start_new_session=True,
             )
             os.close(write_fd)
@@ -361,8 +443,11 @@ class _Run:
                         printed_total += len(chunk)
                         printed += chunk[: keep - len(printed)]
                         if printed_total > kill_at:
-                            return events, f"killed: printed more than {kill_at // 1024} KB", \
-                                bytes(printed)
+                            return (
+                                events,
+                                f"killed: printed more than {kill_at // 1024} KB",
+                                bytes(printed),
+                            )
                     else:
                         report_bytes += len(chunk)
                         if report_bytes > MAX_REPORT_BYTES:
@@ -374,8 +459,10 @@ class _Run:
                             if event is None:
                                 continue
                             if "sandbox_error" in event:
-                                raise SandboxError(f"the sandbox could not be set up: "
-                                                   f"{str(event['sandbox_error'])[:300]}")
+                                raise SandboxError(
+                                    f"the sandbox could not be set up: "
+                                    f"{str(event['sandbox_error'])[:300]}"
+                                )
                             events.append(event)
                             step_deadline = time.monotonic() + self.limits.test_timeout + GRACE
                             if event.get("done"):
