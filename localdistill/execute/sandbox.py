@@ -178,28 +178,28 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
     nproc_ok = os.geteuid() != 0
     return [
         (
-            "sandbox: no network",
+            "sandbox network",
             bool(prefix),
             f"new network namespace ({user})"
             if prefix
             else "NOT isolated: this kernel refuses new network namespaces (unshare failed)",
         ),
         (
-            "sandbox: PID isolation",
+            "sandbox PID isolation",
             bool(prefix),
             "new PID namespace: programs cannot signal other processes, leftovers die with the run"
             if prefix
             else "NOT isolated: programs run in our PID namespace (process group only)",
         ),
         (
-            "sandbox: file system",
+            "sandbox file system",
             mode.lockdown,
             "read-only except its own temp dir; home directories hidden; no capabilities"
             if mode.lockdown
             else "NOT locked down: programs can write wherever this user can",
         ),
         (
-            "sandbox: process cap",
+            "sandbox process cap",
             bool(cgroup) or nproc_ok,
             f"pids cgroup under {cgroup}"
             if cgroup
@@ -209,7 +209,7 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
             "(RLIMIT_NPROC does not bind root)",
         ),
         (
-            "sandbox: limits",
+            "sandbox limits",
             True,
             "rlimits on memory, CPU, file size, open files; per-test timeouts; temp dir; clean env",
         ),

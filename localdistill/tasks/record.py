@@ -11,8 +11,8 @@ class Task:
 
     `program = prompt + completion` must define `entry_point`. Each test is a self-contained Python
     snippet (normally one `assert`) that calls the function by its name; tests run in order in the
-    program's namespace after `test_setup`. Tests of the form `assert f(...) == <literal>` are judged
-    outside the sandbox (the sandboxed program never sees the expected value).
+    program's namespace after `test_setup`. Tests of the form `assert f(...) == <literal>` are
+    judged outside the sandbox (the sandboxed program never sees the expected value).
     """
 
     task_id: str

