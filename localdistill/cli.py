@@ -96,7 +96,9 @@ def tasks_info(spec: str) -> None:
     from localdistill.tasks import load_tasks
 
     loaded = load_tasks(spec)
-    table = Table(title=f"{spec}: {len(loaded)} tasks")
+    console = Console()
+    console.print(f"{spec}: {len(loaded)} tasks", soft_wrap=True, highlight=False)
+    table = Table()
     for column in ("tasks", "hidden tests", "with seen tests", "seen tests", "with reference"):
         table.add_column(column, justify="right")
     table.add_row(
@@ -106,7 +108,7 @@ def tasks_info(spec: str) -> None:
         str(sum(len(t.seen_tests) for t in loaded)),
         str(sum(t.reference is not None for t in loaded)),
     )
-    Console().print(table)
+    console.print(table)
 
 
 @tasks.command("check")
