@@ -22,18 +22,24 @@ RUNNER_MARK = RUNNER_SOURCE.splitlines()[0]
 
 
 def _sandbox_processes() -> list[int]:
-    """PIDs of live processes running our sandbox runner (zombies excluded)."""
+    """PIDs of live sandbox processes other than the idle zygotes (and their `unshare`)."""
+    from localdistill.execute.sandbox import _all_workers
+
+    workers = {w.proc.pid for w in _all_workers if w.alive}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:
             continue
+        pid = int(entry.name)
+        if pid in workers or int(ppid) in workers:
+            continue
         if RUNNER_MARK.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
+            found.append(pid)
     return found
 
 
@@ -268,3 +274,18 @@ def test_network_namespace_cuts_even_loopback():
         limits=FAST,
     )
     assert "Network is unreachable" in result.feedback
+
+
+def test_files_created_in_home_after_the_sandbox_started_stay_hidden():
+    reader = "def f(path):\n    return open(path).read()\n"
+    secret = Path(os.path.expanduser("~")) / ".localdistill-late-secret"
+    run_tests(reader, ["assert f('/etc/hostname') == ''"], "f")  # the sandbox is up and warm
+    secret.write_text("late")
+    try:
+        result = run_tests(reader, [f"assert f({str(secret)!r}) == 'late'"], "f")
+    finally:
+        secret.unlink()
+    if not isolation().lockdown:
+        pytest.skip("no mount namespace here; doctor reports that home directories are visible")
+    assert not result.passed
+    assert "No such file" in result.feedback

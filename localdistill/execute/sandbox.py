@@ -12,15 +12,17 @@ costs only itself: the rest run in a fresh process.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
-import selectors
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,16 +122,10 @@ def isolation() -> Isolation:
 
 
 def _probe(mode: Isolation) -> bool:
-    run = _Run(
-        "def f():\n    return 1\n",
-        "",
-        [judge.plan_test("assert f() == 1", "f")],
-        0,
-        Limits(test_timeout=10),
-        20,
-        mode,
+    plans = [judge.plan_test("assert f() == 1", "f")]
+    events, end, _ = _execute(
+        "def f():\n    return 1\n", "", plans, 0, Limits(test_timeout=10), 20, mode
     )
-    events, end, _ = run.execute()
     return end == "done" and any(e.get("value") == 1 for e in events)
 
 
@@ -234,9 +230,8 @@ def run_tests(
     start = 0
     while True:
         remaining = limits.total_timeout - (time.monotonic() - started)
-        run = _Run(program, setup, plans, start, limits, remaining)
-        events, end, printed = run.execute()
-        output += printed[: limits.max_output_kb * 1024 - len(output)]
+        events, end, printed = _execute(program, setup, plans, start, limits, remaining)
+        output += printed.encode()[: limits.max_output_kb * 1024 - len(output)]
         next_start = _judge_events(plans, events, outcomes, limits)
         if next_start is None:  # the program itself did not load: every test fails alike
             break
@@ -348,134 +343,175 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
     )
 
 
-class _Run:
-    """One sandboxed process: spawn, feed the job, collect reports, clean up everything."""
+class _Worker:
+    """One zygote process (see runner.py) and the pipes to it; forks a child per program."""
 
-    def __init__(
-        self,
-        program,
-        setup,
-        plans,
-        start,
-        limits: Limits,
-        budget: float,
-        mode: Isolation | None = None,
-    ):
-        self.job = {
-            "program": program,
-            "setup": setup,
-            "start": start,
-            "tests": [p.wire() for p in plans],
-            "test_timeout": limits.test_timeout,
-            "rlimits": limits.rlimits(),
-        }
-        self.limits = limits
-        self.budget = max(budget, 0.1)
-        self.mode = mode or isolation()
-
-    def execute(self) -> tuple[list[dict], str, bytes]:
-        workdir = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
-        cgroup = _make_cgroup(self.limits.max_processes)
-        read_fd, write_fd = os.pipe()
-        proc = None
+    def __init__(self, mode: Isolation, site_packages: bool, max_processes: int) -> None:
+        self.mode = mode
+        self.base = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
+        self.cgroup = _make_cgroup(max_processes + 1)
+        self.read_fd, write_fd = os.pipe()
+        self.buffer = b""
+        self.jobs = 0
+        config: dict = {"results_fd": write_fd, "cgroup": str(self.cgroup) if self.cgroup else None}
+        if mode.lockdown:
+            keep = {os.path.realpath(sys.base_prefix)}
+            if site_packages:
+                keep.add(os.path.realpath(sys.prefix))
+            config["lockdown"] = {"hide": _hidden_dirs(str(self.base.parent)), "keep": sorted(keep)}
+        python = [sys.executable, "-I", "-B"] + ([] if site_packages else ["-S"])
         try:
-            self.job["results_fd"] = write_fd
-            self.job["cgroup"] = str(cgroup) if cgroup else None
-            if self.mode.lockdown:
-                keep = {os.path.realpath(sys.base_prefix)}
-                if self.limits.site_packages:
-                    keep.add(os.path.realpath(sys.prefix))
-                self.job["lockdown"] = {
-                    "hide": _hidden_dirs(str(workdir.parent)),
-                    "keep": sorted(keep),
-                }
-            python = [sys.executable, "-I", "-B"] + ([] if self.limits.site_packages else ["-S"])
-            proc = subprocess.Popen(
-                [*self.mode.prefix, *python, "-c", RUNNER_SOURCE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env=_clean_env(workdir),
-                pass_fds=(write_fd,),
+            self.proc = subprocess.Popen(
+                [*mode.prefix, *python, "-c", RUNNER_SOURCE],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd=self.base, env=_clean_env(self.base), pass_fds=(write_fd,),
                 start_new_session=True,
             )
-            os.close(write_fd)
-            write_fd = -1
-            try:
-                proc.stdin.write(json.dumps(self.job).encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            return self._collect(proc, read_fd)
         finally:
-            if proc is not None:
-                _kill_group(proc)
-            for fd in (read_fd, write_fd):
-                if fd >= 0:
-                    os.close(fd)
-            if cgroup:
-                _remove_cgroup(cgroup)
-            shutil.rmtree(workdir, onerror=_force_remove)
-
-    def _collect(self, proc: subprocess.Popen, read_fd: int) -> tuple[list[dict], str, bytes]:
-        events: list[dict] = []
-        buffer, printed, printed_total, report_bytes = b"", bytearray(), 0, 0
-        keep, kill_at = self.limits.max_output_kb * 1024, self.limits.max_output_kb * 1024 * 64
-        started = time.monotonic()
-        step_deadline = started + self.limits.test_timeout + GRACE
-        total_deadline = started + self.budget
-        with selectors.DefaultSelector() as sel:
-            sel.register(read_fd, selectors.EVENT_READ, "results")
-            sel.register(proc.stdout, selectors.EVENT_READ, "output")
-            open_streams, done = 2, False
-            while open_streams:
-                now = time.monotonic()
-                deadline = min(step_deadline, total_deadline)
-                if now >= deadline:
-                    return events, "done" if done else "timeout", bytes(printed)
-                for key, _ in sel.select(deadline - now):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        sel.unregister(key.fd)
-                        open_streams -= 1
-                    elif key.data == "output":
-                        printed_total += len(chunk)
-                        printed += chunk[: keep - len(printed)]
-                        if printed_total > kill_at:
-                            return (
-                                events,
-                                f"killed: printed more than {kill_at // 1024} KB",
-                                bytes(printed),
-                            )
-                    else:
-                        report_bytes += len(chunk)
-                        if report_bytes > MAX_REPORT_BYTES:
-                            return events, "killed: reported too much data", bytes(printed)
-                        buffer += chunk
-                        *lines, buffer = buffer.split(b"\n")
-                        for line in lines:
-                            event = _parse(line)
-                            if event is None:
-                                continue
-                            if "sandbox_error" in event:
-                                raise SandboxError(
-                                    f"the sandbox could not be set up: "
-                                    f"{str(event['sandbox_error'])[:300]}"
-                                )
-                            events.append(event)
-                            step_deadline = time.monotonic() + self.limits.test_timeout + GRACE
-                            if event.get("done"):
-                                # drain what the program printed, briefly, then stop
-                                done = True
-                                step_deadline = total_deadline = time.monotonic() + 0.5
-        if done:
-            return events, "done", bytes(printed)
+            os.close(write_fd)
         try:
-            code = proc.wait(timeout=max(total_deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            return events, "timeout", bytes(printed)
-        return events, _describe_exit(code, self.limits), bytes(printed)
+            self._send(config)
+            ready = self._next_event(time.monotonic() + 30)
+        except (OSError, SandboxError) as e:
+            self.stop()
+            raise SandboxError(f"the sandbox could not start: {e}") from None
+        if not ready or "zygote" not in ready:
+            detail = (ready or {}).get("sandbox_error") or self._stderr()
+            self.stop()
+            raise SandboxError(f"the sandbox could not be set up: {str(detail)[:300]}")
+
+    def _send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _stderr(self) -> str:
+        try:
+            self.proc.kill()
+            return self.proc.stderr.read(2000).decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def _next_event(self, deadline: float) -> dict | None:
+        """The next well-formed JSON line from the results pipe, or None at the deadline/EOF."""
+        while True:
+            if b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                event = _parse(line)
+                if event is not None:
+                    return event
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready = select.select([self.read_fd], [], [], remaining)[0]
+            if not ready:
+                return None
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+            if len(self.buffer) > MAX_REPORT_BYTES:
+                raise SandboxError("the sandbox reported too much data")
+
+    def run(self, job: dict, limits: Limits, budget: float) -> tuple[list[dict], str, str]:
+        """Run one job; returns (events, how it ended, what the program printed)."""
+        self.jobs += 1
+        job_id = self.jobs
+        if self.cgroup:
+            (self.cgroup / "pids.max").write_text(str(limits.max_processes + 1))
+        self._send({**job, "id": job_id, "keep_output": limits.max_output_kb * 1024})
+        events: list[dict] = []
+        started = time.monotonic()
+        total_deadline = started + budget
+        step_deadline = started + limits.test_timeout + GRACE
+        done = False
+        while True:
+            deadline = min(step_deadline, total_deadline)
+            try:
+                event = self._next_event(deadline)
+            except SandboxError:
+                self.stop()
+                return events, "killed: reported too much data", ""
+            if event is None:  # a deadline passed, or the zygote died
+                alive = self.proc.poll() is None
+                self.stop()
+                if done:
+                    return events, "done", ""
+                return events, "timeout" if alive else "the sandbox process died", ""
+            if event.get("job") != job_id:
+                continue  # stray lines (from an earlier job's leftovers) are never trusted
+            if "exit" in event:
+                printed = str(event.get("output", ""))
+                if done:
+                    return events, "done", printed
+                return events, _describe_exit(int(event["exit"]), limits), printed
+            events.append(event)
+            if event.get("done"):
+                done = True
+                step_deadline = total_deadline = time.monotonic() + 10  # cleanup, not the program
+            else:
+                step_deadline = time.monotonic() + limits.test_timeout + GRACE
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
+        if hasattr(self, "proc"):
+            for stream in (self.proc.stdin, self.proc.stderr):
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+            self.proc.wait()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+        if self.cgroup:
+            _remove_cgroup(self.cgroup)
+            self.cgroup = None
+        shutil.rmtree(self.base, onerror=_force_remove)
+
+    @property
+    def alive(self) -> bool:
+        return self.read_fd >= 0 and self.proc.poll() is None
+
+
+_local = threading.local()
+_all_workers: list[_Worker] = []
+_workers_lock = threading.Lock()
+
+
+def _worker(limits: Limits, mode: Isolation | None = None) -> _Worker:
+    """This thread's zygote for these settings, started (or restarted) when needed."""
+    mode = mode or isolation()
+    key = (mode, limits.site_packages)
+    workers = _local.__dict__.setdefault("workers", {})
+    worker = workers.get(key)
+    if worker is None or not worker.alive:
+        worker = _Worker(mode, limits.site_packages, limits.max_processes)
+        workers[key] = worker
+        with _workers_lock:
+            _all_workers.append(worker)
+    return worker
+
+
+@atexit.register
+def shutdown_workers() -> None:
+    """Stop every zygote (their namespaces die with them); called at exit."""
+    with _workers_lock:
+        workers, _all_workers[:] = list(_all_workers), []
+    for worker in workers:
+        if worker.read_fd >= 0:
+            worker.stop()
+
+
+def _execute(program, setup, plans, start, limits: Limits, budget: float,
+             mode: Isolation | None = None) -> tuple[list[dict], str, str]:
+    job = {"program": program, "setup": setup, "start": start,
+           "tests": [p.wire() for p in plans], "test_timeout": limits.test_timeout,
+           "rlimits": limits.rlimits()}
+    return _worker(limits, mode).run(job, limits, max(budget, 0.1))
 
 
 def _parse(line: bytes) -> dict | None:
@@ -517,17 +553,6 @@ def _clean_env(workdir: Path) -> dict[str, str]:
         "PYTHONIOENCODING": "utf-8",
         "OMP_NUM_THREADS": "1",
     }
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for stream in (proc.stdin, proc.stdout):
-        if stream and not stream.closed:
-            stream.close()
-    proc.wait()
 
 
 _cgroup_counter = 0
