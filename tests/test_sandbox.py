@@ -289,3 +289,14 @@ def test_files_created_in_home_after_the_sandbox_started_stay_hidden():
         pytest.skip("no mount namespace here; doctor reports that home directories are visible")
     assert not result.passed
     assert "No such file" in result.feedback
+
+
+def test_zygotes_are_reused_not_leaked_across_pool_runs():
+    from localdistill.execute.sandbox import _all_workers
+
+    programs = [Program(str(i), "def f(x):\n    return x\n", ("assert f(1) == 1",), "f")
+                for i in range(6)]
+    for _ in range(3):
+        assert all(r.passed for _, r in run_many(programs, workers=2))
+    live = [w for w in _all_workers if w.alive]
+    assert len(live) <= 2 * (os.cpu_count() or 1)

@@ -20,6 +20,7 @@ an error: `<ExceptionType>: <message>` followed by `INPUT: ...`; a timeout:
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -49,6 +50,7 @@ class TestPlan:
         return {"kind": "exec", "code": self.source}
 
 
+@functools.lru_cache(maxsize=65536)
 def plan_test(source: str, entry_point: str) -> TestPlan:
     """Decide how a test runs; tests that do not parse become exec tests (and fail as such)."""
     try:

@@ -13,6 +13,7 @@ costs only itself: the rest run in a fresh process.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from localdistill.execute import judge
 
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills
+FLUSH_EVERY = 0.002  # seconds between batched reports from a sandboxed program
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 
 
@@ -227,16 +229,23 @@ def run_tests(
     plans = [judge.plan_test(t, entry_point) for t in tests]
     outcomes: list[TestOutcome | None] = [None] * len(plans)
     output, notes = bytearray(), []
-    start = 0
+    start, careful = 0, False
     while True:
         remaining = limits.total_timeout - (time.monotonic() - started)
-        events, end, printed = _execute(program, setup, plans, start, limits, remaining)
+        events, end, printed = _execute(
+            program, setup, plans, start, limits, remaining, careful=careful
+        )
         output += printed.encode()[: limits.max_output_kb * 1024 - len(output)]
         next_start = _judge_events(plans, events, outcomes, limits)
         if next_start is None:  # the program itself did not load: every test fails alike
             break
         if next_start >= len(plans):
             break
+        if not careful and time.monotonic() - started < limits.total_timeout:
+            # Reports are batched; the ones lost with the process are needed to know which test
+            # it died in. Run the rest again, reporting each test as it finishes.
+            careful, start = True, next_start
+            continue
         # The process ended before test `next_start` reported: that test pays for it.
         notes.append(end)
         plan = plans[next_start]
@@ -477,23 +486,34 @@ class _Worker:
         return self.read_fd >= 0 and self.proc.poll() is None
 
 
-_local = threading.local()
-_all_workers: list[_Worker] = []
+_all_workers: list[_Worker] = []  # every live zygote, for shutdown
+_idle: dict[tuple, list[_Worker]] = {}  # zygotes waiting for a job, by settings
 _workers_lock = threading.Lock()
 
 
-def _worker(limits: Limits, mode: Isolation | None = None) -> _Worker:
-    """This thread's zygote for these settings, started (or restarted) when needed."""
+@contextlib.contextmanager
+def _checkout(limits: Limits, mode: Isolation | None = None) -> Iterator[_Worker]:
+    """A warm zygote for these settings, for the caller's thread alone; returned afterwards."""
     mode = mode or isolation()
     key = (mode, limits.site_packages)
-    workers = _local.__dict__.setdefault("workers", {})
-    worker = workers.get(key)
+    with _workers_lock:
+        idle = _idle.setdefault(key, [])
+        worker = idle.pop() if idle else None
     if worker is None or not worker.alive:
         worker = _Worker(mode, limits.site_packages, limits.max_processes)
-        workers[key] = worker
         with _workers_lock:
+            _all_workers[:] = [w for w in _all_workers if w.alive]
             _all_workers.append(worker)
-    return worker
+    try:
+        yield worker
+    finally:
+        if worker.alive:
+            with _workers_lock:
+                keep = len(_idle[key]) < 2 * (os.cpu_count() or 1)
+                if keep:
+                    _idle[key].append(worker)
+            if not keep:
+                worker.stop()
 
 
 @atexit.register
@@ -501,17 +521,19 @@ def shutdown_workers() -> None:
     """Stop every zygote (their namespaces die with them); called at exit."""
     with _workers_lock:
         workers, _all_workers[:] = list(_all_workers), []
+        _idle.clear()
     for worker in workers:
         if worker.read_fd >= 0:
             worker.stop()
 
 
 def _execute(program, setup, plans, start, limits: Limits, budget: float,
-             mode: Isolation | None = None) -> tuple[list[dict], str, str]:
+             mode: Isolation | None = None, careful: bool = False) -> tuple[list[dict], str, str]:
     job = {"program": program, "setup": setup, "start": start,
            "tests": [p.wire() for p in plans], "test_timeout": limits.test_timeout,
-           "rlimits": limits.rlimits()}
-    return _worker(limits, mode).run(job, limits, max(budget, 0.1))
+           "rlimits": limits.rlimits(), "flush_every": 0.0 if careful else FLUSH_EVERY}
+    with _checkout(limits, mode) as worker:
+        return worker.run(job, limits, max(budget, 0.1))
 
 
 def _parse(line: bytes) -> dict | None:
