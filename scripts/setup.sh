@@ -30,7 +30,13 @@ fi
 
 venv="$repo/.venv"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+# pip, minus the warnings some mirrors' configurations print for every package looked up
+pip_() {
+  "$venv/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip=(pip_)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
 step "PyTorch 2.13.0 (CPU build)"
@@ -60,9 +66,11 @@ wheels="${XDG_CACHE_HOME:-$HOME/.cache}/localdistill/llama-wheels/$key"
 if ! ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $llama_version (takes 3-4 minutes on 2 cores)"
   mkdir -p "$wheels.partial"
-  CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  (
+    export CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
     "${pip[@]}" wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
-    -w "$wheels.partial" "llama-cpp-python==$llama_version"
+      -w "$wheels.partial" "llama-cpp-python==$llama_version"
+  )
   rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
   printf '%s\n' "$cmake_args" >"$wheels/CMAKE_ARGS"
 else
