@@ -39,7 +39,7 @@ class _Group(click.Group):
 
 
 def _as_click_error(exc: Exception) -> click.ClickException:
-    from localdistill.execute.sandbox import SandboxError
+    from localdistill.execute.limits import SandboxError
     from localdistill.models_on_disk import ModelNotInstalled
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -148,7 +148,7 @@ def checks() -> Iterator[Check]:
 
 
 def _sandbox() -> Iterator[Check]:
-    from localdistill.execute.sandbox import isolation_report
+    from localdistill.execute.isolation import isolation_report
 
     for name, ok, detail in isolation_report():
         yield Check(name, ok, detail)

@@ -44,7 +44,7 @@ def test_doctor_reports_truthfully():
     assert lines["llama.cpp backend"].startswith("ok")
     assert "AMX" not in lines["llama.cpp backend"]
     assert lines["HumanEval"].startswith("ok")
-    from localdistill.execute.sandbox import isolation
+    from localdistill.execute.isolation import isolation
 
     assert lines["sandbox network"].startswith("ok" if isolation().prefix else "no")
     assert lines["sandbox file system"].startswith("ok" if isolation().lockdown else "no")

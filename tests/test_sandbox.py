@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from localdistill.execute import Limits, Program, run_many, run_tests
+from localdistill.execute.isolation import isolation
 from localdistill.execute.judge import plan_test
-from localdistill.execute.sandbox import RUNNER_SOURCE, isolation
+from localdistill.execute.worker import RUNNER_SOURCE
 
 HOSTILE = sorted((Path(__file__).parent / "hostile").glob("*.py"))
 OUTSIDE = Path("/tmp/localdistill-hostile")
@@ -23,7 +24,7 @@ RUNNER_MARK = RUNNER_SOURCE.splitlines()[0]
 
 def _sandbox_processes() -> list[int]:
     """PIDs of live sandbox processes other than the idle zygotes (and their `unshare`)."""
-    from localdistill.execute.sandbox import _all_workers
+    from localdistill.execute.worker import _all_workers
 
     workers = {w.proc.pid for w in _all_workers if w.alive}
     found = []
@@ -292,7 +293,7 @@ def test_files_created_in_home_after_the_sandbox_started_stay_hidden():
 
 
 def test_zygotes_are_reused_not_leaked_across_pool_runs():
-    from localdistill.execute.sandbox import _all_workers
+    from localdistill.execute.worker import _all_workers
 
     programs = [Program(str(i), "def f(x):\n    return x\n", ("assert f(1) == 1",), "f")
                 for i in range(6)]

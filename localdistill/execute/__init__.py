@@ -3,14 +3,10 @@
 `execute(task, completion)` judges one completion; `run_many` judges thousands in parallel.
 """
 
+from localdistill.execute.isolation import isolation_report
+from localdistill.execute.limits import Limits, SandboxError
 from localdistill.execute.pool import Program, run_many
-from localdistill.execute.sandbox import (
-    ExecutionResult,
-    Limits,
-    TestOutcome,
-    isolation_report,
-    run_tests,
-)
+from localdistill.execute.sandbox import ExecutionResult, TestOutcome, run_tests
 from localdistill.tasks.record import Task
 
 
@@ -39,6 +35,7 @@ __all__ = [
     "ExecutionResult",
     "Limits",
     "Program",
+    "SandboxError",
     "TestOutcome",
     "execute",
     "isolation_report",

@@ -169,8 +169,23 @@ def lockdown(workdir, hide, keep):
 
 
 # What solutions to benchmark tasks import most; anything else still imports, just not pre-warmed.
-PREIMPORT = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-             "typing", "random", "statistics", "fractions", "decimal", "copy", "operator")
+PREIMPORT = (
+    "math",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "string",
+    "typing",
+    "random",
+    "statistics",
+    "fractions",
+    "decimal",
+    "copy",
+    "operator",
+)
 
 
 def serve():
@@ -182,7 +197,7 @@ def serve():
     def tell(message):
         data = (_dumps(message) + "\n").encode()
         while data:
-            data = data[_write(results, data):]
+            data = data[_write(results, data) :]
 
     try:
         if config.get("cgroup"):  # before /sys turns read-only, and before any fork
@@ -228,8 +243,14 @@ def serve():
         except OSError:
             pass
         wipe(base)
-        tell({"job": job["id"], "exit": code, "output": output.decode("utf-8", "replace"),
-              "output_bytes": size})
+        tell(
+            {
+                "job": job["id"],
+                "exit": code,
+                "output": output.decode("utf-8", "replace"),
+                "output_bytes": size,
+            }
+        )
 
 
 def warm_up():
@@ -332,7 +353,7 @@ def run_job(job, results):
             pending.clear()
             last_flush[0] = now
             while data:
-                data = data[_write(results, data):]
+                data = data[_write(results, data) :]
 
     def on_alarm(signum, frame):
         raise TestTimeout()

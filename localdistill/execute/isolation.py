@@ -1,0 +1,96 @@
+"""Which isolation this machine allows, found by really starting a sandbox, and the report of it
+that `localdistill doctor` prints."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+from localdistill.execute import judge
+from localdistill.execute.limits import Limits, SandboxError
+from localdistill.execute.worker import (
+    FULL,
+    NAMESPACES_ONLY,
+    Isolation,
+    _execute,
+    _pids_cgroup_root,
+)
+
+
+@functools.cache
+def isolation() -> Isolation:
+    """The strongest isolation this machine allows, found by really running a probe program."""
+    user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
+    candidates = []
+    if shutil.which("unshare"):
+        candidates += [
+            Isolation((FULL[0], *user, *FULL[1:]), True),
+            Isolation((NAMESPACES_ONLY[0], *user, *NAMESPACES_ONLY[1:]), False),
+        ]
+    for candidate in candidates:
+        try:
+            result = _probe(candidate)
+        except SandboxError:
+            continue
+        if result:
+            return candidate
+    return Isolation((), False)
+
+
+def _probe(mode: Isolation) -> bool:
+    plans = [judge.plan_test("assert f() == 1", "f")]
+    events, end, _ = _execute(
+        "def f():\n    return 1\n", "", plans, 0, Limits(test_timeout=10), 20, mode
+    )
+    return end == "done" and any(e.get("value") == 1 for e in events)
+
+
+def isolation_report() -> list[tuple[str, bool | None, str]]:
+    """One line per protection, as `doctor` prints them: (name, active, how)."""
+    mode = isolation()
+    prefix = mode.prefix
+    user = "as root" if os.geteuid() == 0 else "with an unprivileged user namespace"
+    cgroup = _pids_cgroup_root()
+    nproc_ok = os.geteuid() != 0
+    return [
+        (
+            "sandbox network",
+            bool(prefix),
+            f"new network namespace ({user})"
+            if prefix
+            else "NOT isolated: this kernel refuses new network namespaces (unshare failed)",
+        ),
+        (
+            "sandbox PID isolation",
+            bool(prefix),
+            "new PID namespace: programs cannot signal other processes, leftovers die with the run"
+            if prefix
+            else "NOT isolated: programs run in our PID namespace (process group only)",
+        ),
+        (
+            "sandbox file system",
+            mode.lockdown,
+            "read-only except its own temp dir; home directories hidden; no capabilities"
+            if mode.lockdown
+            else "NOT locked down: programs can write wherever this user can",
+        ),
+        (
+            "sandbox process cap",
+            bool(cgroup) or nproc_ok,
+            f"pids cgroup under {cgroup}"
+            if cgroup
+            else "RLIMIT_NPROC"
+            if nproc_ok
+            else "NONE: running as root without a writable pids cgroup "
+            "(RLIMIT_NPROC does not bind root)",
+        ),
+        (
+            "sandbox limits",
+            True,
+            "rlimits on memory, CPU, file size, open files; per-test timeouts; temp dir; clean env",
+        ),
+    ]
+
+
+# --- one run -----------------------------------------------------------------------------------

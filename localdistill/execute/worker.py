@@ -1,0 +1,368 @@
+"""The zygote processes (see runner.py) that run sandboxed programs, and their pool.
+
+A worker is one zygote inside its own namespaces; a thread checks one out, sends it a job, reads
+its reports, and hands it back warm. A zygote that ran past a deadline is killed with its whole
+PID namespace and replaced on the next checkout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from localdistill.execute.limits import Limits, SandboxError
+
+RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
+GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills
+FLUSH_EVERY = 0.002  # seconds between batched reports from a sandboxed program
+MAX_REPORT_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Isolation:
+    prefix: tuple[str, ...]  # the unshare command, () for none
+    lockdown: bool  # read-only file system, hidden home, no capabilities
+
+
+FULL = ("unshare", "--mount", "--mount-proc", "--net", "--pid", "--fork", "--kill-child")
+NAMESPACES_ONLY = ("unshare", "--net", "--pid", "--fork", "--kill-child")
+
+
+class _Worker:
+    """One zygote process (see runner.py) and the pipes to it; forks a child per program."""
+
+    def __init__(self, mode: Isolation, site_packages: bool, max_processes: int) -> None:
+        self.mode = mode
+        self.base = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
+        self.cgroup = _make_cgroup(max_processes + 1)
+        self.read_fd, write_fd = os.pipe()
+        self.buffer = b""
+        self.jobs = 0
+        config: dict = {"results_fd": write_fd, "cgroup": str(self.cgroup) if self.cgroup else None}
+        if mode.lockdown:
+            keep = {os.path.realpath(sys.base_prefix)}
+            if site_packages:
+                keep.add(os.path.realpath(sys.prefix))
+            config["lockdown"] = {"hide": _hidden_dirs(str(self.base.parent)), "keep": sorted(keep)}
+        python = [sys.executable, "-I", "-B"] + ([] if site_packages else ["-S"])
+        try:
+            self.proc = subprocess.Popen(
+                [*mode.prefix, *python, "-c", RUNNER_SOURCE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=self.base,
+                env=_clean_env(self.base),
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            self._send(config)
+            ready = self._next_event(time.monotonic() + 30)
+        except (OSError, SandboxError) as e:
+            self.stop()
+            raise SandboxError(f"the sandbox could not start: {e}") from None
+        if not ready or "zygote" not in ready:
+            detail = (ready or {}).get("sandbox_error") or self._stderr()
+            self.stop()
+            raise SandboxError(f"the sandbox could not be set up: {str(detail)[:300]}")
+
+    def _send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _stderr(self) -> str:
+        try:
+            self.proc.kill()
+            return self.proc.stderr.read(2000).decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def _next_event(self, deadline: float) -> dict | None:
+        """The next well-formed JSON line from the results pipe, or None at the deadline/EOF."""
+        while True:
+            if b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                event = _parse(line)
+                if event is not None:
+                    return event
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready = select.select([self.read_fd], [], [], remaining)[0]
+            if not ready:
+                return None
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+            if len(self.buffer) > MAX_REPORT_BYTES:
+                raise SandboxError("the sandbox reported too much data")
+
+    def run(self, job: dict, limits: Limits, budget: float) -> tuple[list[dict], str, str]:
+        """Run one job; returns (events, how it ended, what the program printed)."""
+        self.jobs += 1
+        job_id = self.jobs
+        if self.cgroup:
+            (self.cgroup / "pids.max").write_text(str(limits.max_processes + 1))
+        self._send({**job, "id": job_id, "keep_output": limits.max_output_kb * 1024})
+        events: list[dict] = []
+        started = time.monotonic()
+        total_deadline = started + budget
+        step_deadline = started + limits.test_timeout + GRACE
+        done = False
+        while True:
+            deadline = min(step_deadline, total_deadline)
+            try:
+                event = self._next_event(deadline)
+            except SandboxError:
+                self.stop()
+                return events, "killed: reported too much data", ""
+            if event is None:  # a deadline passed, or the zygote died
+                alive = self.proc.poll() is None
+                self.stop()
+                if done:
+                    return events, "done", ""
+                return events, "timeout" if alive else "the sandbox process died", ""
+            if event.get("job") != job_id:
+                continue  # stray lines (from an earlier job's leftovers) are never trusted
+            if "exit" in event:
+                printed = str(event.get("output", ""))
+                if done:
+                    return events, "done", printed
+                return events, _describe_exit(int(event["exit"]), limits), printed
+            events.append(event)
+            if event.get("done"):
+                done = True
+                step_deadline = total_deadline = time.monotonic() + 10  # cleanup, not the program
+            else:
+                step_deadline = time.monotonic() + limits.test_timeout + GRACE
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
+        if hasattr(self, "proc"):
+            for stream in (self.proc.stdin, self.proc.stderr):
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+            self.proc.wait()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+        if self.cgroup:
+            _remove_cgroup(self.cgroup)
+            self.cgroup = None
+        shutil.rmtree(self.base, onerror=_force_remove)
+
+    @property
+    def alive(self) -> bool:
+        return self.read_fd >= 0 and self.proc.poll() is None
+
+
+_all_workers: list[_Worker] = []  # every live zygote, for shutdown
+_idle: dict[tuple, list[_Worker]] = {}  # zygotes waiting for a job, by settings
+_workers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _checkout(limits: Limits, mode: Isolation) -> Iterator[_Worker]:
+    """A warm zygote for these settings, for the caller's thread alone; returned afterwards."""
+    key = (mode, limits.site_packages)
+    with _workers_lock:
+        idle = _idle.setdefault(key, [])
+        worker = idle.pop() if idle else None
+    if worker is None or not worker.alive:
+        worker = _Worker(mode, limits.site_packages, limits.max_processes)
+        with _workers_lock:
+            _all_workers[:] = [w for w in _all_workers if w.alive]
+            _all_workers.append(worker)
+    try:
+        yield worker
+    finally:
+        if worker.alive:
+            with _workers_lock:
+                keep = len(_idle[key]) < 2 * (os.cpu_count() or 1)
+                if keep:
+                    _idle[key].append(worker)
+            if not keep:
+                worker.stop()
+
+
+@atexit.register
+def shutdown_workers() -> None:
+    """Stop every zygote (their namespaces die with them); called at exit."""
+    with _workers_lock:
+        workers, _all_workers[:] = list(_all_workers), []
+        _idle.clear()
+    for worker in workers:
+        if worker.read_fd >= 0:
+            worker.stop()
+
+
+def _execute(
+    program,
+    setup,
+    plans,
+    start,
+    limits: Limits,
+    budget: float,
+    mode: Isolation,
+    careful: bool = False,
+) -> tuple[list[dict], str, str]:
+    """Run one job (tests from `start` on) in a warm zygote: (reports, how it ended, output)."""
+    job = {
+        "program": program,
+        "setup": setup,
+        "start": start,
+        "tests": [p.wire() for p in plans],
+        "test_timeout": limits.test_timeout,
+        "rlimits": limits.rlimits(),
+        "flush_every": 0.0 if careful else FLUSH_EVERY,
+    }
+    with _checkout(limits, mode) as worker:
+        return worker.run(job, limits, max(budget, 0.1))
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _describe_exit(code: int, limits: Limits) -> str:
+    # unshare reports a child killed by a signal as 128 + signal number
+    sig = -code if code < 0 else code - 128 if code > 128 else 0
+    reasons = {
+        signal.SIGXCPU: f"killed: CPU time limit ({limits.total_timeout:g} s) exceeded",
+        signal.SIGXFSZ: f"killed: file size limit ({limits.max_file_mb} MB) exceeded",
+        signal.SIGSEGV: "crashed: segmentation fault",
+        signal.SIGKILL: "killed (SIGKILL)",
+    }
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return reasons.get(sig, f"killed by {name}")
+    return f"the program exited (status {code}) before its tests finished"
+
+
+def _clean_env(workdir: Path) -> dict[str, str]:
+    """Nothing of the user's environment: no tokens, keys, proxies or paths to their files."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+_cgroup_counter = 0
+
+
+def _make_cgroup(max_processes: int) -> Path | None:
+    global _cgroup_counter
+    base = _pids_cgroup_root()
+    if base is None:
+        return None
+    _cgroup_counter += 1
+    path = base / f"localdistill-{os.getpid()}-{_cgroup_counter}-{time.monotonic_ns()}"
+    try:
+        path.mkdir()
+        (path / "pids.max").write_text(str(max_processes))
+    except OSError:
+        return None
+    return path
+
+
+def _remove_cgroup(path: Path) -> None:
+    """Kill whatever is still in the cgroup (daemons that left the session), then remove it."""
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            time.sleep(0.01)
+
+
+def _force_remove(func, path, exc_info) -> None:
+    """A program may chmod its files read-only; we still remove them."""
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
+    except OSError:
+        pass
+
+
+def _hidden_dirs(workdir_parent: str) -> list[str]:
+    """The user's home directories, hidden from sandboxed code (unless the work dir is inside)."""
+    homes = {os.path.expanduser("~"), "/root", "/home"}
+    return sorted(
+        h
+        for h in homes
+        if os.path.isdir(h)
+        and os.path.realpath(h) != "/"
+        and not os.path.realpath(workdir_parent).startswith(os.path.realpath(h))
+    )
+
+
+@functools.cache
+def _pids_cgroup_root() -> Path | None:
+    """A pids-controller cgroup directory we may create children in (root, or delegated)."""
+    candidates = [Path("/sys/fs/cgroup/pids")]
+    try:
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+        unified = next(line.split(":", 2)[2] for line in own if line.startswith("0::"))
+        candidates.append(Path("/sys/fs/cgroup") / unified.lstrip("/"))
+    except (OSError, StopIteration):
+        pass
+    for base in candidates:
+        probe = base / f"localdistill-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+        except OSError:
+            continue
+        try:
+            if (probe / "pids.max").exists():
+                return base
+        finally:
+            probe.rmdir()
+    return None
