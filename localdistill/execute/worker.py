@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdistill.execute.limits import Limits, SandboxError
+from localdistill.execute.runner import force_remove
 
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills
@@ -173,7 +174,7 @@ class _Worker:
         if self.cgroup:
             _remove_cgroup(self.cgroup)
             self.cgroup = None
-        shutil.rmtree(self.base, onerror=_force_remove)
+        shutil.rmtree(self.base, onerror=force_remove)
 
     @property
     def alive(self) -> bool:
@@ -320,16 +321,6 @@ def _remove_cgroup(path: Path) -> None:
             return
         except OSError:
             time.sleep(0.01)
-
-
-def _force_remove(func, path, exc_info) -> None:
-    """A program may chmod its files read-only; we still remove them."""
-    try:
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
-        func(path)
-    except OSError:
-        pass
 
 
 def _hidden_dirs(workdir_parent: str) -> list[str]:
