@@ -86,6 +86,13 @@ def run_ours(tasks, rows, workers: int) -> tuple[dict, float]:
     return verdicts, time.perf_counter() - started
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def start_sandbox(workers: int) -> float:
     """Seconds to find the isolation and start one warm sandbox per worker (once per process)."""
     started = time.perf_counter()
@@ -111,9 +118,12 @@ def main() -> int:
     )
 
     t_start = start_sandbox(args.workers)
-    ours_times, ref_times = [], []
+    ours_times, ref_times, busy = [], [], []
     for _ in range(args.repeat):
+        before = cpu_ticks()
         ours, t = run_ours(tasks, rows, args.workers)
+        after = cpu_ticks()
+        busy.append((after[0] - before[0]) / max(after[1] - before[1], 1))
         ours_times.append(t)
         ref, t = run_reference(problems, rows, args.workers)
         ref_times.append(t)
@@ -127,6 +137,8 @@ def main() -> int:
     print(f"localdistill sandbox (warm):  {t_ours:7.2f} s  {n / t_ours:7.1f} programs/s")
     print(f"ratio (ours / reference):     {t_ref / t_ours:7.2f}x  "
           f"(counting start-up once: {t_ref / (t_ours + t_start):.2f}x)")
+    print(f"cores busy while ours ran:    {100 * statistics.median(busy):5.0f} % of "
+          f"{os.cpu_count()} cores")
     print(
         f"passed: ours {sum(ours.values())}, reference {sum(ref.values())}; "
         f"verdicts disagree on {len(disagree)} of {n}"

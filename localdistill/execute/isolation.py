@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 
 from localdistill.execute import judge
 from localdistill.execute.limits import Limits, SandboxError
@@ -50,7 +51,14 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
     """One line per protection, as `doctor` prints them: (name, active, how)."""
     mode = isolation()
     prefix = mode.prefix
-    user = "as root" if os.geteuid() == 0 else "with an unprivileged user namespace"
+    unprivileged = unprivileged_namespaces()
+    if os.geteuid() == 0:
+        user = (
+            f"as root; unprivileged user namespaces {'allowed' if unprivileged else 'refused'}"
+            " for other users"
+        )
+    else:
+        user = "in an unprivileged user namespace"
     cgroup = _pids_cgroup_root()
     nproc_ok = os.geteuid() != 0
     return [
@@ -93,4 +101,18 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
     ]
 
 
-# --- one run -----------------------------------------------------------------------------------
+@functools.cache
+def unprivileged_namespaces() -> bool:
+    """Whether this kernel lets an ordinary user create a user + network namespace (the sandbox
+    of anyone not running as root). Checked by really doing it, as `nobody` when we are root."""
+    if shutil.which("unshare") is None:
+        return False
+    command = ["unshare", "--user", "--map-root-user", "--net", "true"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            return False
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    try:
+        return subprocess.run(command, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
