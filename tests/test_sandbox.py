@@ -301,3 +301,14 @@ def test_zygotes_are_reused_not_leaked_across_pool_runs():
         assert all(r.passed for _, r in run_many(programs, workers=2))
     live = [w for w in _all_workers if w.alive]
     assert len(live) <= 2 * (os.cpu_count() or 1)
+
+
+def test_a_crash_is_blamed_on_the_test_that_caused_it():
+    # Reports are batched; when a process dies, the tests are re-run reporting one by one so
+    # that the crash is attributed to the right test and the later tests still run.
+    program = "import os\ndef f(x):\n    if x == 3:\n        os._exit(0)\n    return x\n"
+    tests = [f"assert f({i}) == {i}" for i in range(5)]
+    result = run_tests(program, tests, "f", limits=FAST)
+    assert [o.status for o in result.outcomes] == ["passed"] * 3 + ["error", "passed"]
+    assert result.feedback == ("the program exited (status 0) before its tests finished\n"
+                               "INPUT: 3")

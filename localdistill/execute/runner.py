@@ -168,24 +168,10 @@ def lockdown(workdir, hide, keep):
         raise OSError(ctypes.get_errno(), "no_new_privs")
 
 
-# What solutions to benchmark tasks import most; anything else still imports, just not pre-warmed.
-PREIMPORT = (
-    "math",
-    "re",
-    "collections",
-    "itertools",
-    "functools",
-    "heapq",
-    "bisect",
-    "string",
-    "typing",
-    "random",
-    "statistics",
-    "fractions",
-    "decimal",
-    "copy",
-    "operator",
-)
+# What solutions to benchmark tasks import most, and small: a bigger zygote makes every fork
+# dearer. Anything else still imports in the child, just not pre-warmed.
+PREIMPORT = ("typing", "math", "collections", "re", "itertools", "functools", "heapq", "bisect",
+             "string")
 
 
 def serve():
