@@ -40,7 +40,7 @@ class _Group(click.Group):
 
 def _as_click_error(exc: Exception) -> click.ClickException:
     from localdistill.execute.limits import SandboxError
-    from localdistill.models_on_disk import ModelNotInstalled
+    from localdistill.models.demo import ModelNotInstalled
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, SandboxError | ModelNotInstalled):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from localdistill import __version__
-from localdistill.models_on_disk import DEMO_MODELS, ModelNotInstalled, demo_parts, tiny_model_path
+from localdistill.models.demo import DEMO_MODELS, ModelNotInstalled, demo_parts, tiny_model_path
 from localdistill.offline import OFFLINE_ENV
 
 

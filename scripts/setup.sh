@@ -47,7 +47,7 @@ step "llama-cpp-python built with safe CPU flags"
 llama_version=$("$venv/bin/python" - <<'PY'
 import re, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["cpu"]
-print(next(re.split("==", d)[1] for d in deps if d.startswith("llama-cpp-python==")))
+print(next(m[1] for d in deps if (m := re.match(r"llama-cpp-python(?:\[.*\])?==([^\s;]+)", d))))
 PY
 )
 # Flags verified on these CPUs: AVX-512 on, AMX off, no -march=native.
@@ -95,7 +95,7 @@ PY
 step "smoke test: llama.cpp evaluates a token with the tiny model"
 "$venv/bin/python" - <<'PY'
 import os, sys
-from localdistill.models_on_disk import tiny_model_path
+from localdistill.models.demo import tiny_model_path
 from llama_cpp import Llama
 llm = Llama(model_path=str(tiny_model_path()), n_ctx=64, n_threads=os.cpu_count(), verbose=False)
 out = llm("def add(a, b):", max_tokens=4, temperature=0.0)

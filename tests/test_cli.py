@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from localdistill import __version__
-from localdistill.models_on_disk import tiny_model_path
+from localdistill.models.demo import tiny_model_path
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
 

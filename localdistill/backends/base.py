@@ -1,0 +1,79 @@
+"""One generation interface for every backend: requests in, results out, in batches.
+
+The stages hand a backend thousands of requests at once; the backend decides how to run them fast
+(one after another in process, many in flight to a server, or one batched call to vLLM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: chat `messages` (list of {"role", "content"}) or a raw `prompt`."""
+
+    messages: tuple[dict, ...] | None = None
+    prompt: str | None = None
+    n: int = 1  # samples
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    key: str = ""  # the caller's id for this request, carried to its result
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a request needs exactly one of `messages` or `prompt`")
+        if self.messages is not None:
+            object.__setattr__(self, "messages", tuple(self.messages))
+            for m in self.messages:
+                if not isinstance(m, dict) or not {"role", "content"} <= m.keys():
+                    raise ValueError(f"a chat message needs 'role' and 'content', got {m!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    finish_reason: str  # "stop" (end of text or a stop string) | "length" (max_tokens reached)
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Result:
+    request: Request
+    samples: tuple[Sample, ...]
+    prompt_tokens: int
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.samples]
+
+
+class BackendError(RuntimeError):
+    """A backend could not generate (server down, model failed to load, GPU missing...)."""
+
+
+class Backend(Protocol):
+    """What every backend module provides (see llamacpp.py, openai_http.py, vllm.py, hf.py)."""
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Results for all requests, in completion order (match them by `result.request`)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model / connections; the backend is unusable afterwards."""
+        ...

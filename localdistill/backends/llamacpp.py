@@ -1,0 +1,103 @@
+"""llama.cpp in process (llama-cpp-python): GGUF weights, CPU or GPU offload, optional LoRA.
+
+Requests run one after another (llama-cpp-python evaluates one sequence at a time); for many
+requests in parallel, serve the model (`localdistill serve`) and use the openai backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.models import ModelSpec, adapter_path, weights_path
+
+
+class LlamaCppBackend:
+    def __init__(self, spec: ModelSpec) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendError("llama-cpp-python is not installed: run scripts/setup.sh") from None
+        path = weights_path(spec)
+        _check_gguf(path, spec)
+        adapter = adapter_path(spec)
+        kwargs = {
+            "model_path": str(path),
+            "n_ctx": spec.context_length,
+            "n_threads": spec.threads or os.cpu_count(),
+            "n_gpu_layers": spec.gpu_layers,
+            "verbose": False,
+        }
+        if adapter is not None:
+            kwargs["lora_path"] = str(adapter)
+        if spec.chat_template:
+            kwargs["chat_handler"] = _chat_handler(spec.chat_template)
+        try:
+            self.llm = Llama(**kwargs)
+        except (ValueError, RuntimeError) as e:
+            raise BackendError(f"llama.cpp could not load {path}: {e}") from None
+        self.spec = spec
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        for request in requests:
+            yield self._one(request)
+
+    def _one(self, request: Request) -> Result:
+        samples, prompt_tokens = [], 0
+        for i in range(request.n):
+            settings = {
+                "temperature": request.temperature,
+                "top_p": request.top_p,
+                "max_tokens": request.max_tokens,
+                "stop": list(request.stop) or None,
+            }
+            if request.seed is not None:
+                settings["seed"] = request.seed + i
+            if request.messages is not None:
+                out = self.llm.create_chat_completion(messages=list(request.messages), **settings)
+                text = out["choices"][0]["message"]["content"] or ""
+            else:
+                out = self.llm.create_completion(prompt=request.prompt, **settings)
+                text = out["choices"][0]["text"]
+            usage = out.get("usage", {})
+            prompt_tokens = usage.get("prompt_tokens", 0)
+            reason = out["choices"][0].get("finish_reason") or "stop"
+            samples.append(
+                Sample(
+                    text,
+                    "length" if reason == "length" else "stop",
+                    usage.get("completion_tokens", 0),
+                )
+            )
+        return Result(request, tuple(samples), prompt_tokens)
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+def _check_gguf(path, spec: ModelSpec) -> None:
+    """A clear error for a file that is not GGUF (or is truncated) before llama.cpp sees it."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except IsADirectoryError:
+        raise BackendError(
+            f"models.{spec.name}: {path} is a directory; llama.cpp needs a "
+            ".gguf file (use backend 'transformers' for a Hugging Face "
+            "directory)"
+        ) from None
+    if magic != b"GGUF":
+        raise BackendError(f"models.{spec.name}: {path} is not a GGUF file")
+
+
+def _chat_handler(template: str):
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template=template, eos_token="", bos_token="").to_chat_handler()
+
+
+def load(spec: ModelSpec) -> LlamaCppBackend:
+    return LlamaCppBackend(spec)

@@ -1,0 +1,249 @@
+"""models.toml: named models, parsed into typed entries that fail early and clearly.
+
+Every key has a type and a one-line help (`FIELDS`); an unknown key, a wrong type or an impossible
+value fails with the file, the key and what was expected, in one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+BACKENDS = ("llama.cpp", "openai", "vllm", "transformers")
+REPO_MODELS_TOML = Path(__file__).resolve().parents[2] / "models.toml"
+
+
+class ModelsFileError(ValueError):
+    """models.toml is wrong: the message names the file, the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = field(default=0.0, metadata={"help": "0 is greedy"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
+    max_tokens: int = field(default=512, metadata={"help": "tokens to generate at most"})
+    stop: tuple[str, ...] = field(default=(), metadata={"help": "strings that end a sample"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    backend: str = field(metadata={"help": f"one of {', '.join(BACKENDS)}"})
+    description: str = field(default="", metadata={"help": "one line for `models list`"})
+    path: str | None = field(
+        default=None,
+        metadata={
+            "help": "weights: a GGUF file or a Hugging Face directory, absolute or relative to this "
+            "file; 'demo:NAME' for the embedded demo models"
+        },
+    )
+    hub_id: str | None = field(
+        default=None,
+        metadata={"help": "a Hugging Face id, used only if it is already in the local cache"},
+    )
+    url: str | None = field(
+        default=None,
+        metadata={"help": "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"},
+    )
+    allow_remote: bool = field(
+        default=False,
+        metadata={
+            "help": "let `url` point at another machine of your network (off: loopback only)"
+        },
+    )
+    served_name: str | None = field(
+        default=None,
+        metadata={"help": "the model name the server expects (default: the server's first model)"},
+    )
+    quantisation: str | None = field(
+        default=None,
+        metadata={"help": "e.g. Q4_K_M, AWQ, bnb-4bit (informational for GGUF; passed to vLLM)"},
+    )
+    context_length: int = field(default=4096, metadata={"help": "tokens of context"})
+    chat_template: str | None = field(
+        default=None, metadata={"help": "a Jinja chat template overriding the model's own"}
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "a LoRA adapter: PEFT directory (transformers, vLLM) or GGUF file (llama.cpp)"
+        },
+    )
+    gpu_layers: int = field(default=0, metadata={"help": "llama.cpp: layers offloaded, -1 all"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all)"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per model"})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
+    max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
+    timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request"})
+    sampling: Sampling = field(
+        default_factory=Sampling,
+        metadata={"help": "default sampling: temperature, top_p, max_tokens, stop"},
+    )
+    source: str = field(default="", compare=False, metadata={"help": "(set by the loader)"})
+
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+
+_TYPES = {
+    "str": str,
+    "str | None": str,
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "int | None": int,
+    "tuple[str, ...]": tuple,
+}
+
+
+def _check(value, annotation: str, where: str):
+    """Coerce a TOML value to the annotated type, or fail naming `where`."""
+    expected = _TYPES[annotation]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ModelsFileError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ModelsFileError(
+            f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _table(raw: dict, cls, where: str) -> dict:
+    known = {f.name: f for f in fields(cls) if f.name not in ("name", "source")}
+    out = {}
+    for key, value in raw.items():
+        spot = f"{where}.{key}"
+        if key not in known:
+            raise ModelsFileError(f"{spot}: unknown key (expected one of: {', '.join(known)})")
+        if key == "sampling":
+            if not isinstance(value, dict):
+                raise ModelsFileError(f"{spot}: expected a table of sampling settings")
+            out[key] = Sampling(**_table(value, Sampling, spot))
+        else:
+            out[key] = _check(value, str(known[key].type), spot)
+    return out
+
+
+def parse_models(text: str, source: str) -> dict[str, ModelSpec]:
+    """Parse models.toml text; `source` names the file in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ModelsFileError(f"{source}: not valid TOML ({e})") from None
+    unknown = set(data) - {"models"}
+    if unknown:
+        raise ModelsFileError(
+            f"{source}: {sorted(unknown)[0]}: unknown table (expected [models.NAME])"
+        )
+    specs = {}
+    for name, raw in data.get("models", {}).items():
+        where = f"{source}: models.{name}"
+        if not isinstance(raw, dict):
+            raise ModelsFileError(f"{where}: expected a table")
+        if "backend" not in raw:
+            raise ModelsFileError(
+                f"{where}.backend: missing (expected one of {', '.join(BACKENDS)})"
+            )
+        spec = ModelSpec(name=name, source=source, **_table(raw, ModelSpec, where))
+        _validate(spec, where)
+        specs[name] = spec
+    return specs
+
+
+def _validate(spec: ModelSpec, where: str) -> None:
+    if spec.backend not in BACKENDS:
+        raise ModelsFileError(
+            f"{where}.backend: expected one of {', '.join(BACKENDS)}, got {spec.backend!r}"
+        )
+    if spec.backend == "openai":
+        if not spec.url:
+            raise ModelsFileError(f"{where}.url: required for backend 'openai'")
+        check_local_url(spec.url, spec.allow_remote, f"{where}.url")
+    elif not (spec.path or spec.hub_id):
+        raise ModelsFileError(
+            f"{where}.path: required for backend {spec.backend!r} "
+            "(or hub_id, for a model already in the local Hugging Face cache)"
+        )
+    if spec.hub_id and not _looks_like_hub_id(spec.hub_id):
+        raise ModelsFileError(f"{where}.hub_id: expected 'organisation/name', got {spec.hub_id!r}")
+    s = spec.sampling
+    if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_tokens < 1:
+        raise ModelsFileError(
+            f"{where}.sampling: need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1; got {s}"
+        )
+    for key in ("context_length", "tensor_parallel_size", "max_in_flight"):
+        if getattr(spec, key) < 1:
+            raise ModelsFileError(f"{where}.{key}: expected at least 1, got {getattr(spec, key)}")
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "/"))
+
+
+def check_local_url(url: str, allow_remote: bool, where: str) -> None:
+    """A server URL must be loopback, unless the entry explicitly allows the local network."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ModelsFileError(f"{where}: expected http://HOST:PORT/v1, got {url!r}")
+    host = parsed.hostname
+    if host == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_loopback:
+        return
+    if not allow_remote:
+        raise ModelsFileError(
+            f"{where}: {host} is not this machine; localdistill talks only to "
+            "loopback servers unless the entry sets allow_remote = true"
+        )
+    if address is not None and address.is_global:
+        raise ModelsFileError(
+            f"{where}: {host} is a public address; only servers on your own "
+            "network are allowed, even with allow_remote"
+        )
+
+
+def models_file() -> Path:
+    """$LOCALDISTILL_MODELS if set, else ./models.toml, else the repository's models.toml."""
+    explicit = os.environ.get("LOCALDISTILL_MODELS")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "models.toml"
+    return local if local.is_file() else REPO_MODELS_TOML
+
+
+def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
+    path = Path(path) if path else models_file()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelsFileError(
+            f"{path}: no such models file (set LOCALDISTILL_MODELS or pass --models)"
+        ) from None
+    except UnicodeDecodeError:
+        raise ModelsFileError(f"{path}: not UTF-8 text") from None
+    return parse_models(text, str(path))
+
+
+def get_model(name: str, path: Path | None = None) -> ModelSpec:
+    specs = load_models(path)
+    if name not in specs:
+        raise ModelsFileError(
+            f"{path or models_file()}: no model named {name!r} "
+            f"(known: {', '.join(specs) or 'none'})"
+        )
+    return specs[name]
