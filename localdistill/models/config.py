@@ -37,8 +37,8 @@ class ModelSpec:
     path: str | None = field(
         default=None,
         metadata={
-            "help": "weights: a GGUF file or a Hugging Face directory, absolute or relative to this "
-            "file; 'demo:NAME' for the embedded demo models"
+            "help": "weights: a GGUF file or a Hugging Face directory, absolute or relative to "
+            "this file; 'demo:NAME' for the embedded demo models"
         },
     )
     hub_id: str | None = field(
