@@ -240,6 +240,23 @@ def models_pull(which: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: a free one.")
+@click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
+              help="Requests served at once (llama.cpp slots).")
+def serve(name: str, port: int | None, parallel: int) -> None:
+    """Start a local OpenAI-compatible server for a model, on 127.0.0.1, until Ctrl-C."""
+    from localdistill.models import get_model
+    from localdistill.serve import serve_forever, start_server
+
+    spec = get_model(name)
+    server = start_server(spec, port=port, parallel=parallel)
+    click.echo(f"serving {name} ({server.kind}, {parallel} parallel) at {server.url}")
+    click.echo(f'use it with:  backend = "openai"  url = "{server.url}"   (Ctrl-C stops it)')
+    serve_forever(server, click.echo)
+
+
+@cli.command()
+@click.argument("name")
 @click.option("-p", "--prompt", required=True, help="The user message (or raw text with --raw).")
 @click.option("--raw", is_flag=True, help="Complete the text as it is, without the chat template.")
 @click.option("--system", default=None, help="A system message.")

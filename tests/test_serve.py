@@ -1,0 +1,83 @@
+"""`localdistill serve`: a real llama.cpp server (xllamacpp) on loopback, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localdistill.backends.base import BackendError
+from localdistill.models.config import parse_models
+from localdistill.serve import free_port, start_server, vllm_command
+
+SCRIPT = Path(sys.executable).parent / "localdistill"
+
+
+def _chat(port: int, content: str) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 8,
+            "temperature": 0}
+    conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                 {"Content-Type": "application/json"})
+    return json.loads(conn.getresponse().read())
+
+
+def test_serve_starts_answers_and_stops_on_ctrl_c():
+    port = free_port()
+    proc = subprocess.Popen([str(SCRIPT), "serve", "tiny", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving tiny (llama.cpp, 4 parallel) at "
+                                f"http://127.0.0.1:{port}/v1"), first + proc.stderr.read()
+        answer = _chat(port, "Say hi.")
+        assert answer["choices"][0]["message"]["content"]
+        assert answer["usage"]["completion_tokens"] <= 8
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopping the server" in out
+    with pytest.raises(OSError):  # nothing listens any more
+        _chat(port, "still there?")
+
+
+def test_the_server_listens_on_loopback_only():
+    spec = parse_models('[models.t]\nbackend = "llama.cpp"\npath = "demo:tiny"\n'
+                        "context_length = 512\n", "t.toml")["t"]
+    server = start_server(spec, parallel=2, timeout=60)
+    try:
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        local = [line.split()[1] for line in listening if line.split()[3] == "0A"]  # LISTEN
+        ours = [addr for addr in local if int(addr.split(":")[1], 16) == port]
+        assert ours == ["0100007F:" + f"{port:04X}"]  # 127.0.0.1, nothing else
+    finally:
+        server.stop()
+
+
+def test_vllm_command_line(tmp_path):
+    weights = tmp_path / "Qwen-AWQ"
+    weights.mkdir()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    spec = parse_models(f'[models.t]\nbackend = "vllm"\npath = "{weights}"\nquantisation = "AWQ"\n'
+                        f'tensor_parallel_size = 2\nadapter = "{adapter}"\n', "t.toml")["t"]
+    command = vllm_command(spec, 8000, 4)
+    assert command[1:3] == ["serve", str(weights)]
+    joined = " ".join(command)
+    for part in ("--host 127.0.0.1", "--port 8000", "--tensor-parallel-size 2",
+                 "--quantization awq", f"--enable-lora --lora-modules t-adapter={adapter}"):
+        assert part in joined
+
+
+def test_models_without_a_server_kind_are_refused():
+    spec = parse_models('[models.t]\nbackend = "openai"\nurl = "http://127.0.0.1:1/v1"\n',
+                        "t.toml")["t"]
+    with pytest.raises(BackendError, match="nothing to serve"):
+        start_server(spec)
