@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from localdistill import __version__
-from localdistill.models.demo import DEMO_MODELS, ModelNotInstalled, demo_parts, tiny_model_path
+from localdistill.models.demo import (
+    DEMO_MODELS,
+    ModelNotInstalled,
+    demo_parts,
+    demo_path,
+    tiny_model_path,
+)
 from localdistill.offline import OFFLINE_ENV
 
 
@@ -85,15 +91,15 @@ def _models() -> Iterator[Check]:
     for model in DEMO_MODELS:
         try:
             parts = demo_parts(model)
-            size = sum(p.stat().st_size for p in parts) / 1e9
-            yield Check(
-                model.name,
-                True,
-                f"{model.description}: {model.parts} parts installed, "
-                f"{size:.2f} GB, under {parts[0].parent.parent.parent}",
-            )
         except ModelNotInstalled as e:
             yield Check(model.name, None, str(e))
+            continue
+        try:
+            where = f"assembled at {demo_path(model.name)}"
+        except ModelNotInstalled:
+            where = "not assembled yet: run `localdistill models pull demo`"
+        yield Check(model.name, True, f"{model.description}: {model.parts} parts installed "
+                    f"under {parts[0].parents[2]}; {where}")
 
 
 def checks() -> Iterator[Check]:
@@ -119,6 +125,8 @@ def checks() -> Iterator[Check]:
         ),
         ("CUDA GPU", lambda: [_cuda()]),
         ("llama.cpp backend", lambda: [_llama_cpp()]),
+        ("llama.cpp server", lambda: [_package("llama.cpp server", "xllamacpp",
+                                               "for `localdistill serve`: pip install xllamacpp")]),
         (
             "transformers backend",
             lambda: [

@@ -102,6 +102,11 @@ out = llm("def add(a, b):", max_tokens=4, temperature=0.0)
 print("llama.cpp OK:", repr(out["choices"][0]["text"]))
 PY
 
+if [ "$demo" = 1 ]; then
+  step "assembling the demo models (offline, verified)"
+  "$venv/bin/localdistill" models pull demo
+fi
+
 "$venv/bin/localdistill" doctor
 elapsed=$(( $(date +%s) - started ))
 printf '\nset-up finished in %dm%02ds. Run the tests with: bash scripts/test.sh\n' $((elapsed / 60)) $((elapsed % 60))
