@@ -312,3 +312,70 @@ def test_a_crash_is_blamed_on_the_test_that_caused_it():
     assert [o.status for o in result.outcomes] == ["passed"] * 3 + ["error", "passed"]
     assert result.feedback == ("the program exited (status 0) before its tests finished\n"
                                "INPUT: 3")
+
+
+# --- found by an adversarial review; each must stay fixed ----------------------------------------
+
+
+def test_forged_reports_cannot_touch_the_programs_that_follow():
+    forge = (Path(__file__).parent / "hostile" / "forge_reports.py").read_text()
+    wrong = "def g(x):\n    return 0\n"
+    for _ in range(3):
+        assert not run_tests(forge, ["assert f(1) == 1"], "f", limits=FAST).passed
+        later = run_tests(wrong, ["assert g(5)", "for i in range(3):\n    assert g(i) == i + 1"],
+                          "g", limits=FAST)
+        assert [o.status for o in later.outcomes] == ["failed", "failed"]
+
+
+def test_a_run_ends_by_its_total_timeout_whatever_the_program_does():
+    program = ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+               "def f(x):\n    while True:\n        pass\n")
+    started = time.monotonic()
+    result = run_tests(program, ["assert f(1) == 1", "assert f(2) == 2"], "f",
+                       limits=Limits(test_timeout=1.0, total_timeout=3.0))
+    assert not result.passed
+    assert time.monotonic() - started < 3.0 + 2.5
+
+
+def test_values_that_break_comparison_do_not_break_the_judge():
+    program = "from decimal import Decimal\ndef f(x):\n    return Decimal('sNaN')\n"
+    programs = [Program("snan", program, ("assert f(1) == 1",), "f"),
+                Program("ok", "def f(x):\n    return x\n", ("assert f(1) == 1",), "f")]
+    results = {p.key: r for p, r in run_many(programs, workers=2)}
+    assert not results["snan"].passed and results["ok"].passed
+    assert "OUTPUT: Decimal('sNaN')" in results["snan"].feedback
+
+
+def test_big_integers_are_judged_exactly():
+    program = "import math\ndef f(n):\n    return math.factorial(n)\n"
+    result = run_tests(program, ["assert f(2000) == math.factorial(2000)",
+                                 "assert f(2000) == math.factorial(2000) + 1"], "f")
+    assert [o.status for o in result.outcomes] == ["passed", "failed"]
+
+
+def test_truth_tests_through_a_helper_are_not_trusted_as_values():
+    plan = plan_test("assert math.isclose(f(2), 12.566)", "f")
+    assert plan.kind == "exec"
+    assert plan_test("assert f(2)", "f").kind == "value"
+
+
+def test_total_disk_use_is_capped():
+    program = ("def f(x):\n    block = b'x' * (8 << 20)\n    for i in range(100):\n"
+               "        with open(f'f{i}', 'wb') as out:\n            out.write(block)\n"
+               "    return x\n")
+    result = run_tests(program, ["assert f(1) == 1"], "f")
+    if not isolation().lockdown:
+        pytest.skip("no mount namespace here: only the per-file size limit applies")
+    assert "No space left on device" in result.feedback
+
+
+def test_every_parallel_worker_gets_its_process_cap():
+    from localdistill.execute.worker import _all_workers, _pids_cgroup_root
+
+    if _pids_cgroup_root() is None:
+        pytest.skip("no writable pids cgroup here (doctor says so)")
+    programs = [Program(str(i), "def f(x):\n    return x\n", ("assert f(1) == 1",), "f")
+                for i in range(8)]
+    assert all(r.passed for _, r in run_many(programs, workers=4))
+    live = [w for w in _all_workers if w.alive]
+    assert live and all(w.cgroup is not None for w in live)

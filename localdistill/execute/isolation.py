@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import subprocess
+import threading
 
 from localdistill.execute import judge
 from localdistill.execute.limits import Limits, SandboxError
@@ -18,9 +19,17 @@ from localdistill.execute.worker import (
     _pids_cgroup_root,
 )
 
+_lock = threading.Lock()
+
+
+def isolation() -> Isolation:
+    """The strongest isolation this machine allows (found once per process, thread-safely)."""
+    with _lock:
+        return _find_isolation()
+
 
 @functools.cache
-def isolation() -> Isolation:
+def _find_isolation() -> Isolation:
     """The strongest isolation this machine allows, found by really running a probe program."""
     user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
     candidates = []
@@ -79,7 +88,8 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
         (
             "sandbox file system",
             mode.lockdown,
-            "read-only except its own temp dir; home directories hidden; no capabilities"
+            "a new root: only /usr, system libraries and Python, read-only; a 256 MB tmpfs to "
+            "write in; no capabilities; undumpable zygote"
             if mode.lockdown
             else "NOT locked down: programs can write wherever this user can",
         ),

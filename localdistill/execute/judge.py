@@ -83,7 +83,10 @@ def plan_test(source: str, entry_point: str) -> TestPlan:
     truth = True
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         test, truth = test.operand, False
-    if _calls(test, entry_point) and isinstance(test, ast.Call):
+    # Only a direct call of the function under test: `assert math.isclose(f(x), y)` must stay an
+    # exec test, or a program could judge itself through a patched helper.
+    if (isinstance(test, ast.Call) and isinstance(test.func, ast.Name)
+            and test.func.id == entry_point):
         return TestPlan(
             source, "value", expr=ast.unparse(test), truth=truth, inputs=_inputs(test, entry_point)
         )
@@ -126,7 +129,7 @@ def decode(data: Any) -> Any:
         return _decode(data)
     except ProtocolError:
         raise
-    except (TypeError, ValueError, KeyError, IndexError, RecursionError, ArithmeticError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever the sandbox sent, it is not our crash
         raise ProtocolError(f"malformed value from the sandbox: {type(e).__name__}") from None
 
 
@@ -148,7 +151,7 @@ def _decode(data: Any) -> Any:
         case "dict":
             return {_decode(k): _decode(v) for k, v in body}
         case "int" if isinstance(body, str) and len(body) < 20_000:
-            return int(body)
+            return int(body, 16)
         case "float" if body in ("nan", "inf", "-inf"):
             return float(body)
         case "bytes" if isinstance(body, str):
@@ -172,12 +175,14 @@ def show(value: Any) -> str:
         return _clip(repr(value))
     except ValueError:  # ints past Python's str-conversion limit
         return "<an integer too large to print>"
+    except Exception:  # noqa: BLE001 - e.g. a Decimal signalling NaN
+        return "<a value that cannot be shown>"
 
 
 def equal(got: Any, expected: Any) -> bool:
     try:
         return bool(got == expected)
-    except RecursionError:
+    except Exception:  # noqa: BLE001 - deep nesting, Decimal('sNaN')...: not equal
         return False
 
 

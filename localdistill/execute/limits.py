@@ -13,9 +13,10 @@ class Limits:
     total_timeout: float = 30.0  # wall-clock seconds for the program and all its tests
     memory_mb: int = 2048  # address space of each process
     max_processes: int = 32  # processes and threads the program may have at once
-    max_file_mb: int = 16  # size of any file it writes
+    max_file_mb: int = 16  # size of any file it writes (stdout/stderr included)
+    max_disk_mb: int = 256  # all it writes together (its work dir is a tmpfs of this size)
     max_open_files: int = 64
-    max_output_kb: int = 64  # stdout+stderr kept for the record; past 64x this it is killed
+    max_output_kb: int = 64  # stdout+stderr kept for the record (the rest is counted, not kept)
     stop_at_first_failure: bool = False  # skip the remaining tests after a failure
     site_packages: bool = False  # let the program import installed third-party packages
 

@@ -51,7 +51,8 @@ def encode(value, budget=None):
     if t is int:
         if int.bit_length(value) > MAX_INT_BITS:
             raise NotData(f"an integer of more than {MAX_INT_BITS} bits")
-        return value if -(2**53) < value < 2**53 else {"int": int.__repr__(value)}
+        # hex: no decimal-digit limit, and linear time for big values
+        return value if -(2**53) < value < 2**53 else {"int": int.__format__(value, "x")}
     if t is float:
         return (
             value
@@ -108,55 +109,66 @@ def describe(exc):
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
-def lockdown(workdir, hide, keep):
-    """Inside fresh mount and PID namespaces: read-only everything but the work dir, the user's
-    home hidden, then no capabilities left to undo any of it."""
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+SANDBOX = "/sandbox"  # the one writable directory, inside the new root
+
+
+def lockdown(base, keep, disk_mb):
+    """Build a new, minimal root on `base` and enter it for good.
+
+    Inside fresh mount and PID namespaces, a tmpfs on `base` receives read-only binds of the system
+    directories (/usr, /lib...), of the Python installation (`keep`), a few devices and a fresh
+    /proc, and a size-capped tmpfs at /sandbox: nothing else of the machine exists there (no home,
+    no /tmp, no data sets, no other sandbox). Then chroot, and drop every capability, so none of
+    it can be undone; the process is made undumpable, so no child can read or write its memory.
+    """
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
 
-    def mount(source, target, fstype, flags):
-        if libc.mount(source, target.encode(), fstype, flags, None) != 0:
-            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+    def mount(source, target, fstype, flags, options=None):
+        if libc.mount(source, target.encode(), fstype, flags, options) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
+
+    def bind(source, target):
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()
+        mount(source.encode(), target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
 
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-
-    # Hidden directories (the user's home) become empty tmpfs, so files created there later stay
-    # hidden too; the Python installation the sandbox runs from, if it lives there, is bound back
-    # in through a descriptor opened before it disappeared.
-    o_path = getattr(os, "O_PATH", 0o10000000)
-    for directory in hide:
-        inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]
-        if directory in keep:
-            continue
-        held = [(k, os.open(k, o_path | os.O_DIRECTORY)) for k in inside]
-        mount(b"tmpfs", directory, b"tmpfs", MS_NOSUID | MS_NODEV)
-        for path, fd in held:
-            os.makedirs(path, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}".encode(), path, None, MS_BIND | MS_REC)
-            os.close(fd)
-    # The work dir becomes its own mount first, so it can stay writable while all else turns
-    # read-only (a bind mount made later would inherit the read-only flag).
-    mount(workdir.encode(), workdir, None, MS_BIND)
-    for line in open("/proc/self/mountinfo").read().splitlines()[::-1]:
-        fields = line.split()
-        target = fields[4].encode().decode("unicode_escape")
-        if target == workdir:
-            continue
-        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-        for option in fields[5].split(","):
-            flags |= KEEP_FLAGS.get(option, 0)
-        try:
-            mount(None, target, None, flags)
-        except OSError:
-            if not target.startswith("/proc"):  # /proc/sys etc. are already read-only
-                raise
-    os.chdir(workdir)  # the old cwd would still point at the mount underneath
+    root = base
+    mount(b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16m,mode=0755")
+    for name in SYSTEM_DIRS:
+        source = "/" + name
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), root + source)
+        elif os.path.isdir(source):
+            bind(source, root + source)
+    for path in keep:
+        if not os.path.exists(root + path):
+            bind(path, root + path)
+    for name in DEVICES:
+        bind("/dev/" + name, f"{root}/dev/{name}")
+    os.makedirs(root + "/dev/shm")
+    mount(b"tmpfs", root + "/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m")
+    os.makedirs(root + "/proc")
+    mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(root + SANDBOX)
+    mount(b"tmpfs", root + SANDBOX, b"tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={int(disk_mb)}m,mode=0700".encode())
+    mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chroot(root)
+    os.chdir(SANDBOX)
     # Drop every capability, for good: bounding set, then the sets themselves.
-    PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECUREBITS = 24, 38, 28
+    PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECUREBITS = 4, 24, 38, 28
     for cap in range(64):
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED
@@ -166,6 +178,8 @@ def lockdown(workdir, hide, keep):
         raise OSError(ctypes.get_errno(), "capset")
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "no_new_privs")
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "dumpable")
 
 
 # What solutions to benchmark tasks import most, and small: a bigger zygote makes every fork
@@ -174,23 +188,27 @@ PREIMPORT = ("typing", "math", "collections", "re", "itertools", "functools", "h
              "string")
 
 
+MAX_RELAY_BYTES = 8 * 1024 * 1024  # what one program may report; past it, it is killed
+
+
 def serve():
     """The zygote: configure once, then one forked child per job line on stdin."""
     config = json.loads(sys.stdin.buffer.readline())
     results = config["results_fd"]
-    base = os.getcwd()
+    area = os.getcwd()
 
     def tell(message):
         data = (_dumps(message) + "\n").encode()
         while data:
-            data = data[_write(results, data) :]
+            data = data[_write(results, data):]
 
     try:
-        if config.get("cgroup"):  # before /sys turns read-only, and before any fork
+        if config.get("cgroup"):  # before /sys is out of reach, and before any fork
             with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         if config.get("lockdown"):
-            lockdown(base, config["lockdown"]["hide"], config["lockdown"]["keep"])
+            lockdown(area, config["lockdown"]["keep"], config["lockdown"]["disk_mb"])
+            area = SANDBOX
         for name in PREIMPORT:  # warm: every child starts with these already loaded
             try:
                 __import__(name)
@@ -201,25 +219,31 @@ def serve():
         _exit(3)
     warm_up()
     import gc
+    import select
 
     gc.freeze()  # children never scan (and so never copy) the zygote's objects
     tell({"zygote": "ready", "pid1": os.getpid() == 1})
     stdin = sys.stdin.buffer
+    output_path = os.path.join(area, ".output")
     while True:
         line = stdin.readline()
         if not line:
             _exit(0)
         job = json.loads(line)
-        output_path = os.path.join(base, ".output")
+        # The child reports on a pipe of its own, which only this process reads: it can never
+        # write to the parent, nor speak for another job, nor end its own job.
+        read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
-                child(job, base, output_path, results)
+                os.close(read_end)
+                os.close(results)
+                child(job, area, output_path, write_end)
             finally:
                 _exit(4)
-        _, status = os.waitpid(pid, 0)
+        os.close(write_end)
+        status = relay(job["id"], pid, read_end, tell, select)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        end_leftovers(pid)
         output, size = b"", 0
         try:
             size = os.stat(output_path).st_size
@@ -228,15 +252,48 @@ def serve():
                     output = f.read(job["keep_output"])
         except OSError:
             pass
-        wipe(base)
-        tell(
-            {
-                "job": job["id"],
-                "exit": code,
-                "output": output.decode("utf-8", "replace"),
-                "output_bytes": size,
-            }
-        )
+        wipe(area)
+        tell({"job": job["id"], "exit": code, "output": output.decode("utf-8", "replace"),
+              "output_bytes": size})
+
+
+def relay(job_id, pid, read_end, tell, select):
+    """Pass the child's reports on, re-serialised and labelled, until it and its leftovers are
+    gone; returns the child's wait status."""
+    pidfd = os.pidfd_open(pid)
+    buffer, total, status = b"", 0, None
+    watched = [read_end, pidfd]
+    try:
+        while True:
+            ready = select.select(watched, [], [])[0]
+            if read_end in ready:
+                chunk = os.read(read_end, 65536)
+                total += len(chunk)
+                if total > MAX_RELAY_BYTES:
+                    os.kill(pid, signal.SIGKILL)
+                    chunk = b""
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        event = json.loads(line)
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(event, dict):
+                        tell({"job": job_id, "event": event})
+                if not chunk:  # every writer is gone
+                    break
+            if pidfd in ready and status is None:
+                status = os.waitpid(pid, 0)[1]
+                end_leftovers(pid)  # the writers left behind die; the pipe then ends
+                watched = [read_end]
+    finally:
+        os.close(pidfd)
+        os.close(read_end)
+    if status is None:
+        status = os.waitpid(pid, 0)[1]
+        end_leftovers(pid)
+    return status
 
 
 def warm_up():
@@ -296,19 +353,34 @@ def wipe(base):
 
 
 def force_remove(func, path, exc_info):
-    """rmtree's error handler: a program may chmod its files read-only; remove them anyway.
-    (Also used by the parent, which imports this module: the runner itself imports nothing.)"""
+    """rmtree's error handler: a program may have made its files or directories unreadable;
+    remove them anyway, never following a symlink anywhere. (Also used by the parent, which
+    imports this module: the runner itself imports nothing.)"""
+    import shutil
+
     try:
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
-        func(path)
+        if os.path.islink(path):
+            os.unlink(path)
+            return
+        parent = os.path.dirname(path)
+        if parent and not os.path.islink(parent):
+            os.chmod(parent, 0o700)
+        if func in (os.rmdir, os.unlink, os.remove):
+            func(path)
+        elif os.path.isdir(path):  # it could not be listed: open it up and try it whole
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, onerror=_give_up)
     except OSError:
         pass
 
 
-def child(job, base, output_path, results):
+def _give_up(func, path, exc_info):
+    pass
+
+
+def child(job, area, output_path, results):
     os.setsid()
-    workdir = os.path.join(base, "work")
+    workdir = os.path.join(area, "work")
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir

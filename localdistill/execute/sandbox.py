@@ -81,6 +81,8 @@ def run_tests(
             careful, start = True, next_start
             continue
         # The process ended before test `next_start` reported: that test pays for it.
+        if end == "done":  # it said it had finished, without a report for this test
+            end = "the program stopped reporting before this test finished"
         notes.append(end)
         plan = plans[next_start]
         if end.startswith("timeout"):
@@ -141,7 +143,10 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
     if event.get("timeout"):
         return TestOutcome(plan.source, "timeout", judge.timeout(plan, limits.test_timeout))
     if "error" in event:
-        return TestOutcome(plan.source, "error", judge.error(plan, str(event["error"])[:600]))
+        text = str(event["error"])[:600]
+        # An assertion of the test itself failing is a wrong answer; anything else is an error.
+        status = "failed" if text.split(":")[0] == "AssertionError" else "error"
+        return TestOutcome(plan.source, status, judge.error(plan, text))
     if plan.kind == "exec":
         return TestOutcome(
             plan.source,

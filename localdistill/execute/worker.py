@@ -30,7 +30,8 @@ from localdistill.execute.runner import force_remove
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills
 FLUSH_EVERY = 0.002  # seconds between batched reports from a sandboxed program
-MAX_REPORT_BYTES = 8 * 1024 * 1024
+MAX_REPORT_BYTES = 10 * 1024 * 1024  # per job; the zygote itself cuts a child off at 8 MiB
+CLEANUP_WAIT = 5.0  # seconds the zygote gets to end a finished program's leftovers
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,24 @@ NAMESPACES_ONLY = ("unshare", "--net", "--pid", "--fork", "--kill-child")
 class _Worker:
     """One zygote process (see runner.py) and the pipes to it; forks a child per program."""
 
-    def __init__(self, mode: Isolation, site_packages: bool, max_processes: int) -> None:
+    def __init__(self, mode: Isolation, limits: Limits) -> None:
         self.mode = mode
+        self.read_fd = -1
         self.base = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
-        self.cgroup = _make_cgroup(max_processes + 1)
+        self.cgroup = _make_cgroup(limits.max_processes + 1)
         self.read_fd, write_fd = os.pipe()
         self.buffer = b""
         self.jobs = 0
+        self.received = 0  # bytes received for the current job
         config: dict = {"results_fd": write_fd, "cgroup": str(self.cgroup) if self.cgroup else None}
         if mode.lockdown:
+            # The Python installation is all of this machine the sandbox sees (besides /usr and
+            # the system libraries); the virtual environment only when packages are allowed.
             keep = {os.path.realpath(sys.base_prefix)}
-            if site_packages:
+            if limits.site_packages:
                 keep.add(os.path.realpath(sys.prefix))
-            config["lockdown"] = {"hide": _hidden_dirs(str(self.base.parent)), "keep": sorted(keep)}
-        python = [sys.executable, "-I", "-B"] + ([] if site_packages else ["-S"])
+            config["lockdown"] = {"keep": sorted(keep), "disk_mb": limits.max_disk_mb}
+        python = [sys.executable, "-I", "-B"] + ([] if limits.site_packages else ["-S"])
         try:
             self.proc = subprocess.Popen(
                 [*mode.prefix, *python, "-c", RUNNER_SOURCE],
@@ -71,8 +76,11 @@ class _Worker:
                 pass_fds=(write_fd,),
                 start_new_session=True,
             )
-        finally:
+        except OSError as e:
             os.close(write_fd)
+            self.stop()
+            raise SandboxError(f"the sandbox could not start: {e}") from None
+        os.close(write_fd)
         try:
             self._send(config)
             ready = self._next_event(time.monotonic() + 30)
@@ -114,7 +122,8 @@ class _Worker:
             if not chunk:
                 return None
             self.buffer += chunk
-            if len(self.buffer) > MAX_REPORT_BYTES:
+            self.received += len(chunk)
+            if self.received > MAX_REPORT_BYTES:
                 raise SandboxError("the sandbox reported too much data")
 
     def run(self, job: dict, limits: Limits, budget: float) -> tuple[list[dict], str, str]:
@@ -124,51 +133,64 @@ class _Worker:
         if self.cgroup:
             (self.cgroup / "pids.max").write_text(str(limits.max_processes + 1))
         self._send({**job, "id": job_id, "keep_output": limits.max_output_kb * 1024})
+        self.received = 0
         events: list[dict] = []
+        max_events = 2 * len(job["tests"]) + 8
         started = time.monotonic()
-        total_deadline = started + budget
+        total_deadline = started + budget  # absolute: nothing the program says extends it
         step_deadline = started + limits.test_timeout + GRACE
         done = False
         while True:
-            deadline = min(step_deadline, total_deadline)
             try:
-                event = self._next_event(deadline)
+                message = self._next_event(min(step_deadline, total_deadline))
             except SandboxError:
                 self.stop()
                 return events, "killed: reported too much data", ""
-            if event is None:  # a deadline passed, or the zygote died
+            if message is None:  # a deadline passed, or the zygote died
                 alive = self.proc.poll() is None
                 self.stop()
                 if done:
                     return events, "done", ""
                 return events, "timeout" if alive else "the sandbox process died", ""
-            if event.get("job") != job_id:
-                continue  # stray lines (from an earlier job's leftovers) are never trusted
-            if "exit" in event:
-                printed = str(event.get("output", ""))
+            if message.get("job") != job_id:
+                continue  # lines of an earlier job are never trusted
+            if "exit" in message:  # only the zygote says this: the child cannot reach this pipe
+                printed = str(message.get("output", ""))
+                code = message["exit"]
                 if done:
                     return events, "done", printed
-                return events, _describe_exit(int(event["exit"]), limits), printed
+                if not isinstance(code, int):
+                    return events, "the sandbox process died", printed
+                return events, _describe_exit(code, limits), printed
+            event = message.get("event")
+            if not isinstance(event, dict) or done:
+                continue
             events.append(event)
+            if len(events) > max_events:
+                self.stop()
+                return events, "killed: reported too much data", ""
             if event.get("done"):
-                done = True
-                step_deadline = total_deadline = time.monotonic() + 10  # cleanup, not the program
+                done = True  # now only the clean-up is left: a short, fixed wait
+                step_deadline = min(total_deadline, time.monotonic() + CLEANUP_WAIT)
             else:
                 step_deadline = time.monotonic() + limits.test_timeout + GRACE
 
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, AttributeError):
-            pass
+    def stop(self, close_pipes: bool = True) -> None:
+        """Kill the zygote (its PID namespace, and so every sandboxed process, dies with it) and
+        remove what it used."""
         if hasattr(self, "proc"):
-            for stream in (self.proc.stdin, self.proc.stderr):
-                try:
-                    stream.close()
-                except (OSError, ValueError):
-                    pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if close_pipes:
+                for stream in (self.proc.stdin, self.proc.stderr):
+                    try:
+                        stream.close()
+                    except (OSError, ValueError):
+                        pass
             self.proc.wait()
-        if self.read_fd >= 0:
+        if close_pipes and self.read_fd >= 0:
             os.close(self.read_fd)
             self.read_fd = -1
         if self.cgroup:
@@ -189,12 +211,12 @@ _workers_lock = threading.Lock()
 @contextlib.contextmanager
 def _checkout(limits: Limits, mode: Isolation) -> Iterator[_Worker]:
     """A warm zygote for these settings, for the caller's thread alone; returned afterwards."""
-    key = (mode, limits.site_packages)
+    key = (mode, limits.site_packages, limits.max_disk_mb)
     with _workers_lock:
         idle = _idle.setdefault(key, [])
         worker = idle.pop() if idle else None
     if worker is None or not worker.alive:
-        worker = _Worker(mode, limits.site_packages, limits.max_processes)
+        worker = _Worker(mode, limits)
         with _workers_lock:
             _all_workers[:] = [w for w in _all_workers if w.alive]
             _all_workers.append(worker)
@@ -216,9 +238,8 @@ def shutdown_workers() -> None:
     with _workers_lock:
         workers, _all_workers[:] = list(_all_workers), []
         _idle.clear()
-    for worker in workers:
-        if worker.read_fd >= 0:
-            worker.stop()
+    for worker in workers:  # pipes stay open: a thread may still be reading one
+        worker.stop(close_pipes=False)
 
 
 def _execute(
@@ -323,20 +344,17 @@ def _remove_cgroup(path: Path) -> None:
             time.sleep(0.01)
 
 
-def _hidden_dirs(workdir_parent: str) -> list[str]:
-    """The user's home directories, hidden from sandboxed code (unless the work dir is inside)."""
-    homes = {os.path.expanduser("~"), "/root", "/home"}
-    return sorted(
-        h
-        for h in homes
-        if os.path.isdir(h)
-        and os.path.realpath(h) != "/"
-        and not os.path.realpath(workdir_parent).startswith(os.path.realpath(h))
-    )
+_probe_lock = threading.Lock()
+
+
+def _pids_cgroup_root() -> Path | None:
+    """A pids-controller cgroup directory we may create children in (probed once, locked)."""
+    with _probe_lock:
+        return _find_pids_cgroup_root()
 
 
 @functools.cache
-def _pids_cgroup_root() -> Path | None:
+def _find_pids_cgroup_root() -> Path | None:
     """A pids-controller cgroup directory we may create children in (root, or delegated)."""
     candidates = [Path("/sys/fs/cgroup/pids")]
     try:
@@ -346,7 +364,7 @@ def _pids_cgroup_root() -> Path | None:
     except (OSError, StopIteration):
         pass
     for base in candidates:
-        probe = base / f"localdistill-probe-{os.getpid()}"
+        probe = base / f"localdistill-probe-{os.getpid()}-{threading.get_ident()}"
         try:
             probe.mkdir()
         except OSError:
