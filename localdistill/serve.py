@@ -73,6 +73,10 @@ def _start_llamacpp(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
     params.verbosity = 0  # llama.cpp's per-request timing lines would drown the user's terminal
     params.offline = True
     params.n_gpu_layers = spec.gpu_layers
+    if spec.gpu_layers == 0:
+        # Flash attention (xllamacpp's default) changes the arithmetic: with it off, greedy
+        # answers match llama-cpp-python's in process, and on a CPU it gains nothing.
+        params.flash_attn_type = 0
     params.cpuparams.n_threads = spec.threads or os.cpu_count() or 1
     params.cpuparams_batch.n_threads = spec.threads or os.cpu_count() or 1
     if spec.chat_template:

@@ -79,6 +79,9 @@ class ModelSpec:
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
     max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
     timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request"})
+    request_extra: dict = field(default_factory=dict, metadata={
+        "help": "openai: fields added to every request body, a server's own settings (e.g. "
+                "repeat_penalty = 1.0 for llama-cpp-python's server, which defaults to 1.1)"})
     sampling: Sampling = field(
         default_factory=Sampling,
         metadata={"help": "default sampling: temperature, top_p, max_tokens, stop"},
@@ -125,7 +128,11 @@ def _table(raw: dict, cls, where: str) -> dict:
         spot = f"{where}.{key}"
         if key not in known:
             raise ModelsFileError(f"{spot}: unknown key (expected one of: {', '.join(known)})")
-        if key == "sampling":
+        if key == "request_extra":
+            if not isinstance(value, dict):
+                raise ModelsFileError(f"{spot}: expected a table of request fields")
+            out[key] = dict(value)
+        elif key == "sampling":
             if not isinstance(value, dict):
                 raise ModelsFileError(f"{spot}: expected a table of sampling settings")
             out[key] = Sampling(**_table(value, Sampling, spot))

@@ -1,0 +1,249 @@
+"""Any OpenAI-compatible server on this machine: `vllm serve`, llama.cpp's llama-server, ...
+
+Many requests in flight (a thread pool of `max_in_flight`) over a bounded window of the caller's
+requests, so 10,000 of them stream through in flat memory. A server that is starting, restarting
+or overloaded gets retries with exponential backoff. Standard library only, and http.client rather
+than urllib.request: urllib honours HTTP_PROXY, and a loopback request must never go to a proxy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from urllib.parse import urlparse
+
+from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.models import ModelSpec
+from localdistill.models.config import check_local_url
+
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class OpenAIBackend:
+    def __init__(self, spec: ModelSpec, tries: int = 5, backoff: float = 0.5,
+                 max_backoff: float = 8.0, extra_body: dict | None = None) -> None:
+        """`tries` and seconds of backoff, doubling up to `max_backoff`, for a failing server;
+        `extra_body`: fields for every request, a server's own settings (llama-cpp-python's server
+        penalises repeats unless sent {"repeat_penalty": 1.0}: llama.cpp and vLLM do not)."""
+        if not spec.url:
+            raise BackendError(f"models.{spec.name}.url: required for backend 'openai'")
+        check_local_url(spec.url, spec.allow_remote, f"{spec.source or 'models'}: "
+                        f"models.{spec.name}.url")  # again: a spec need not come from parse_models
+        self.spec, self.url = spec, spec.url.rstrip("/")
+        self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
+        parsed = urlparse(self.url)
+        self._host, self._port, self._path = parsed.hostname, parsed.port, parsed.path
+        self._https = parsed.scheme == "https"
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._served_name = spec.served_name
+        self._extra_body = dict(extra_body or {})
+        self._closed = False
+        self._pool = ThreadPoolExecutor(spec.max_in_flight, thread_name_prefix="openai-http")
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        # One HTTP request per sample (not every server supports `n`), so a request with n = 8
+        # still fills every slot; a request's result is yielded when its last sample is back.
+        if self._closed:
+            raise BackendError(f"the backend for {self.url} is closed: open the model again")
+        model = self._model()
+        calls = ((pending, i) for r in requests for pending in [_Pending(r)] for i in range(r.n))
+        window = 2 * self.spec.max_in_flight  # keeps the pool busy while the caller works
+        in_flight: dict[Future, tuple[_Pending, int]] = {}
+        try:
+            while True:
+                for call in calls:
+                    in_flight[self._pool.submit(self._sample, model, *call)] = call
+                    if len(in_flight) >= window:
+                        break
+                if not in_flight:
+                    return
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending, i = in_flight.pop(future)
+                    pending.samples[i], pending.prompt_tokens = future.result()
+                    if all(s is not None for s in pending.samples):
+                        yield Result(pending.request, tuple(pending.samples),
+                                     pending.prompt_tokens, {"model": model, "url": self.url})
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._drop_idle()
+
+    def _model(self) -> str:
+        with self._lock:
+            if self._served_name is None:
+                answer = self._call("GET", "/models")
+                try:
+                    self._served_name = str(answer["data"][0]["id"])
+                except (KeyError, IndexError, TypeError):
+                    raise BackendError(
+                        f"the server at {self.url} lists no model (GET /models answered "
+                        f"{_clip(json.dumps(answer))}): set served_name in models.{self.spec.name}"
+                    ) from None
+            return self._served_name
+
+    def _sample(self, model: str, pending: _Pending, i: int) -> tuple[Sample, int]:
+        request = pending.request
+        body: dict = {**self._extra_body, "model": model, "temperature": request.temperature,
+                      "top_p": request.top_p, "max_tokens": request.max_tokens}
+        if request.messages is not None:
+            path, body["messages"] = "/chat/completions", list(request.messages)
+        else:
+            path, body["prompt"] = "/completions", request.prompt
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed + i
+        answer = self._call("POST", path, body)
+        try:
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] if "messages" in body else choice["text"]
+            usage = answer.get("usage") or {}
+            prompt_tokens, completion_tokens = (int(usage.get(k) or 0) for k in
+                                                ("prompt_tokens", "completion_tokens"))
+            reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            what = f"no text in choices[0]: {_clip(json.dumps(answer))}"
+            raise self._garbage(path, what) from None
+        if not isinstance(text, str | None):
+            raise self._garbage(path, f"choices[0] text is {type(text).__name__}, not a string")
+        return Sample(text or "", reason, completion_tokens), prompt_tokens
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One API call, retried on refused/reset connections, HTTP 429 and 5xx."""
+        failures, delay = 0, self.backoff
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self._path + path,
+                             json.dumps(body) if body is not None else None, HEADERS)
+                response = conn.getresponse()
+                status, data = response.status, response.read()
+            except TimeoutError:
+                conn.close()
+                raise BackendError(
+                    f"the server at {self.url} did not answer {path} within "
+                    f"{self.spec.timeout:g} s: raise models.{self.spec.name}.timeout or lower "
+                    "max_in_flight"
+                ) from None
+            except (ConnectionError, http.client.HTTPException) as e:
+                conn.close()
+                if reused:  # a keep-alive connection the server had closed: not a failure
+                    self._drop_idle()
+                    continue
+                why: object = e
+                status = 0
+            except OSError as e:  # not a server's answer: an address this machine cannot use
+                conn.close()
+                raise BackendError(f"cannot reach the server at {self.url} ({e}): check "
+                                   f"models.{self.spec.name}.url") from None
+            else:
+                self._release(conn, response.will_close)
+                if status < 400:
+                    return self._json(path, data)
+                if status != 429 and status < 500:
+                    raise self._rejected(path, status, data)
+                why = _detail(data)
+            failures += 1
+            if failures >= self.tries or self._closed:
+                raise self._gave_up(status, why, failures)
+            time.sleep(delay)
+            delay = min(2 * delay, self.max_backoff)
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        try:
+            return self._idle.get_nowait(), True
+        except queue.Empty:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            return kind(self._host, self._port, timeout=self.spec.timeout), False
+
+    def _release(self, conn: http.client.HTTPConnection, will_close: bool) -> None:
+        if will_close or self._closed:
+            conn.close()
+        else:
+            self._idle.put(conn)
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def _json(self, path: str, data: bytes) -> dict:
+        try:
+            answer = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            what = f"not JSON: {_clip(data.decode('utf-8', 'replace'))}"
+            raise self._garbage(path, what) from None
+        if not isinstance(answer, dict):
+            raise self._garbage(path, f"a JSON {type(answer).__name__}, not an object")
+        return answer
+
+    def _garbage(self, path: str, what: str) -> BackendError:
+        return BackendError(f"the server at {self.url} answered {path} with {what}: is it an "
+                            "OpenAI-compatible server (a url ending in /v1)?")
+
+    def _rejected(self, path: str, status: int, data: bytes) -> BackendError:
+        hint = "the prompt may be longer than the server's context, or a setting invalid"
+        if status == 404:
+            hint = "check that the url ends in /v1 and served_name is a model the server has"
+        return BackendError(f"the server at {self.url} rejected {path} (HTTP {status}: "
+                            f"{_detail(data)}): {hint}")
+
+    def _gave_up(self, status: int, what: object, tries: int) -> BackendError:
+        name, times = self.spec.name, f"after {tries} tries"
+        if isinstance(what, ConnectionRefusedError):
+            return BackendError(f"cannot reach the server at {self.url} (connection refused "
+                                f"{times}): is it running? start it with 'localdistill serve "
+                                f"MODEL' or fix models.{name}.url")
+        if isinstance(what, BaseException):
+            return BackendError(f"the server at {self.url} dropped the connection {times} "
+                                f"({_clip(str(what) or type(what).__name__)}): see its log; it "
+                                "may have crashed or run out of memory")
+        if status == 429:
+            return BackendError(f"the server at {self.url} is overloaded (HTTP 429 {times}): "
+                                f"lower models.{name}.max_in_flight")
+        return BackendError(f"the server at {self.url} failed (HTTP {status} {times}: {what}): "
+                            "see the server log")
+
+
+class _Pending:
+    """A request whose samples are still coming back."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.samples: list[Sample | None] = [None] * request.n
+        self.prompt_tokens = 0
+
+
+def _detail(data: bytes) -> str:
+    """The server's own error message, from an OpenAI-style error body or the raw text."""
+    text = data.decode("utf-8", "replace")
+    try:
+        error = json.loads(text)
+        error = error.get("error", error.get("detail", error)) if isinstance(error, dict) else error
+        text = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        pass
+    return _clip(str(text)) or "no details"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """One line, short enough for an error message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load(spec: ModelSpec) -> OpenAIBackend:
+    return OpenAIBackend(spec, extra_body=spec.request_extra)

@@ -1,0 +1,134 @@
+"""vLLM in process: every request of a stage in one batched call (continuous batching, GPU only).
+
+vLLM is imported only here, when a vllm model is opened, so machines without a GPU never need it.
+For a model shared by several processes, serve it (`localdistill serve`) and use the openai
+backend instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.models import ModelSpec, adapter_path, weights_path
+
+NEEDS = (
+    "the vLLM backend needs a CUDA GPU and the vllm package (pip install 'localdistill[gpu]'); "
+    "on this machine use backend 'llama.cpp' or 'transformers'"
+)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+class VLLMBackend:
+    def __init__(self, spec: ModelSpec) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise BackendError(NEEDS) from None
+        if not torch.cuda.is_available():
+            raise BackendError(NEEDS)
+        try:
+            import vllm
+            from vllm.lora.request import LoRARequest
+        except ImportError:
+            raise BackendError(NEEDS) from None
+        self.vllm, self.spec = vllm, spec
+        path = weights_path(spec)
+        adapter = adapter_path(spec)
+        kwargs = {
+            "model": str(path),
+            "quantization": _quantization(spec, path),
+            "tensor_parallel_size": spec.tensor_parallel_size,
+            "gpu_memory_utilization": spec.gpu_memory_utilization,
+            "max_model_len": spec.context_length,
+            "enable_lora": adapter is not None,
+            "seed": 0,
+        }
+        if adapter is not None and _lora_rank(adapter) > 16:  # vLLM's default max_lora_rank
+            kwargs["max_lora_rank"] = next(r for r in LORA_RANKS if r >= _lora_rank(adapter))
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except (ValueError, RuntimeError, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendError(f"vLLM could not load {path}: {first}") from None
+        self.lora = LoRARequest(spec.name, 1, str(adapter)) if adapter is not None else None
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        requests = list(requests)
+        chats = [i for i, r in enumerate(requests) if r.messages is not None]
+        prompts = [i for i, r in enumerate(requests) if r.prompt is not None]
+        outputs: dict[int, object] = {}
+        if chats:
+            answers = self.llm.chat(
+                messages=[list(requests[i].messages) for i in chats],
+                sampling_params=[self._sampling(requests[i]) for i in chats],
+                use_tqdm=False,
+                lora_request=self.lora,
+                chat_template=self.spec.chat_template,
+                add_generation_prompt=True,
+            )
+            outputs.update(zip(chats, answers, strict=True))
+        if prompts:
+            answers = self.llm.generate(
+                [requests[i].prompt for i in prompts],
+                sampling_params=[self._sampling(requests[i]) for i in prompts],
+                use_tqdm=False,
+                lora_request=self.lora,
+            )
+            outputs.update(zip(prompts, answers, strict=True))
+        for i, request in enumerate(requests):
+            yield _result(request, outputs[i])
+
+    def _sampling(self, request: Request):
+        return self.vllm.SamplingParams(
+            # greedy samples are all the same: ask for one, repeat it in the result
+            n=1 if request.temperature == 0 else request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+        )
+
+    def close(self) -> None:
+        self.llm = None
+        gc.collect()
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _result(request: Request, output) -> Result:
+    samples = [
+        Sample(
+            o.text,
+            "length" if o.finish_reason == "length" else "stop",
+            len(o.token_ids),
+        )
+        for o in output.outputs
+    ]
+    if len(samples) < request.n:
+        samples = samples * request.n
+    return Result(request, tuple(samples), len(output.prompt_token_ids or ()))
+
+
+def _quantization(spec: ModelSpec, path: Path) -> str | None:
+    """vLLM's `quantization` name: none for GGUF (vLLM reads it from the file)."""
+    if path.is_file() or not spec.quantisation:
+        return None
+    name = spec.quantisation.lower()
+    return "bitsandbytes" if name.startswith("bnb") else name
+
+
+def _lora_rank(adapter: Path) -> int:
+    try:
+        return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # let vLLM report what is wrong with the adapter
+
+
+def load(spec: ModelSpec) -> VLLMBackend:
+    return VLLMBackend(spec)
