@@ -20,8 +20,9 @@ STUDENT = next(m for m in DEMO_MODELS if m.name == "demo-student")
 
 def test_the_shipped_models_file_declares_the_demo_models():
     specs = load_models(REPO_MODELS_TOML)
-    assert set(specs) == {"tiny", "demo-teacher", "demo-student"}
-    assert all(s.backend == "llama.cpp" for s in specs.values())
+    assert set(specs) == {"tiny", "demo-teacher", "demo-student", "demo-teacher-hf",
+                          "demo-student-hf"}
+    assert {s.backend for s in specs.values()} == {"llama.cpp", "transformers"}
     assert weights_path(specs["tiny"]).read_bytes()[:4] == b"GGUF"
 
 
