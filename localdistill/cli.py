@@ -43,8 +43,11 @@ def _as_click_error(exc: Exception) -> click.ClickException:
     from localdistill.backends.base import BackendError
     from localdistill.execute.limits import SandboxError
     from localdistill.models.demo import ModelNotInstalled
+    from localdistill.rundir import RunDirError
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, RunDirError):
+        return BadInput(message)
     if isinstance(exc, SandboxError | ModelNotInstalled | BackendError):
         return WorkFailed(message)
     if isinstance(exc, ValueError | OSError | KeyError):
@@ -171,6 +174,53 @@ def tasks_export(spec: str, output: Path) -> None:
 
 
 tasks.help = f"{tasks.help}\n\n{TASKS_HELP}"
+
+
+@cli.command("attempt")
+@click.argument("spec", metavar="TASKS")
+@click.option("--model", "model_name", required=True, help="The student, a name in models.toml.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The run directory (created; resumed if it exists).")
+@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N tasks.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def attempt_command(spec: str, model_name: str, run_dir: Path, samples: int,
+                    temperature: float | None, max_tokens: int | None, limit: int | None,
+                    seed: int) -> None:
+    """Stage 1: the student attempts every task (resumable)."""
+    from localdistill.attempt import attempt
+    from localdistill.rundir import RunDir
+    from localdistill.tasks import load_tasks
+
+    tasks = load_tasks(spec)[:limit]
+    with RunDir(run_dir) as run:
+        new = attempt(tasks, model_name, run, samples, temperature, max_tokens, seed)
+        total = len(run.done_keys("attempts"))
+    click.echo(f"{new} new attempts ({total} in {run_dir}/attempts.jsonl)")
+
+
+@cli.command("execute")
+@click.argument("spec", metavar="TASKS")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="A run directory holding attempts.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Parallel sandboxes.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=3.0, show_default=True,
+              help="Seconds per test.")
+def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: float) -> None:
+    """Stage 2: run every attempt against its task's tests in the sandbox (resumable)."""
+    from localdistill.attempt import execute_attempts
+    from localdistill.execute import Limits
+    from localdistill.rundir import RunDir
+    from localdistill.tasks import load_tasks
+
+    with RunDir(run_dir) as run:
+        new = execute_attempts(load_tasks(spec), run, Limits(test_timeout=timeout), workers,
+                               progress=True)
+        executions = list(run.records("executions"))
+    passed = sum(e["passed"] for e in executions)
+    click.echo(f"{new} attempts executed; {passed} of {len(executions)} pass their tests")
 
 
 @cli.group(cls=_Group)
