@@ -223,6 +223,29 @@ def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: floa
     click.echo(f"{new} attempts executed; {passed} of {len(executions)} pass their tests")
 
 
+@cli.command("refine")
+@click.argument("spec", metavar="TASKS")
+@click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="A run directory holding executed attempts.")
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
+              help="Refinement rounds in all (the first, plus retries with new feedback).")
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+def refine_command(spec: str, teacher: str, run_dir: Path, rounds: int,
+                   temperature: float | None, max_tokens: int | None) -> None:
+    """Stages 3-4: the teacher refines failed attempts; refinements are verified (resumable)."""
+    from localdistill.refine import refine, verified_by_round
+    from localdistill.rundir import RunDir
+    from localdistill.tasks import load_tasks
+
+    with RunDir(run_dir) as run:
+        refine(load_tasks(spec), teacher, run, rounds, temperature, max_tokens)
+        table = verified_by_round(run)
+    for round_, (tried, verified) in table.items():
+        click.echo(f"round {round_}: {verified} of {tried} refinements verified")
+
+
 @cli.group(cls=_Group)
 def models() -> None:
     """The models of models.toml: list, show, and pull the embedded demo models."""
