@@ -62,16 +62,22 @@ def _attempt_records(results, by_key: dict[str, Task], spec: ModelSpec) -> Itera
                "prompt_tokens": result.prompt_tokens}
 
 
-def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),
-                     workers: int | None = None, progress: bool = False) -> int:
-    """Run every recorded attempt not yet executed; returns how many were run."""
+def tasks_for(records: Sequence[dict], tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:
+    """The tasks by id, checking that every record's task is among them."""
     by_id = {task.task_id: task for task in tasks}
-    done = run.done_keys("executions")
-    pending = [a for a in run.records("attempts") if a["key"] not in done]
-    unknown = sorted({a["task_id"] for a in pending} - by_id.keys())
+    unknown = sorted({r["task_id"] for r in records} - by_id.keys())
     if unknown:
         raise ValueError(f"{run.path}: attempts of tasks that are not in the task set given "
                          f"(first: {unknown[0]}); pass the same tasks as to `attempt`")
+    return by_id
+
+
+def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),
+                     workers: int | None = None, progress: bool = False) -> int:
+    """Run every recorded attempt not yet executed; returns how many were run."""
+    done = run.done_keys("executions")
+    pending = [a for a in run.records("attempts") if a["key"] not in done]
+    by_id = tasks_for(pending, tasks, run)
     programs = (program_for(by_id[a["task_id"]], a["completion"], key=a["key"]) for a in pending)
     results = run_many(programs, limits, workers, progress=progress, total=len(pending))
     return run.append("executions", ({

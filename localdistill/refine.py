@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from localdistill.attempt import tasks_for
 from localdistill.backends import open_backend, request_for
 from localdistill.execute import Limits, program_for, run_many
 from localdistill.extract import extract_completion
@@ -39,13 +40,9 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
-    by_id = {task.task_id: task for task in tasks}
     attempts = {a["key"]: a for a in run.records("attempts")}
     failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
-    unknown = sorted({e["task_id"] for e in failed} - by_id.keys())
-    if unknown:
-        raise ValueError(f"{run.path}: attempts of tasks that are not in the task set given "
-                         f"(first: {unknown[0]}); pass the same tasks as to `attempt`")
+    by_id = tasks_for(failed, tasks, run)
     counts: dict[int, tuple[int, int]] = {}
     backend = None
     try:

@@ -41,6 +41,11 @@ class TestPlan:
     truth: bool | None = None  # value tests of the form `assert f(x)` / `assert not f(x)`
     inputs: str = ""  # the INPUT line of the feedback
 
+    @property
+    def has_expected(self) -> bool:
+        """Whether the parent holds the expected value (value tests against a literal)."""
+        return self.expected is not _MISSING
+
     def wire(self) -> dict:
         """What the sandbox receives for this test (never the expected value)."""
         if self.kind == "value":

@@ -154,7 +154,7 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
             "" if event.get("ok") is True else judge.error(plan, "AssertionError"),
         )
     if "not_data" in event:
-        expected = "" if plan.expected is judge._MISSING else judge.show(plan.expected)
+        expected = judge.show(plan.expected) if plan.has_expected else ""
         return TestOutcome(
             plan.source,
             "failed",

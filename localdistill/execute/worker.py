@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import itertools
 import json
 import os
 import select
@@ -307,16 +308,14 @@ def _clean_env(workdir: Path) -> dict[str, str]:
     }
 
 
-_cgroup_counter = 0
+_cgroup_numbers = itertools.count(1)  # next() on a count is atomic in CPython: thread-safe
 
 
 def _make_cgroup(max_processes: int) -> Path | None:
-    global _cgroup_counter
     base = _pids_cgroup_root()
     if base is None:
         return None
-    _cgroup_counter += 1
-    path = base / f"localdistill-{os.getpid()}-{_cgroup_counter}-{time.monotonic_ns()}"
+    path = base / f"localdistill-{os.getpid()}-{next(_cgroup_numbers)}"
     try:
         path.mkdir()
         (path / "pids.max").write_text(str(max_processes))
