@@ -1,20 +1,22 @@
 """Stages 1 and 2 of the loop: the student attempts every task, and every attempt is executed.
 
 attempt: for each task and sample, the student gets the `attempt` prompt (prompts/attempt.jinja);
-its answer and the code extracted from it are recorded in the run directory's attempts.jsonl.
-execute: every recorded attempt runs in the sandbox against the task's hidden tests; pass/fail and
-the execution feedback go to executions.jsonl. Both resume: what a run directory already holds is
-never generated or run again.
+its answer and the code extracted from it go to the run directory's attempts.jsonl.
+execute: every attempt runs in the sandbox against the task's hidden tests; pass/fail and the
+execution feedback go to executions.jsonl. Both go through the run's cache (cache.py): a rerun
+asks the model and the sandbox only what they were never asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from localdistill.backends import open_backend, request_for
-from localdistill.execute import Limits, program_for, run_many
+from localdistill.backends import request_for
+from localdistill.cache import generate, judge
+from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
+from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
@@ -24,42 +26,48 @@ def attempt_key(task_id: str, sample: int) -> str:
     return f"{task_id}#{sample}"
 
 
+def attempt_messages(task: Task) -> list[dict[str, str]]:
+    """What the student sees for a task: at attempt time, at inference, and in training rows."""
+    return render("attempt", prompt=task.prompt, description=task.description)
+
+
 def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples: int = 1,
-            temperature: float | None = None, max_tokens: int | None = None,
-            seed: int = 0) -> int:
-    """Record the student's attempts that the run does not have yet; returns how many were new.
-
-    Each sample is its own request (seed + sample number), so a resumed run regenerates nothing.
-    """
+            temperature: float | None = None, max_tokens: int | None = None, seed: int = 0,
+            progress: Progress | None = None) -> StageReport:
+    """The student's attempts at every task, `samples` each (seed + sample number); the run's
+    attempts.jsonl is rewritten to hold exactly these."""
+    report = StageReport("attempt")
     spec = get_model(model) if isinstance(model, str) else model
-    done = run.done_keys("attempts")
-    todo = [(task, i) for task in tasks for i in range(samples)
-            if attempt_key(task.task_id, i) not in done]
-    if not todo:
-        return 0
-    by_key = {attempt_key(task.task_id, i): task for task, i in todo}
-    requests = (request_for(spec, messages=render("attempt", prompt=task.prompt,
-                                                  description=task.description),
-                            temperature=temperature, max_tokens=max_tokens, seed=seed + i,
-                            key=attempt_key(task.task_id, i))
-                for task, i in todo)
-    backend = open_backend(spec)
-    try:
-        return run.append("attempts", _attempt_records(backend.generate(requests), by_key, spec))
-    finally:
-        backend.close()
+    check_tasks_have_tests(tasks)
+    requests = [request_for(spec, messages=attempt_messages(task), temperature=temperature,
+                            max_tokens=max_tokens, seed=seed + i, key=attempt_key(task.task_id, i))
+                for task in tasks for i in range(samples)]
+    answers = generate(run, spec, requests, "attempt",
+                       bar(progress, "attempt", len(requests)))
+    records = []
+    for task in tasks:
+        for i in range(samples):
+            answer = answers[attempt_key(task.task_id, i)]
+            records.append({
+                "key": answer.key, "task_id": task.task_id, "sample": i, "model": spec.name,
+                "request_hash": answer.request_hash, "answer": answer.text,
+                "completion": extract_completion(answer.text, task),
+                "finish_reason": answer.finish_reason,
+                "completion_tokens": answer.completion_tokens,
+                "prompt_tokens": answer.prompt_tokens})
+    run.write("attempts", records)
+    report.counts = {"tasks": len(tasks), "attempts": len(records),
+                     "cut off at max_tokens": sum(r["finish_reason"] == "length" for r in records)}
+    report.student_tokens = sum(a.completion_tokens for a in answers.values())
+    report.new_requests = sum(not a.cached for a in answers.values())
+    return report.finish()
 
 
-def _attempt_records(results, by_key: dict[str, Task], spec: ModelSpec) -> Iterator[dict]:
-    for result in results:
-        key = result.request.key
-        task = by_key[key]
-        sample = result.samples[0]
-        yield {"key": key, "task_id": task.task_id, "sample": int(key.rsplit("#", 1)[1]),
-               "model": spec.name, "answer": sample.text,
-               "completion": extract_completion(sample.text, task),
-               "finish_reason": sample.finish_reason, "completion_tokens": sample.completion_tokens,
-               "prompt_tokens": result.prompt_tokens}
+def check_tasks_have_tests(tasks: Sequence[Task]) -> None:
+    untested = [t.task_id for t in tasks if not t.tests]
+    if untested:
+        raise ValueError(f"{len(untested)} tasks have no tests (first: {untested[0]}); "
+                         "give them tests with `localdistill gen-tests` first")
 
 
 def tasks_for(records: Sequence[dict], tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:
@@ -73,15 +81,27 @@ def tasks_for(records: Sequence[dict], tasks: Sequence[Task], run: RunDir) -> di
 
 
 def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),
-                     workers: int | None = None, progress: bool = False) -> int:
-    """Run every recorded attempt not yet executed; returns how many were run."""
-    done = run.done_keys("executions")
-    pending = [a for a in run.records("attempts") if a["key"] not in done]
-    by_id = tasks_for(pending, tasks, run)
-    programs = (program_for(by_id[a["task_id"]], a["completion"], key=a["key"]) for a in pending)
-    results = run_many(programs, limits, workers, progress=progress, total=len(pending))
-    return run.append("executions", ({
-        "key": program.key, "task_id": program.key.rsplit("#", 1)[0], "passed": result.passed,
-        "status": result.status, "feedback": result.feedback,
-        "outcomes": [o.status for o in result.outcomes], "runtime": round(result.runtime, 4),
-    } for program, result in results))
+                     workers: int | None = None,
+                     progress: Progress | None = None) -> StageReport:
+    """Every attempt of attempts.jsonl judged on its task's hidden tests -> executions.jsonl."""
+    report = StageReport("execute")
+    attempts = list(run.records("attempts"))
+    by_id = tasks_for(attempts, tasks, run)
+    programs = [program_for(by_id[a["task_id"]], a["completion"], key=a["key"])
+                for a in attempts]
+    verdicts = judge(run, programs, limits, workers, bar(progress, "execute", len(programs)))
+    records = [{"key": a["key"], "task_id": a["task_id"], **_verdict(verdicts[a["key"]])}
+               for a in attempts]
+    run.write("executions", records)
+    solved = {r["task_id"] for r in records if r["passed"]}
+    report.counts = {"attempts executed": len(records),
+                     "attempts passed": sum(r["passed"] for r in records),
+                     "attempts failed": sum(not r["passed"] for r in records),
+                     "tasks solved by some attempt": len(solved),
+                     "tasks with a failed attempt":
+                         len({r["task_id"] for r in records if not r["passed"]})}
+    return report.finish()
+
+
+def _verdict(verdict: dict) -> dict:
+    return {k: verdict[k] for k in ("passed", "status", "feedback", "outcomes", "runtime")}

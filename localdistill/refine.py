@@ -3,20 +3,29 @@
 For every failed attempt, the teacher gets prompts/refine.jinja: the task, the student's own code
 and the execution feedback, and answers with a corrected function that stays close to the
 student's. The refinement runs against the task's hidden tests; one that passes is verified, one
-that fails goes round again with its own feedback, up to `rounds` rounds in all. Every round's
-outcome is recorded in refinements.jsonl (key "<attempt key>@<round>"), so a run resumes, and the
-number of refinements verified at each round can be read back.
+that fails goes round again with its own feedback, up to `rounds` rounds in all.
+
+A small teacher often hands the student's code back unchanged, which can only fail again. Such an
+answer is not executed: the teacher is asked again, sampling (temperature `retry_temperature`,
+new seeds), up to `unchanged_retries` times, and the last answer is kept.
+
+refinements.jsonl holds every round's outcome (key "<attempt key>@<round>"); all model answers and
+verdicts go through the run's cache, so a rerun redoes nothing.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from localdistill.attempt import tasks_for
-from localdistill.backends import open_backend, request_for
-from localdistill.execute import Limits, program_for, run_many
+from localdistill.backends import request_for
+from localdistill.cache import generate, judge
+from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
+from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
@@ -30,77 +39,116 @@ def shown_code(task: Task, completion: str) -> str:
     return task.program(completion).strip("\n")
 
 
+def same_code(a: str, b: str) -> bool:
+    """Whether two programs are the same code (comments and layout aside)."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError):
+        return " ".join(a.split()) == " ".join(b.split())
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One failed attempt, in the round being run: the code to refine and its feedback."""
+
+    attempt_key: str
+    task: Task
+    code: str
+    feedback: str
+
+
 def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds: int = 2,
            temperature: float | None = None, max_tokens: int | None = None,
-           limits: Limits = Limits(), workers: int | None = None) -> dict[int, tuple[int, int]]:
-    """Refine and verify the failed attempts the run does not have refinements for yet.
-
-    Returns {round: (refinements tried, verified)} for what this call did.
-    """
+           limits: Limits = Limits(), workers: int | None = None, unchanged_retries: int = 2,
+           retry_temperature: float = 0.8, progress: Progress | None = None) -> StageReport:
+    """Refine and verify every failed attempt of the run -> refinements.jsonl."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    report = StageReport("refine + verify")
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
     attempts = {a["key"]: a for a in run.records("attempts")}
     failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
     by_id = tasks_for(failed, tasks, run)
-    counts: dict[int, tuple[int, int]] = {}
-    backend = None
-    try:
-        for round_ in range(1, rounds + 1):
-            previous = {r["key"]: r for r in run.records("refinements")}
-            todo = []  # (attempt key, task, code to refine, its feedback)
-            for execution in failed:
-                key = execution["key"]
-                if f"{key}@{round_}" in previous:
-                    continue
-                task = by_id[execution["task_id"]]
-                if round_ == 1:
-                    code = shown_code(task, attempts[key]["completion"])
-                    todo.append((key, task, code, execution["feedback"]))
-                else:
-                    before = previous.get(f"{key}@{round_ - 1}")
-                    if before is not None and not before["passed"]:
-                        todo.append((key, task, shown_code(task, before["completion"]),
-                                     before["feedback"]))
-            if not todo:
-                continue
-            backend = backend or open_backend(spec)
-            counts[round_] = _round(backend, spec, run, todo, round_, temperature, max_tokens,
-                                    limits, workers)
-    finally:
-        if backend is not None:
-            backend.close()
-    return counts
-
-
-def _round(backend, spec, run, todo, round_, temperature, max_tokens, limits, workers):
-    requests = [request_for(spec, messages=render("refine", prompt=task.prompt,
-                                                  description=task.description, attempt=code,
-                                                  feedback=feedback),
-                            temperature=temperature, max_tokens=max_tokens,
-                            key=f"{key}@{round_}")
-                for key, task, code, feedback in todo]
-    tasks = {f"{key}@{round_}": (key, task) for key, task, _, _ in todo}
-    answers = {}
-    for result in backend.generate(requests):
-        key, task = tasks[result.request.key]
-        answers[result.request.key] = (result.samples[0].text,
-                                       extract_completion(result.samples[0].text, task))
-    programs = [program_for(tasks[k][1], answers[k][1], key=k) for k in answers]
+    todo = [_Item(e["key"], by_id[e["task_id"]],
+                  shown_code(by_id[e["task_id"]], attempts[e["key"]]["completion"]),
+                  e["feedback"]) for e in failed]
     records = []
-    for program, result in run_many(programs, limits, workers):
-        attempt_key, task = tasks[program.key]
-        answer, completion = answers[program.key]
-        records.append({"key": program.key, "attempt_key": attempt_key, "task_id": task.task_id,
-                        "round": round_, "teacher": spec.name, "answer": answer,
-                        "completion": completion, "passed": result.passed,
-                        "feedback": result.feedback})
-    run.append("refinements", sorted(records, key=lambda r: r["key"]))
-    return len(records), sum(r["passed"] for r in records)
+    settings = {"temperature": temperature, "max_tokens": max_tokens,
+                "unchanged_retries": unchanged_retries, "retry_temperature": retry_temperature}
+    for round_ in range(1, rounds + 1):
+        if not todo:
+            break
+        done = _round(run, spec, todo, round_, settings, limits, workers, progress, report)
+        records += done
+        by_key = {r["attempt_key"]: r for r in done}
+        todo = [_Item(i.attempt_key, i.task, shown_code(i.task, by_key[i.attempt_key]
+                                                        ["completion"]),
+                      by_key[i.attempt_key]["feedback"])
+                for i in todo if not by_key[i.attempt_key]["passed"]]
+    run.write("refinements", records)
+    table = verified_by_round(run)
+    report.counts = {"failed attempts": len(failed)}
+    for round_, (tried, verified) in table.items():
+        report.counts[f"round {round_}: verified / tried"] = f"{verified} / {tried}"
+    report.counts["refinements verified"] = sum(r["passed"] for r in records)
+    report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
+    return report.finish()
+
+
+def _round(run, spec, todo, round_, settings, limits, workers, progress, report) -> list[dict]:
+    answers = {}  # attempt key -> (answer, completion, tries)
+    pending = list(todo)
+    for retry in range(settings["unchanged_retries"] + 1):
+        if not pending:
+            break
+        label = f"refine r{round_}" + (f" retry {retry}" if retry else "")
+        requests = [_request(spec, item, round_, retry, settings) for item in pending]
+        got = generate(run, spec, requests, "refine", bar(progress, label, len(requests)))
+        report.teacher_tokens += sum(a.completion_tokens for a in got.values())
+        report.new_requests += sum(not a.cached for a in got.values())
+        unchanged = []
+        for item, request in zip(pending, requests, strict=True):
+            answer = got[request.key]
+            completion = extract_completion(answer.text, item.task)
+            answers[item.attempt_key] = (answer, completion, retry)
+            if same_code(shown_code(item.task, completion), item.code):
+                unchanged.append(item)
+        pending = unchanged
+    programs = [program_for(item.task, answers[item.attempt_key][1], key=item.attempt_key)
+                for item in todo]
+    verdicts = judge(run, programs, limits, workers,
+                     bar(progress, f"verify r{round_}", len(programs)))
+    records = []
+    for item in todo:
+        answer, completion, retries = answers[item.attempt_key]
+        verdict = verdicts[item.attempt_key]
+        records.append({
+            "key": f"{item.attempt_key}@{round_}", "attempt_key": item.attempt_key,
+            "task_id": item.task.task_id, "round": round_, "teacher": spec.name,
+            "request_hash": answer.request_hash, "answer": answer.text, "completion": completion,
+            "refined_from": item.code, "feedback_given": item.feedback,
+            "unchanged_retries": retries, "unchanged": item in pending,
+            "passed": verdict["passed"], "status": verdict["status"],
+            "feedback": verdict["feedback"]})
+    return records
+
+
+def _request(spec, item: _Item, round_: int, retry: int, settings: dict):
+    messages = render("refine", prompt=item.task.prompt, description=item.task.description,
+                      attempt=item.code, feedback=item.feedback)
+    key = f"{item.attempt_key}@{round_}"
+    if retry == 0:
+        return request_for(spec, messages=messages, temperature=settings["temperature"],
+                           max_tokens=settings["max_tokens"], key=key)
+    return request_for(spec, messages=messages, max_tokens=settings["max_tokens"],
+                       temperature=max(settings["temperature"] if settings["temperature"]
+                                       is not None else spec.sampling.temperature,
+                                       settings["retry_temperature"]),
+                       seed=retry, key=f"{key}~{retry}")
 
 
 def verified_by_round(run: RunDir) -> dict[int, tuple[int, int]]:
-    """{round: (refinements tried, verified)} over everything the run holds."""
+    """{round: (refinements tried, verified)} as refinements.jsonl holds them."""
     table: dict[int, list[int]] = {}
     for record in run.records("refinements"):
         tried_verified = table.setdefault(record["round"], [0, 0])

@@ -1,8 +1,11 @@
-"""A run directory: where a stage's records go, append-only, so a killed run resumes.
+"""A run directory: a run's caches, its stages' outputs and its manifest, safe against kill -9.
 
-Each stage writes JSONL files of records with a unique `key` (e.g. "HumanEval/3#2" for the third
-sample of a task). Appends are whole lines, flushed and fsync'ed in batches; a line cut short by a
-crash is ignored when the file is read again, so what a rerun skips is exactly what was finished.
+Two kinds of files, both JSONL records with a unique `key`:
+- caches (`cache/requests.jsonl`, `cache/executions.jsonl`) are append-only: each record is
+  handed to the OS as soon as it exists (so kill -9 loses nothing finished) and fsync'ed in
+  batches; a line cut short by a crash is ignored when read, and cut off before the next append.
+- stage outputs (`attempts.jsonl`, `refinements.jsonl`, ...) and the manifest are rewritten whole
+  and atomically (a temporary file, fsync, rename): a reader sees the old file or the new one.
 One process at a time owns a run directory: a second one is refused with a clear message.
 """
 
@@ -14,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-FORMAT = 1  # bumped when the layout changes; an older run directory is refused, not misread
+FORMAT = 2  # bumped when the layout changes; an older run directory is refused, not misread
 
 
 class RunDirError(RuntimeError):
@@ -56,9 +59,12 @@ class RunDir:
         else:
             marker.write_text(json.dumps({"format": FORMAT}) + "\n")
 
+    def file(self, name: str, suffix: str = ".jsonl") -> Path:
+        return self.path / f"{name}{suffix}"
+
     def records(self, name: str) -> Iterator[dict]:
         """The complete records of `name`.jsonl, in order; a torn last line is skipped."""
-        path = self.path / f"{name}.jsonl"
+        path = self.file(name)
         if not path.exists():
             return
         with open(path, "rb") as f:
@@ -75,26 +81,44 @@ class RunDir:
     def done_keys(self, name: str) -> set[str]:
         return {r["key"] for r in self.records(name) if "key" in r}
 
-    def append(self, name: str, records: Iterable[dict], every: int = 16) -> int:
-        """Append records (each with a `key`), durable every `every` records; returns the count.
-
-        A torn last line left by a crash is cut off first, so the file stays one record a line.
-        """
-        path = self.path / f"{name}.jsonl"
-        _truncate_torn_tail(path)
-        count = 0
-        with open(path, "ab") as f:
+    def append(self, name: str, records: Iterable[dict]) -> int:
+        """Append records (each with a `key`); returns the count. See `appender`."""
+        with self.appender(name) as out:
             for record in records:
-                if "key" not in record:
-                    raise ValueError(f"{name}: a record needs a 'key'")
-                f.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-                count += 1
-                if count % every == 0:
-                    f.flush()
-                    os.fsync(f.fileno())
-            f.flush()
-            os.fsync(f.fileno())
-        return count
+                out.add(record)
+            return out.count
+
+    def appender(self, name: str, every: int = 16) -> Appender:
+        """An open `name`.jsonl to add records to, one at a time, as they are made.
+
+        Each record reaches the OS as it is added (a killed process loses none of them) and the
+        disk every `every` records and at the end. A torn last line left by a crash is cut off
+        first, so the file stays one record a line.
+        """
+        path = self.file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_torn_tail(path)
+        return Appender(path, every)
+
+    def write(self, name: str, records: Iterable[dict]) -> int:
+        """Replace `name`.jsonl with `records`, atomically; returns the count."""
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+        write_atomic(self.file(name), "".join(lines).encode())
+        return len(lines)
+
+    def read_json(self, name: str) -> dict:
+        path = self.file(name, ".json")
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise RunDirError(f"{path}: not valid JSON; it was edited or damaged") from None
+        return data if isinstance(data, dict) else {}
+
+    def write_json(self, name: str, data: dict) -> None:
+        text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        write_atomic(self.file(name, ".json"), text.encode())
 
     def close(self) -> None:
         if not self._lock.closed:
@@ -108,14 +132,65 @@ class RunDir:
         self.close()
 
 
+class Appender:
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every, self.count = path, every, 0
+        self._file = open(path, "ab")  # noqa: SIM115 - closed by __exit__
+
+    def add(self, record: dict) -> None:
+        if "key" not in record:
+            raise ValueError(f"{self.path.name}: a record needs a 'key'")
+        self._file.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        self._file.flush()
+        self.count += 1
+        if self.count % self.every == 0:
+            os.fsync(self._file.fileno())
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old content or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _truncate_torn_tail(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
+        end = f.seek(0, os.SEEK_END)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
             return
-        f.truncate(data.rfind(b"\n") + 1)
+        position = end  # look backwards, a block at a time, for the last whole line
+        while position > 0:
+            start = max(0, position - 65536)
+            f.seek(start)
+            block = f.read(position - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return
+            position = start
+        f.truncate(0)
 
 
 def _holder(path: Path) -> str:

@@ -15,24 +15,46 @@ SCRIPT = Path(sys.executable).parent / "localdistill"
 TASKS = load_humaneval()[:3]
 
 
+def _lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
 def test_attempt_then_execute_and_resume(tmp_path):
     with RunDir(tmp_path) as run:
-        assert attempt(TASKS, "tiny", run, samples=2, max_tokens=48) == 6
+        report = attempt(TASKS, "tiny", run, samples=2, max_tokens=48)
+        assert report.new_requests == 6 and report.counts["attempts"] == 6
         attempts = list(run.records("attempts"))
         assert sorted(a["key"] for a in attempts) == sorted(
             f"{t.task_id}#{i}" for t in TASKS for i in range(2))
         assert all(a["model"] == "tiny" and a["answer"] and isinstance(a["completion"], str)
                    for a in attempts)
-        assert attempt(TASKS, "tiny", run, samples=2, max_tokens=48) == 0  # resumed: nothing new
-        assert attempt(TASKS, "tiny", run, samples=3, max_tokens=48) == 3  # only the new samples
+        assert report.student_tokens == sum(a["completion_tokens"] for a in attempts) > 0
+        again = attempt(TASKS, "tiny", run, samples=2, max_tokens=48)
+        assert again.new_requests == 0  # resumed: the model is not asked again
+        assert list(run.records("attempts")) == attempts  # and the same attempts come out
+        assert attempt(TASKS, "tiny", run, samples=3, max_tokens=48).new_requests == 3
+        assert len(list(run.records("attempts"))) == 9
+        assert _lines(tmp_path / "cache" / "sent.jsonl") == 9  # every request sent once
 
-        assert execute_attempts(TASKS, run) == 9
+        report = execute_attempts(TASKS, run)
         executions = {e["key"]: e for e in run.records("executions")}
         assert executions.keys() == {a["key"] for a in run.records("attempts")}
         for e in executions.values():
             assert e["passed"] is (e["status"] == "passed")
             assert e["passed"] or e["feedback"]  # a failure always says why
-        assert execute_attempts(TASKS, run) == 0
+        assert report.counts["attempts passed"] == sum(e["passed"] for e in executions.values())
+        verdicts = _lines(tmp_path / "cache" / "executions.jsonl")
+        assert 1 <= verdicts <= 9  # identical programs are run once
+        execute_attempts(TASKS, run)
+        assert _lines(tmp_path / "cache" / "executions.jsonl") == verdicts  # nothing re-run
+
+
+def test_fewer_tokens_is_another_request(tmp_path):
+    """What determines an answer is its key: a changed setting asks again, the old stays."""
+    with RunDir(tmp_path) as run:
+        attempt(TASKS[:1], "tiny", run, max_tokens=16)
+        assert attempt(TASKS[:1], "tiny", run, max_tokens=24).new_requests == 1
+        assert attempt(TASKS[:1], "tiny", run, max_tokens=16).new_requests == 0
 
 
 def test_the_cli_runs_both_stages(tmp_path):
@@ -41,13 +63,16 @@ def test_the_cli_runs_both_stages(tmp_path):
                             str(run_dir), "--limit", "2", "--max-tokens", "32"],
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"2 new attempts (2 in {run_dir}/attempts.jsonl)"
+    assert "attempts" in first.stdout and "model calls made now" in first.stdout
     second = subprocess.run([str(SCRIPT), "execute", "humaneval", "--run", str(run_dir)],
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert "2 attempts executed" in second.stdout
+    assert "attempts executed" in second.stdout
     rows = [json.loads(line) for line in (run_dir / "executions.jsonl").open()]
     assert len(rows) == 2
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"attempt", "execute"}
+    assert [h["stage"] for h in manifest["history"]] == ["attempt", "execute"]
 
 
 def test_a_locked_run_directory_is_a_one_line_error(tmp_path):

@@ -1,0 +1,82 @@
+"""The `localdistill` command group, its error handling and `doctor`.
+
+Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
+bad input. Errors are one line (what, where, how to fix) unless --debug.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from localdistill import __version__
+
+
+class WorkFailed(click.ClickException):
+    """The command ran but the work it checked failed (exit 1)."""
+
+    exit_code = 1
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+
+class _Group(click.Group):
+    """Turns known errors into one line and an exit code; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's one place for this
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise _as_click_error(exc) from exc
+
+
+def _as_click_error(exc: Exception) -> click.ClickException:
+    from localdistill.backends.base import BackendError
+    from localdistill.execute.limits import SandboxError
+    from localdistill.models.demo import ModelNotInstalled
+    from localdistill.rundir import RunDirError
+
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, RunDirError):
+        return BadInput(message)
+    if isinstance(exc, SandboxError | ModelNotInstalled | BackendError):
+        return WorkFailed(message)
+    if isinstance(exc, ValueError | OSError | KeyError):
+        return BadInput(message)
+    return WorkFailed(f"{type(exc).__name__}: {message} (run with --debug for the traceback)")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="localdistill")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--models", "models_file", type=click.Path(dir_okay=False), default=None,
+              help="The models file (default: $LOCALDISTILL_MODELS, ./models.toml, the repo's).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, models_file: str | None) -> None:
+    """Personalised distillation of small code models, entirely on this machine."""
+    ctx.obj = {"debug": debug}
+    if models_file:
+        os.environ["LOCALDISTILL_MODELS"] = models_file
+
+
+@cli.command()
+def doctor() -> None:
+    """Report what is installed and usable here: backends, accelerators, sandbox, models."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from localdistill.doctor import checks
+
+    console = Console(highlight=False)
+    marks = {True: "[green]ok[/]  ", False: "[red]no[/]  ", None: "[yellow]--[/]  "}
+    for check in checks():
+        console.print(
+            f"{marks[check.ok]}{escape(check.name)}: {escape(check.detail)}", soft_wrap=True
+        )

@@ -1,0 +1,216 @@
+"""The pipeline's commands: each stage on its own, and `collect` for all of them.
+
+Every command takes the task set and a run directory; rerunning a command redoes nothing that
+finished (the run's cache), so a killed run is resumed by running the same command again.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from localdistill.cli.base import cli
+
+RUN_HELP = "The run directory (created if missing; resumed if it exists)."
+
+
+def _options(*decorators):
+    def apply(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+tasks_argument = click.argument("spec", metavar="TASKS")
+run_option = click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+                          required=True, help=RUN_HELP)
+limit_option = click.option("--limit", type=click.IntRange(1), default=None,
+                            help="Only the first N tasks.")
+sandbox_options = _options(
+    click.option("--workers", type=click.IntRange(1), default=None,
+                 help="Parallel sandboxes (default: one per core)."),
+    click.option("--timeout", type=click.FloatRange(0.1), default=3.0, show_default=True,
+                 help="Seconds per test."))
+
+
+@contextmanager
+def _stage(spec: str, run_dir: Path, limit: int | None = None):
+    """Load the tasks, open the run directory, show progress on stderr; yields (tasks, run,
+    progress, show) where show(report) records a stage's report and prints its table."""
+    from rich.console import Console
+
+    from localdistill import manifest
+    from localdistill.progress import Progress
+    from localdistill.rundir import RunDir
+    from localdistill.tasks import load_tasks
+
+    tasks = load_tasks(spec)[:limit]
+    out = Console(highlight=False)
+
+    def show(report, record: bool = True) -> None:
+        if record:
+            manifest.record(run, report=report)
+        out.print(report.table())
+
+    with RunDir(run_dir) as run, Progress(Console(stderr=True)) as progress:
+        yield tasks, run, progress, show
+
+
+@cli.command("attempt")
+@tasks_argument
+@click.option("--model", "model_name", required=True, help="The student, a name in models.toml.")
+@run_option
+@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@limit_option
+@click.option("--seed", type=int, default=0, show_default=True)
+def attempt_command(spec: str, model_name: str, run_dir: Path, samples: int,
+                    temperature: float | None, max_tokens: int | None, limit: int | None,
+                    seed: int) -> None:
+    """Stage 1: the student attempts every task -> RUN/attempts.jsonl."""
+    from localdistill.attempt import attempt
+
+    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+        show(attempt(tasks, model_name, run, samples, temperature, max_tokens, seed, progress))
+
+
+@cli.command("execute")
+@tasks_argument
+@run_option
+@sandbox_options
+def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: float) -> None:
+    """Stage 2: every attempt against its task's tests, in the sandbox -> RUN/executions.jsonl."""
+    from localdistill.attempt import execute_attempts
+    from localdistill.execute import Limits
+
+    with _stage(spec, run_dir) as (tasks, run, progress, show):
+        show(execute_attempts(tasks, run, Limits(test_timeout=timeout), workers, progress))
+
+
+teacher_options = _options(
+    click.option("--teacher", required=True, help="The teacher, a name in models.toml."),
+    click.option("--temperature", type=click.FloatRange(0), default=None,
+                 help="Default: models.toml."),
+    click.option("--max-tokens", type=click.IntRange(1), default=None,
+                 help="Default: models.toml."))
+
+
+@cli.command("refine")
+@tasks_argument
+@run_option
+@teacher_options
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
+              help="Refinement rounds in all (the first, plus retries with new feedback).")
+@click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
+@sandbox_options
+def refine_command(spec: str, run_dir: Path, teacher: str, temperature: float | None,
+                   max_tokens: int | None, rounds: int, unchanged_retries: int,
+                   workers: int | None, timeout: float) -> None:
+    """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
+    from localdistill.execute import Limits
+    from localdistill.refine import refine
+
+    with _stage(spec, run_dir) as (tasks, run, progress, show):
+        show(refine(tasks, teacher, run, rounds, temperature, max_tokens,
+                    Limits(test_timeout=timeout), workers, unchanged_retries,
+                    progress=progress))
+
+
+@cli.command("direct")
+@tasks_argument
+@run_option
+@teacher_options
+@click.option("--only-failed", is_flag=True,
+              help="Only tasks the student failed (enough for InpD; StanD needs all).")
+@limit_option
+@sandbox_options
+def direct_command(spec: str, run_dir: Path, teacher: str, temperature: float | None,
+                   max_tokens: int | None, only_failed: bool, limit: int | None,
+                   workers: int | None, timeout: float) -> None:
+    """The baselines' data: the teacher answers tasks from scratch, verified -> RUN/direct.jsonl."""
+    from localdistill.direct import direct_answers
+    from localdistill.execute import Limits
+
+    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+        if only_failed:
+            failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+            tasks = [t for t in tasks if t.task_id in failed]
+        show(direct_answers(tasks, teacher, run, 1, temperature, max_tokens, 0,
+                            Limits(test_timeout=timeout), workers, progress))
+
+
+def _methods(value: str) -> tuple[str, ...]:
+    from localdistill.build import METHODS
+
+    chosen = tuple(m.strip().lower() for m in value.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(METHODS)}")
+    return chosen
+
+
+methods_option = click.option("--methods", default="standd,inpd,persd,persd-refine,persd-combine",
+                              show_default=True, help="The data sets to build.")
+previous_option = click.option(
+    "--previous", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    help="The previous distillation round's run directory: its rows are carried over.")
+
+
+@cli.command("build")
+@tasks_argument
+@run_option
+@methods_option
+@previous_option
+def build_command(spec: str, run_dir: Path, methods: str, previous: Path | None) -> None:
+    """Stage 5: the data sets -> RUN/data/<method>/ (Hugging Face) and RUN/data/<method>.jsonl."""
+    from localdistill.build import build
+
+    chosen = _methods(methods)
+    with _stage(spec, run_dir) as (tasks, run, _, show):
+        round_ = run.read_json("manifest").get("distill_round", 1)
+        show(build(tasks, run, chosen, previous, round_))
+
+
+@cli.command("collect")
+@tasks_argument
+@click.option("--student", required=True, help="The student, a name in models.toml.")
+@click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
+@run_option
+@limit_option
+@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Student attempts per task.")
+@click.option("--temperature", type=click.FloatRange(0), default=None,
+              help="Student temperature (default: models.toml).")
+@click.option("--max-tokens", type=click.IntRange(1), default=None,
+              help="Student tokens per answer (default: models.toml).")
+@click.option("--teacher-temperature", type=click.FloatRange(0), default=None,
+              help="Default: models.toml.")
+@click.option("--teacher-max-tokens", type=click.IntRange(1), default=None,
+              help="Default: models.toml.")
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
+              help="Refinement rounds in all (the first, plus retries with new feedback).")
+@click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
+@methods_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--student-adapter", type=click.Path(exists=True), default=None,
+              help="The student's LoRA adapter (from the previous distillation round).")
+@previous_option
+@sandbox_options
+def collect_command(spec: str, run_dir: Path, limit: int | None, methods: str,
+                    previous: Path | None, timeout: float, **settings) -> None:
+    """The whole data pipeline: attempt, execute, refine + verify, teacher answers, build."""
+    from localdistill.collect import CollectConfig, collect
+
+    config = CollectConfig(methods=_methods(methods), test_timeout=timeout,
+                           previous=str(previous) if previous else None, **settings)
+    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+        collect(tasks, config, run, spec, progress,
+                on_stage=lambda report: show(report, record=False))
+    click.echo(f"data sets in {run_dir / 'data'}")

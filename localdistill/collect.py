@@ -1,0 +1,140 @@
+"""`collect`: the whole data pipeline in order, attempt -> execute -> refine + verify -> teacher
+answers -> build, in one resumable run directory.
+
+Multi-round distillation: round k+1 is another `collect` whose student is the one trained in
+round k (its adapter) and whose `previous` is round k's run directory; the new student attempts
+every task, only what it still fails is refined, and round k's rows are carried into the new sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localdistill import manifest
+from localdistill.attempt import attempt, execute_attempts
+from localdistill.build import METHODS, build
+from localdistill.direct import direct_answers
+from localdistill.execute import Limits
+from localdistill.models import ModelSpec, get_model
+from localdistill.progress import Progress, StageReport
+from localdistill.refine import refine
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Everything that decides what `collect` produces (recorded in the run's manifest)."""
+
+    student: str = field(metadata={"help": "the student, a name in models.toml"})
+    teacher: str = field(metadata={"help": "the teacher, a name in models.toml"})
+    samples: int = field(default=1, metadata={"help": "student attempts per task"})
+    temperature: float | None = field(default=None, metadata={
+        "help": "student sampling temperature (default: models.toml)"})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "tokens per student answer (default: models.toml)"})
+    teacher_temperature: float | None = field(default=None, metadata={
+        "help": "teacher temperature (default: models.toml)"})
+    teacher_max_tokens: int | None = field(default=None, metadata={
+        "help": "tokens per teacher answer (default: models.toml)"})
+    rounds: int = field(default=2, metadata={
+        "help": "refinement rounds in all: the first, plus retries with the new feedback"})
+    unchanged_retries: int = field(default=2, metadata={
+        "help": "re-asks, sampling, when the teacher hands the student's code back unchanged"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "data sets to build"})
+    seed: int = field(default=0, metadata={"help": "seed of the first sample"})
+    test_timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
+    workers: int | None = field(default=None, metadata={"help": "parallel sandboxes"})
+    student_adapter: str | None = field(default=None, metadata={
+        "help": "a LoRA adapter for the student (the one trained in the previous round)"})
+    previous: str | None = field(default=None, metadata={
+        "help": "the previous distillation round's run directory: its rows are carried over"})
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown data set {unknown[0]!r} (expected: {', '.join(METHODS)})")
+        if self.samples < 1 or self.rounds < 1 or self.unchanged_retries < 0:
+            raise ValueError("samples and rounds must be at least 1, unchanged_retries >= 0")
+
+
+def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spec: str = "",
+            progress: Progress | None = None,
+            on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
+    """Run every stage; each stage's report goes to the manifest and to `on_stage`."""
+    student, teacher = _student(config), get_model(config.teacher)
+    distill_round = _distill_round(config)
+    manifest.record(run, config=dataclasses.asdict(config), tasks=manifest.tasks_entry(
+        tasks_spec, tasks), student=manifest.model_entry(student),
+        teacher=manifest.model_entry(teacher), distill_round=distill_round)
+    limits = Limits(test_timeout=config.test_timeout)
+    reports: list[StageReport] = []
+
+    def done(report: StageReport) -> None:
+        manifest.record(run, report=report)
+        reports.append(report)
+        if on_stage:
+            on_stage(report)
+
+    done(attempt(tasks, student, run, config.samples, config.temperature, config.max_tokens,
+                 config.seed, progress))
+    done(execute_attempts(tasks, run, limits, config.workers, progress))
+    done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
+                config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
+                progress=progress))
+    if {"standd", "inpd"} & set(config.methods):
+        failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+        wanted = tasks if "standd" in config.methods else [t for t in tasks
+                                                           if t.task_id in failed]
+        done(direct_answers(wanted, teacher, run, 1, config.teacher_temperature,
+                            config.teacher_max_tokens, config.seed, limits, config.workers,
+                            progress))
+    else:
+        run.write("direct", [])
+    built = build(tasks, run, config.methods,
+                  Path(config.previous) if config.previous else None, distill_round)
+    done(_with_costs(built, reports))
+    return reports
+
+
+def _with_costs(built: StageReport, reports: list[StageReport]) -> StageReport:
+    """The paper's cost figure, in our currency: teacher tokens and time per verified example."""
+    by_stage = {r.stage: r for r in reports}
+    refine_report = by_stage.get("refine + verify")
+    direct_report = by_stage.get("teacher answers")
+    if refine_report and "persd examples" in built.counts:
+        examples = built.counts["persd examples"]
+        built.counts["teacher tokens per PERsD example"] = (
+            f"{refine_report.teacher_tokens / examples:,.0f}" if examples else "-")
+    if direct_report and "standd examples" in built.counts:
+        examples = built.counts["standd examples"]
+        built.counts["teacher tokens per StanD example"] = (
+            f"{direct_report.teacher_tokens / examples:,.0f}" if examples else "-")
+    built.counts["teacher tokens in all"] = sum(r.teacher_tokens for r in reports)
+    built.counts["student tokens in all"] = sum(r.student_tokens for r in reports)
+    built.counts["wall time of all stages (s)"] = f"{sum(r.seconds for r in reports):.0f}"
+    return built
+
+
+def _student(config: CollectConfig) -> ModelSpec:
+    spec = get_model(config.student)
+    if config.student_adapter:
+        adapter = Path(config.student_adapter).expanduser().resolve()
+        if not adapter.exists():
+            raise ValueError(f"--student-adapter: {adapter} does not exist")
+        spec = dataclasses.replace(spec, adapter=str(adapter))
+    return spec
+
+
+def _distill_round(config: CollectConfig) -> int:
+    if not config.previous:
+        return 1
+    previous = Path(config.previous)
+    if not (previous / "manifest.json").is_file():
+        raise ValueError(f"--previous: {previous} is not a localdistill run directory "
+                         "(no manifest.json)")
+    with RunDir(previous) as earlier:
+        return int(earlier.read_json("manifest").get("distill_round", 1)) + 1

@@ -1,0 +1,66 @@
+"""manifest.json: what a run directory was made with, so its data can be trusted and reproduced.
+
+It records the versions (localdistill, Python, the libraries that generate and train), the models
+(name, backend, and the identity their answers are cached under: the weights' sha256...), the
+prompt templates' sha256, the task set, the configuration, each stage's latest report, and a
+history line for every time a stage ran (its wall time and the model calls it made). It is
+rewritten atomically after every stage.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from importlib import metadata
+
+from localdistill import __version__
+from localdistill.cache import model_identity, text_digest
+from localdistill.models import ModelSpec
+from localdistill.progress import StageReport
+from localdistill.prompts import NAMES, load_prompt
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+LIBRARIES = ("llama_cpp_python", "transformers", "peft", "datasets", "torch", "vllm", "unsloth")
+
+
+def versions() -> dict[str, str]:
+    found = {"localdistill": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def prompt_digests() -> dict[str, str]:
+    return {name: text_digest(load_prompt(name).path.read_text(encoding="utf-8"))
+            for name in NAMES}
+
+
+def tasks_entry(spec: str, tasks: Sequence[Task]) -> dict:
+    content = "\n".join(f"{t.task_id}\0{t.prompt}\0{t.tests}\0{t.test_setup}" for t in tasks)
+    return {"spec": spec, "count": len(tasks), "sha256": text_digest(content)}
+
+
+def model_entry(spec: ModelSpec) -> dict:
+    return {"name": spec.name, "backend": spec.backend, "identity": model_identity(spec)}
+
+
+def record(run: RunDir, *, report: StageReport | None = None, **fields: object) -> dict:
+    """Merge `fields` (and a stage's report) into the run's manifest, atomically."""
+    manifest = run.read_json("manifest")
+    manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest["versions"] = versions()
+    manifest["prompts"] = prompt_digests()
+    manifest.update(fields)
+    if report is not None:  # the latest report of each stage, and a line for every run of one
+        manifest.setdefault("stages", {})[report.stage] = report.as_dict()
+        manifest.setdefault("history", []).append({
+            "stage": report.stage, "finished": manifest["updated"], "seconds": report.seconds,
+            "new_requests": report.new_requests})
+    run.write_json("manifest", manifest)
+    return manifest
