@@ -1,12 +1,13 @@
 """Execute stage: run model-written code against a task's tests in the sandbox.
 
-`execute(task, completion)` judges one completion; `run_many` judges thousands in parallel.
+`execute(task, completion)` judges one completion; `run_many` judges thousands in parallel;
+`evaluate(program, exprs)` brings back the values of expressions (gen-tests' expected outputs).
 """
 
 from localdistill.execute.isolation import isolation_report
 from localdistill.execute.limits import Limits, SandboxError
 from localdistill.execute.pool import Program, run_many
-from localdistill.execute.sandbox import ExecutionResult, TestOutcome, run_tests
+from localdistill.execute.sandbox import ExecutionResult, TestOutcome, Value, evaluate, run_tests
 from localdistill.tasks.record import Task
 
 
@@ -37,6 +38,8 @@ __all__ = [
     "Program",
     "SandboxError",
     "TestOutcome",
+    "Value",
+    "evaluate",
     "execute",
     "isolation_report",
     "program_for",

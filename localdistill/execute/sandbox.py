@@ -13,15 +13,26 @@ costs only itself: the rest run in a fresh process.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from localdistill.execute import judge
 from localdistill.execute.isolation import isolation
 from localdistill.execute.limits import Limits, SandboxError
 from localdistill.execute.worker import _execute
 
-__all__ = ["ExecutionResult", "Limits", "SandboxError", "TestOutcome", "run_tests"]
+__all__ = [
+    "ExecutionResult",
+    "Limits",
+    "SandboxError",
+    "TestOutcome",
+    "Value",
+    "evaluate",
+    "run_tests",
+]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,85 @@ def run_tests(
     limits: Limits = Limits(),
 ) -> ExecutionResult:
     """Run `program`, then `setup`, then each test; the verdict never trusts the program."""
+    plans = [judge.plan_test(t, entry_point) for t in tests]
+    outcomes, output, notes, runtime = _run_plans(
+        program,
+        setup,
+        plans,
+        limits,
+        lambda plan, report: _outcome(plan, report, limits),
+        lambda outcome: limits.stop_at_first_failure and outcome.status != "passed",
+    )
+    final = tuple(
+        o or TestOutcome(p.source, "not_run") for o, p in zip(outcomes, plans, strict=False)
+    )
+    passed = bool(final) and all(o.status == "passed" for o in final)
+    feedback = next((o.feedback for o in final if o.status not in ("passed", "not_run")), "")
+    return ExecutionResult(passed, final, feedback, runtime, output, notes)
+
+
+@dataclass(frozen=True)
+class Value:
+    """What one expression evaluated to in the sandbox: a decoded plain value, or why not."""
+
+    status: str  # ok | error | timeout | not_data | not_run
+    value: Any = None  # the decoded value (None, bool, int, float, str, containers...) when ok
+    detail: str = ""  # the error, or what the value was when it is not plain data
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def evaluate(
+    program: str, exprs: Sequence[str], setup: str = "", limits: Limits = Limits()
+) -> list[Value]:
+    """Run `program` and `setup`, then evaluate each expression in its namespace, in order.
+
+    Each expression is evaluated as the left side of a value test (its own timeout, a fresh
+    process after a crash or a hang), and its value comes back decoded as plain data: the program
+    never runs here. A program that does not load gives the same error for every expression.
+    """
+    plans = [judge.TestPlan(expr, "value", expr=expr) for expr in exprs]
+    values, _, _, _ = _run_plans(
+        program, setup, plans, limits, lambda _, report: _value(report, limits), lambda _: False
+    )
+    return [v or Value("not_run") for v in values]
+
+
+def _value(report: dict, limits: Limits) -> Value:
+    if "load_failed" in report:
+        return Value("timeout" if report.get("timeout") else "error", detail=report["load_failed"])
+    if report.get("timeout"):
+        return Value("timeout", detail=f"did not finish within {limits.test_timeout:g} s")
+    if "error" in report:
+        return Value("error", detail=str(report["error"])[:600])
+    if "not_data" in report:
+        return Value("not_data", detail=str(report["not_data"])[:100])
+    try:
+        return Value("ok", judge.decode(report.get("value")))
+    except judge.ProtocolError as e:
+        return Value("error", detail=str(e))
+
+
+def _run_plans(
+    program: str,
+    setup: str,
+    plans: Sequence[judge.TestPlan],
+    limits: Limits,
+    judge_report: Callable[[judge.TestPlan, dict], R],
+    stop: Callable[[R], bool],
+) -> tuple[list[R | None], str, tuple[str, ...], float]:
+    """Run the plans, restarting after a test that kills its process; each test's report (the
+    sandbox's, or one made here when the process died or the program did not load) goes through
+    `judge_report`; a result for which `stop` is true ends the run.
+
+    Returns (one result per plan, None where not run; what the program printed; how processes
+    ended; seconds).
+    """
     started = time.monotonic()
     mode = isolation()
-    plans = [judge.plan_test(t, entry_point) for t in tests]
-    outcomes: list[TestOutcome | None] = [None] * len(plans)
+    results: list[R | None] = [None] * len(plans)
     output, notes = bytearray(), []
     start, careful = 0, False
     while True:
@@ -70,7 +156,7 @@ def run_tests(
             program, setup, plans, start, limits, remaining, mode, careful=careful
         )
         output += printed.encode()[: limits.max_output_kb * 1024 - len(output)]
-        next_start = _judge_events(plans, events, outcomes, limits)
+        next_start = _judge_events(plans, events, results, limits, judge_report, stop)
         if next_start is None:  # the program itself did not load: every test fails alike
             break
         if next_start >= len(plans):
@@ -84,34 +170,18 @@ def run_tests(
         if end == "done":  # it said it had finished, without a report for this test
             end = "the program stopped reporting before this test finished"
         notes.append(end)
-        plan = plans[next_start]
-        if end.startswith("timeout"):
-            outcomes[next_start] = TestOutcome(
-                plan.source, "timeout", judge.timeout(plan, limits.test_timeout)
-            )
-        else:
-            outcomes[next_start] = TestOutcome(plan.source, "error", judge.error(plan, end))
+        died = {"timeout": True} if end.startswith("timeout") else {"error": end}
+        results[next_start] = judge_report(plans[next_start], died)
         start = next_start + 1
         out_of_time = time.monotonic() - started >= limits.total_timeout
-        if start >= len(plans) or limits.stop_at_first_failure or out_of_time:
+        if start >= len(plans) or stop(results[next_start]) or out_of_time:
             break
-    final = tuple(
-        o or TestOutcome(p.source, "not_run") for o, p in zip(outcomes, plans, strict=False)
-    )
-    passed = bool(final) and all(o.status == "passed" for o in final)
-    feedback = next((o.feedback for o in final if o.status not in ("passed", "not_run")), "")
-    return ExecutionResult(
-        passed,
-        final,
-        feedback,
-        time.monotonic() - started,
-        output.decode("utf-8", "replace"),
-        tuple(notes),
-    )
+    printed_text = output.decode("utf-8", "replace")
+    return results, printed_text, tuple(notes), time.monotonic() - started
 
 
-def _judge_events(plans, events, outcomes, limits) -> int | None:
-    """Fill outcomes from the sandbox's reports; return the first test without a report."""
+def _judge_events(plans, events, results, limits, judge_report, stop) -> int | None:
+    """Fill results from the sandbox's reports; return the first test without a report."""
     expected_next = None
     for event in events:
         if "load" in event:
@@ -121,25 +191,29 @@ def _judge_events(plans, events, outcomes, limits) -> int | None:
                 if event.get("timeout")
                 else str(event.get("error", "error"))[:600]
             )
+            report = {"load_failed": text, "timeout": bool(event.get("timeout"))}
             for i, plan in enumerate(plans):
-                if outcomes[i] is None:
-                    outcomes[i] = TestOutcome(plan.source, "error", text)
+                if results[i] is None:
+                    results[i] = judge_report(plan, report)
             return None
         if event.get("ready"):
             continue
         i = event.get("test")
-        if not isinstance(i, int) or not 0 <= i < len(plans) or outcomes[i] is not None:
+        if not isinstance(i, int) or not 0 <= i < len(plans) or results[i] is not None:
             continue  # stray or duplicate lines are ignored, never trusted
         if expected_next is not None and i != expected_next:
             continue
-        outcomes[i] = _outcome(plans[i], event, limits)
+        event = {k: v for k, v in event.items() if k != "load_failed"}  # only we say that
+        results[i] = judge_report(plans[i], event)
         expected_next = i + 1
-        if limits.stop_at_first_failure and outcomes[i].status != "passed":
+        if stop(results[i]):
             return len(plans)
-    return next((i for i, o in enumerate(outcomes) if o is None), len(plans))
+    return next((i for i, r in enumerate(results) if r is None), len(plans))
 
 
 def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
+    if "load_failed" in event:  # the program or its setup did not load: no INPUT line
+        return TestOutcome(plan.source, "error", event["load_failed"])
     if event.get("timeout"):
         return TestOutcome(plan.source, "timeout", judge.timeout(plan, limits.test_timeout))
     if "error" in event:

@@ -6,6 +6,8 @@
     humaneval=PATH             HumanEval from a HumanEval-format .jsonl or .jsonl.gz
     mbpp[:SPLIT][=PATH]        MBPP; SPLIT is test (default), train, validation, prompt or all;
                                PATH defaults to $LOCALDISTILL_DATA/mbpp.jsonl
+    alpaca[=PATH]              Code-Alpaca: references but no tests (make them with gen-tests);
+                               PATH defaults to $LOCALDISTILL_DATA/code_alpaca_tasks.jsonl
     PATH.jsonl                 your own tasks (the schema: docs/tasks.md)
     DIRECTORY                  a dataset saved by tasks_to_dataset(...).save_to_disk(DIRECTORY)
 """
@@ -16,6 +18,7 @@ import os
 import re
 from pathlib import Path
 
+from localdistill.tasks.alpaca import ALPACA_FILE, load_alpaca
 from localdistill.tasks.errors import TaskFileError, TaskSpecError
 from localdistill.tasks.hfdataset import load_dataset_dir, tasks_from_dataset, tasks_to_dataset
 from localdistill.tasks.humaneval import HUMANEVAL_PATH, load_humaneval, seen_test_coverage
@@ -29,6 +32,7 @@ __all__ = [
     "Task",
     "TaskFileError",
     "TaskSpecError",
+    "load_alpaca",
     "load_dataset_dir",
     "load_humaneval",
     "load_jsonl",
@@ -40,8 +44,10 @@ __all__ = [
     "tasks_to_dataset",
 ]
 
-_BENCHMARK = re.compile(r"^(?P<name>humaneval|mbpp)(?::(?P<split>\w+))?(?:=(?P<path>.+))?$")
-_SPECS = "humaneval, mbpp[:split][=PATH], a .jsonl file or a saved dataset directory"
+_BENCHMARK = re.compile(
+    r"^(?P<name>humaneval|mbpp|alpaca)(?::(?P<split>\w+))?(?:=(?P<path>.+))?$"
+)
+_SPECS = "humaneval, mbpp[:split][=PATH], alpaca[=PATH], a .jsonl file or a saved dataset directory"
 
 
 def load_tasks(spec: str) -> list[Task]:
@@ -51,12 +57,19 @@ def load_tasks(spec: str) -> list[Task]:
         if match["split"]:
             raise TaskSpecError(f"HumanEval has no splits: use 'humaneval', not {spec!r}")
         return load_humaneval(match["path"] or HUMANEVAL_PATH)
+    if match and match["name"] == "alpaca":
+        if match["split"]:
+            raise TaskSpecError(f"Code-Alpaca has no splits: use 'alpaca[=PATH]', not {spec!r}")
+        path = Path(match["path"] or _data_path("Code-Alpaca", "alpaca", ALPACA_FILE))
+        if not path.is_file():
+            raise TaskSpecError(f"no such Code-Alpaca file: {path}")
+        return load_alpaca(path)
     if match:
         split = match["split"] or "test"
         if split != "all" and split not in MBPP_SPLITS:
             choices = ", ".join([*MBPP_SPLITS, "all"])
             raise TaskSpecError(f"unknown MBPP split {split!r} in {spec!r}: expected {choices}")
-        return load_mbpp(match["path"] or _mbpp_path(), split)
+        return load_mbpp(match["path"] or _data_path("MBPP", "mbpp[:split]", "mbpp.jsonl"), split)
     path = Path(spec)
     if path.suffix == ".jsonl":
         if not path.is_file():
@@ -67,11 +80,11 @@ def load_tasks(spec: str) -> list[Task]:
     raise TaskSpecError(f"unknown task spec {spec!r}: expected {_SPECS}")
 
 
-def _mbpp_path() -> Path:
+def _data_path(name: str, spec: str, file: str) -> Path:
     data = os.environ.get("LOCALDISTILL_DATA")
     if not data:
         raise TaskSpecError(
-            "MBPP needs its data file: use mbpp[:split]=PATH, or set LOCALDISTILL_DATA to the "
-            "folder that holds mbpp.jsonl"
+            f"{name} needs its data file: use {spec}=PATH, or set LOCALDISTILL_DATA to the "
+            f"folder that holds {file}"
         )
-    return Path(data) / "mbpp.jsonl"
+    return Path(data) / file

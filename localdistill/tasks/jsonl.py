@@ -28,6 +28,7 @@ _KINDS = {  # field -> (check, what is expected)
     "description": (lambda v: isinstance(v, str), "a string"),
     "metadata": (lambda v: isinstance(v, dict), "a JSON object"),
 }
+_GEN_TESTS = "; make tests from a reference solution with `localdistill gen-tests`"
 
 
 def load_jsonl(path: Path | str) -> list[Task]:
@@ -96,11 +97,12 @@ def _task(path: Path | str, number: int, line: str) -> Task:
             raise fail(field, f"unknown field; expected one of {', '.join(_KINDS)}")
     for field in REQUIRED:
         if field not in row:
-            raise fail(field, "missing required field")
+            raise fail(field, "missing required field" + (_GEN_TESTS if field == "tests" else ""))
     for field, value in row.items():
         check, expected = _KINDS[field]
         if not check(value):
-            raise fail(field, f"expected {expected}, got {_describe(value)}")
+            hint = _GEN_TESTS if field == "tests" and value == [] else ""
+            raise fail(field, f"expected {expected}, got {_describe(value)}{hint}")
     for field in ("tests", "seen_tests"):
         for i, test in enumerate(row.get(field, [])):
             if not isinstance(test, str):

@@ -1,0 +1,54 @@
+"""Code-Alpaca tasks (the PERsD paper's public task set): a reference solution, but no tests.
+
+Each row is `task_id` ("alpaca/N"), `prompt` (a docstring holding the instruction, then the `def`
+line) and `reference_completion` (the function's body, written by a large model). The tasks come
+with empty `tests`: `localdistill gen-tests` (localdistill.gentests) makes tests for them from the
+reference before any other stage can use them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from localdistill.tasks.errors import TaskFileError
+from localdistill.tasks.record import Task
+
+ALPACA_FILE = "code_alpaca_tasks.jsonl"
+_DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+
+
+def load_alpaca(path: Path | str) -> list[Task]:
+    """The Code-Alpaca tasks of `path`, with their references and no tests."""
+    tasks = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                tasks.append(alpaca_task(path, number, line))
+    if not tasks:
+        raise TaskFileError(path, 1, "file", "no tasks; expected one JSON object per line")
+    return tasks
+
+
+def alpaca_task(path: Path | str, number: int, line: str) -> Task:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise TaskFileError(path, number, "row", f"not valid JSON ({error.msg})") from None
+    for field in ("task_id", "prompt", "reference_completion"):
+        if not isinstance(row.get(field) if isinstance(row, dict) else None, str):
+            problem = "expected a string (a Code-Alpaca row has task_id, prompt and "
+            raise TaskFileError(path, number, field, problem + "reference_completion)")
+    # The prompt ends with the header of the function to write: the last `def` in it.
+    names = _DEF.findall(row["prompt"])
+    if not names:
+        raise TaskFileError(path, number, "prompt", "no `def` line; expected the function header")
+    return Task(
+        task_id=row["task_id"],
+        prompt=row["prompt"],
+        entry_point=names[-1],
+        tests=(),
+        reference=row["reference_completion"],
+        source="alpaca",
+    )

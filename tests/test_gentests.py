@@ -1,0 +1,274 @@
+"""gen-tests: the teacher's proposed calls parsed, the reference run in the sandbox for the expected
+outputs, bad inputs dropped with their reason, Code-Alpaca loaded, and a real run on the tiny
+model."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from localdistill.execute import Limits, evaluate, execute, run_tests
+from localdistill.gentests import (
+    CRASHED,
+    DUPLICATE,
+    FLOAT_NOISE,
+    NOT_A_LITERAL,
+    NOT_DATA,
+    NOT_DETERMINISTIC,
+    NOT_LITERAL,
+    OVER_COUNT,
+    TIMED_OUT,
+    TOO_LONG,
+    as_test,
+    generate_tests,
+    make_tests,
+    outputs,
+    parse_calls,
+)
+from localdistill.rundir import RunDir
+from localdistill.tasks import TaskFileError, TaskSpecError, load_jsonl, load_tasks, save_jsonl
+from localdistill.tasks.record import Task
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
+ALPACA = DATA / "code_alpaca_tasks.jsonl"
+needs_alpaca = pytest.mark.skipif(
+    not ALPACA.is_file(), reason=f"Code-Alpaca not found at {ALPACA} (set LOCALDISTILL_DATA)"
+)
+HOSTILE = Path(__file__).parent / "hostile"
+FAST = Limits(test_timeout=1.0, total_timeout=10.0, memory_mb=512)
+
+# --- parsing the teacher's answer --------------------------------------------------------------
+
+FENCED = '''Sure! Here are some calls that test `sort_list`:
+
+```python
+sort_list([3, 1, 2])
+sort_list([])
+print(sort_list([5, -1, 0.5]))   # mixed numbers
+assert sort_list(["b", "a"]) == ["a", "b"]
+result = sort_list(my_list)
+sort_list([3, 1, 2])
+sort_list(list(range(5)))
+sorted_list([1, 2])
+obj.sort_list([4])
+sort_list(xs=[1, 2],
+          reverse=True)
+sort_list("a)b(")
+sort_list(*[[1]])
+```
+
+These cover the edge cases, e.g. sort_list([9]) in prose is not code.
+'''
+
+
+def test_calls_from_a_fenced_answer():
+    proposal = parse_calls(FENCED, "sort_list", 10)
+    assert proposal.calls == (
+        "sort_list([3, 1, 2])",
+        "sort_list([])",
+        "sort_list([5, -1, 0.5])",
+        "sort_list(['b', 'a'])",
+        "sort_list(xs=[1, 2], reverse=True)",
+        "sort_list('a)b(')",
+    )
+    # my_list and list(range(5)) are not literals, nor is a starred argument; sorted_list and
+    # obj.sort_list are other functions; the prose outside the fence is not looked at.
+    assert proposal.dropped == {NOT_LITERAL: 3, DUPLICATE: 1}
+    assert proposal.found == len(proposal.calls) + sum(proposal.dropped.values())
+
+
+def test_calls_from_a_bare_answer_with_junk_lines():
+    answer = (
+        "Test inputs for is_prime:\n"
+        ">>> is_prime(7)\n"
+        "is_prime(n=-3)  # negative\n"
+        "is_prime(0x10)\n"
+        "is_prime(2 ** 31)\n"
+        "def is_prime(n):\n"
+        "    return is_prime(n - 1)\n"
+        "is_prime(7)\n"
+        "1. is_prime(1)\n"
+        "is_prime(  # cut short by max_tokens\n"
+    )
+    proposal = parse_calls(answer, "is_prime", 10)
+    assert proposal.calls == ("is_prime(7)", "is_prime(n=-3)", "is_prime(16)", "is_prime(1)")
+    # 2 ** 31 and n - 1 are expressions; the `def` line is not a call; the last call is unfinished.
+    assert proposal.dropped == {NOT_LITERAL: 2, DUPLICATE: 1}
+    assert proposal.found == 7
+
+
+def test_calls_are_capped_and_an_unterminated_fence_still_counts():
+    answer = "```python\n" + "\n".join(f"double({i})" for i in range(8))  # cut by max_tokens
+    proposal = parse_calls(answer, "double", 5)
+    assert proposal.calls == tuple(f"double({i})" for i in range(5))
+    assert proposal.dropped == {OVER_COUNT: 3}
+
+
+def test_an_answer_without_calls_proposes_nothing():
+    answer = "```python\ndef add(a, b):\n    return a + b\n```\nThis adds two numbers."
+    proposal = parse_calls(answer, "add", 10)
+    assert proposal.calls == () and proposal.found == 0
+
+
+# --- the reference in the sandbox -------------------------------------------------------------
+
+
+def test_evaluate_brings_back_plain_values_and_says_why_not():
+    program = (
+        "def f(x):\n"
+        "    if x == 0:\n"
+        "        raise ValueError('zero')\n"
+        "    if x == 1:\n"
+        "        return object()\n"
+        "    if x == 2:\n"
+        "        while True:\n"
+        "            pass\n"
+        "    return {'a': [x, (x, 1.5)], 's': {x}, 'b': b'x', 'big': 10 ** 30}\n"
+    )
+    values = evaluate(program, ["f(3)", "f(0)", "f(1)", "f(2)", "f(4)"], limits=FAST)
+    assert [v.status for v in values] == ["ok", "error", "not_data", "timeout", "ok"]
+    assert values[0].value == {"a": [3, (3, 1.5)], "s": {3}, "b": b"x", "big": 10**30}
+    assert values[1].detail == "ValueError: zero"
+    assert values[4].value["a"] == [4, (4, 1.5)]  # the run went on after the hang
+    broken = evaluate("def f(:\n", ["f(1)", "f(2)"], limits=FAST)
+    assert [v.status for v in broken] == ["error", "error"]
+    assert broken[0].detail.startswith("SyntaxError")
+
+
+REFERENCE = '''import random
+
+calls = []
+
+
+def f(x):
+    calls.append(x)
+    if x == "crash":
+        return 1 / 0
+    if x == "random":
+        return random.random()
+    if x == "id":
+        return id(object())
+    if x == "state":
+        return len(calls)  # depends on the calls made before
+    if x == "nan":
+        return float("nan")
+    if x == "empty set":
+        return set()
+    if x == "noise":
+        return 0.1 + 0.2
+    if x == "object":
+        return range(3)
+    if x == "half":
+        return 0.5
+    if x == "long":
+        return "x" * 2000
+    return x[::-1]
+'''
+HEADER, BODY = REFERENCE.split("\n    calls.append", 1)
+TASK = Task("t/1", HEADER + "\n", "f", (), reference="    calls.append" + BODY)
+
+
+def test_only_deterministic_literal_outputs_become_tests():
+    calls = [f"f({x!r})" for x in ("abc", "crash", "random", "id", "state", "nan", "empty set",
+                                   "noise", "object", "half", "long", [1, 2])]
+    first, second = outputs(TASK, calls, FAST)
+    kept, dropped = make_tests(calls, first, second)
+    assert kept == [("f('abc')", "cba"), ("f('empty set')", set()), ("f('half')", 0.5),
+                    ("f([1, 2])", [2, 1])]
+    assert dropped == {CRASHED: 1, NOT_DETERMINISTIC: 3, NOT_A_LITERAL: 1, FLOAT_NOISE: 1,
+                       NOT_DATA: 1, TOO_LONG: 1}
+    assert math.isnan(first[5].value)  # NaN is plain data, but `== nan` never holds
+    tests = [as_test(call, output) for call, output in kept]
+    assert tests[0] == "assert f('abc') == 'cba'"
+    # The tests pass on the reference, judged by the sandbox as value tests.
+    result = run_tests(TASK.program(TASK.reference), tests, "f", TASK.test_setup, FAST)
+    assert result.passed, result.feedback
+    # ... and fail on another function.
+    assert not run_tests("def f(x):\n    return x\n", tests, "f", "", FAST).passed
+
+
+def test_a_reference_that_loops_forever_costs_only_its_time_limit():
+    program = (HOSTILE / "endless_loop.py").read_text()  # swallows the alarm: killed from outside
+    task = Task("loop", "", "f", (), reference=program)
+    limits = Limits(test_timeout=0.5, total_timeout=3.0, memory_mb=512)
+    started = time.monotonic()
+    first, second = outputs(task, ["f(1)", "f(2)", "f(3)"], limits)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * (limits.total_timeout + 2)
+    kept, dropped = make_tests(["f(1)", "f(2)", "f(3)"], first, second)
+    assert kept == [] and dropped == {TIMED_OUT: 3}
+
+
+# --- Code-Alpaca and task files without tests --------------------------------------------------
+
+
+@needs_alpaca
+def test_code_alpaca_loads_with_references_and_no_tests(monkeypatch):
+    tasks = load_tasks(f"alpaca={ALPACA}")
+    assert len(tasks) == 3248
+    assert len({t.task_id for t in tasks}) == 3248
+    assert all(t.source == "alpaca" and t.tests == () and t.reference for t in tasks)
+    first = tasks[0]
+    assert first.task_id == "alpaca/4" and first.entry_point == "permutations"
+    assert first.prompt.rstrip().endswith("def permutations(string, step = 0):")
+    assert all(re.search(rf"def\s+{t.entry_point}\s*\(", t.prompt) for t in tasks)
+    monkeypatch.setenv("LOCALDISTILL_DATA", str(DATA))
+    assert load_tasks("alpaca")[-1] == tasks[-1]
+    with pytest.raises(TaskSpecError, match="no splits"):
+        load_tasks("alpaca:train")
+    monkeypatch.delenv("LOCALDISTILL_DATA")
+    with pytest.raises(TaskSpecError, match="LOCALDISTILL_DATA"):
+        load_tasks("alpaca")
+
+
+def test_a_task_file_without_tests_says_to_run_gen_tests(tmp_path):
+    path = tmp_path / "untested.jsonl"
+    save_jsonl([Task("u/1", "def f(x):\n", "f", (), reference="    return x\n")], path)
+    with pytest.raises(TaskFileError, match=r"untested.jsonl:1: tests: .*gen-tests"):
+        load_jsonl(path)
+
+
+# --- end to end on the tiny model --------------------------------------------------------------
+
+
+@needs_alpaca
+def test_gen_tests_on_code_alpaca_with_the_tiny_teacher(tmp_path):
+    by_id = {t.task_id: t for t in load_tasks(f"alpaca={ALPACA}")}
+    tasks = [by_id["alpaca/10"], by_id["alpaca/19"], by_id["alpaca/4"],
+             Task("no-ref", "def g(x):\n", "g", ())]
+    with RunDir(tmp_path / "run") as run:
+        report = generate_tests(tasks, "tiny", run, count=5, min_tests=1, max_tokens=48,
+                                temperature=0, workers=2)
+        assert report.new_requests == 3  # nothing asked for the task without a reference
+        kept_ids = [t.task_id for t in report.tasks]
+        assert sorted(kept_ids + list(report.skipped)) == sorted(t.task_id for t in tasks)
+        assert report.skipped["no-ref"] == "no reference solution to run"
+        assert all(report.skipped.values())
+        parsing = report.dropped[NOT_LITERAL] + report.dropped[DUPLICATE] + \
+            report.dropped[OVER_COUNT]
+        assert report.proposed == report.parsed + parsing
+        assert report.parsed == report.kept + sum(report.dropped.values()) - parsing
+        assert report.kept == sum(len(t.tests) for t in report.tasks)
+        for task in report.tasks:
+            assert task.tests and task.seen_tests == task.tests[:1]
+            assert task.metadata["gen_tests"]["teacher"] == "tiny"
+            assert execute(task, task.reference).passed  # every test holds on the reference
+        records = {r["key"]: r for r in run.records("gen_tests")}
+        assert set(records) == {t.task_id for t in tasks}
+        # A second run asks the teacher nothing and makes the same tests.
+        again = generate_tests(tasks, "tiny", run, count=5, min_tests=1, max_tokens=48,
+                               temperature=0, workers=2)
+        assert again.new_requests == 0
+        assert again.tasks == report.tasks and again.skipped == report.skipped
+    table = report.stage_report().counts
+    assert table["tests kept"] == report.kept and table["tasks skipped"] == len(report.skipped)
+    if report.tasks:
+        path = tmp_path / "with_tests.jsonl"
+        save_jsonl(report.tasks, path)
+        assert load_tasks(str(path)) == report.tasks
