@@ -214,3 +214,49 @@ def collect_command(spec: str, run_dir: Path, limit: int | None, methods: str,
         collect(tasks, config, run, spec, progress,
                 on_stage=lambda report: show(report, record=False))
     click.echo(f"data sets in {run_dir / 'data'}")
+
+
+@cli.command("gen-tests")
+@tasks_argument
+@click.option("--teacher", required=True, help="The model that proposes inputs (models.toml).")
+@run_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The task file to write (.jsonl), the tasks with their new tests.")
+@click.option("--count", type=click.IntRange(1), default=10, show_default=True,
+              help="Inputs to ask the teacher for, per task.")
+@click.option("--min-tests", type=click.IntRange(1), default=3, show_default=True,
+              help="Tasks left with fewer tests are reported and skipped.")
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@click.option("--site-packages", is_flag=True,
+              help="Let the reference import installed third-party packages (numpy...).")
+@limit_option
+@sandbox_options
+def gen_tests_command(spec: str, teacher: str, run_dir: Path, output: Path, count: int,
+                      min_tests: int, temperature: float | None, max_tokens: int | None,
+                      site_packages: bool, limit: int | None, workers: int | None,
+                      timeout: float) -> None:
+    """Tests for tasks that have a reference but no tests: the teacher proposes inputs, the
+    reference (in the sandbox, run twice) gives the expected outputs."""
+    from rich.console import Console
+
+    from localdistill.execute import Limits
+    from localdistill.gentests import generate_tests
+    from localdistill.tasks import save_jsonl
+
+    if output.suffix != ".jsonl":
+        raise click.BadParameter("expected a .jsonl file", param_hint="--output")
+    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+        report = generate_tests(tasks, teacher, run, count, min_tests,
+                                Limits(test_timeout=timeout, site_packages=site_packages),
+                                workers, temperature, max_tokens, progress)
+        show(report.stage_report())
+    staging = output.with_name(f".{output.name}.tmp")
+    save_jsonl(report.tasks, staging)
+    staging.replace(output)
+    out = Console(highlight=False)
+    for task_id, reason in list(report.skipped.items())[:10]:
+        out.print(f"skipped {task_id}: {reason}", soft_wrap=True)
+    if len(report.skipped) > 10:
+        out.print(f"... and {len(report.skipped) - 10} more (all in {run_dir}/gen_tests.jsonl)")
+    out.print(f"wrote {len(report.tasks)} tasks with {report.kept} tests to {output}")

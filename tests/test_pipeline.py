@@ -1,0 +1,246 @@
+"""The whole data pipeline for real: the tiny model as student and teacher over MBPP training tasks
+read from ../shared/data/mbpp.jsonl; every stage runs, the five data sets have the right rows, and
+a run killed with SIGKILL mid-stage resumes without asking any finished request again and without
+losing or duplicating a row."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from localdistill.attempt import attempt_messages
+from localdistill.build import COLUMNS, METHODS, load_dataset_rows
+from localdistill.cache import file_digest
+from localdistill.execute import execute
+from localdistill.models import get_model, weights_path
+from localdistill.prompts import render
+from localdistill.tasks import load_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "localdistill"
+DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
+MBPP = DATA / "mbpp.jsonl"
+# MBPP training tasks the tiny model, as teacher, answers correctly for some and not others; the
+# student (the same model held to a few tokens) fails them all, so every stage has work.
+TASK_IDS = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
+STUDENT_TOKENS, TEACHER_TOKENS = "24", "160"
+
+pytestmark = pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
+
+
+def _task_file(tmp: Path) -> Path:
+    from localdistill.tasks import save_jsonl
+
+    tasks = [t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in TASK_IDS]
+    assert len(tasks) == len(TASK_IDS)
+    path = tmp / "tasks.jsonl"
+    save_jsonl(tasks, path)
+    return path
+
+
+def _collect(tasks: Path, run: Path, *extra: str, env: dict | None = None) -> list[str]:
+    return [str(SCRIPT), "collect", str(tasks), "--student", "tiny", "--teacher", "tiny",
+            "--run", str(run), "--max-tokens", STUDENT_TOKENS, "--teacher-max-tokens",
+            TEACHER_TOKENS, *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted run: what every other test compares with."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    tasks = _task_file(tmp)
+    run = tmp / "run"
+    result = subprocess.run(_collect(tasks, run), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tasks, run, result.stdout
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_stage_runs_and_reports(finished):
+    tasks_file, run, stdout = finished
+    for title in ("attempt", "execute", "refine + verify", "teacher answers", "build"):
+        assert title in stdout
+    assert "teacher tokens per PERsD example" in stdout
+    attempts = _jsonl(run / "attempts.jsonl")
+    executions = _jsonl(run / "executions.jsonl")
+    assert [a["task_id"] for a in attempts] == list(TASK_IDS)
+    assert [e["key"] for e in executions] == [a["key"] for a in attempts]
+    failed = [e for e in executions if not e["passed"]]
+    assert failed, "the student should fail these tasks"
+    refinements = _jsonl(run / "refinements.jsonl")
+    first = [r for r in refinements if r["round"] == 1]
+    assert sorted(r["attempt_key"] for r in first) == sorted(e["key"] for e in failed)
+    second = {r["attempt_key"] for r in refinements if r["round"] == 2}
+    assert second == {r["attempt_key"] for r in first if not r["passed"]}
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["student"]["identity"]["weights"] == file_digest(
+        weights_path(get_model("tiny")))
+    assert manifest["tasks"]["count"] == len(TASK_IDS)
+    assert set(manifest["prompts"]) >= {"attempt", "refine", "direct", "self_repair"}
+    assert set(manifest["stages"]) == {"attempt", "execute", "refine + verify",
+                                       "teacher answers", "build"}
+    assert manifest["versions"]["localdistill"]
+
+
+def test_the_five_data_sets(finished):
+    tasks_file, run, _ = finished
+    tasks = {t.task_id: t for t in load_tasks(str(tasks_file))}
+    sets = {}
+    for method in METHODS:
+        rows = load_dataset_rows(run / "data" / method)  # the Hugging Face dataset
+        assert rows == _jsonl(run / "data" / f"{method}.jsonl")  # and the JSONL agree
+        assert all(list(r) == list(COLUMNS) or set(r) == set(COLUMNS) for r in rows)
+        assert len({r["id"] for r in rows}) == len(rows)
+        sets[method] = rows
+    direct = [d for d in _jsonl(run / "direct.jsonl") if d["passed"]]
+    failed_tasks = {e["task_id"] for e in _jsonl(run / "executions.jsonl") if not e["passed"]}
+    verified = [r for r in _jsonl(run / "refinements.jsonl") if r["passed"]]
+    # Greedy decoding on these tasks: the tiny teacher answers 2 of 4 itself and repairs 2 of the
+    # student's 4 failed attempts, so every set has rows to check.
+    assert sets["standd"] and sets["persd"]
+    assert len(sets["standd"]) == len(direct)
+    assert {r["task_id"] for r in sets["inpd"]} == {d["task_id"] for d in direct
+                                                   if d["task_id"] in failed_tasks}
+    assert len(sets["persd"]) == len(sets["persd-refine"]) == len(verified)
+    assert len(sets["persd-combine"]) == len(sets["persd"]) + len(sets["persd-refine"])
+
+    requests = {r["key"]: r for r in _jsonl(run / "cache" / "requests.jsonl")}
+    attempts = {a["key"]: a for a in _jsonl(run / "attempts.jsonl")}
+    for method, rows in sets.items():
+        for row in rows:
+            task = tasks[row["task_id"]]
+            prompt, answer = row["messages"][:-1], row["messages"][-1]
+            assert answer == {"role": "assistant", "content": row["completion"]}
+            assert row["prompt"] == prompt[-1]["content"]
+            # Every example teaches code that passes the task's tests.
+            assert execute(task, row["completion"].removeprefix("```python\n")
+                           .removesuffix("\n```")).passed, row["id"]
+            if method == "persd-refine" or row["id"].startswith("persd-combine/persd-refine"):
+                assert prompt == render("self_repair", prompt=task.prompt,
+                                        description=task.description, attempt=row["attempt"],
+                                        feedback=row["feedback"])
+                assert row["feedback"] and row["attempt"]
+            else:
+                # The training prompt is the very text the student was sent at attempt time.
+                assert prompt == attempt_messages(task)
+                sent = requests[attempts[f"{task.task_id}#0"]["request_hash"]]["request"]
+                assert prompt == sent["messages"]
+            if method.startswith("persd"):
+                assert row["teacher_round"] >= 1 and row["attempt_key"] in attempts
+            else:
+                assert row["teacher_round"] == 0 and row["attempt"] is None
+
+
+def test_killed_mid_stage_then_rerun_asks_nothing_twice_and_loses_nothing(finished, tmp_path):
+    tasks_file, reference, _ = finished
+    run = tmp_path / "run"
+    answers = run / "cache" / "requests.jsonl"
+    process = subprocess.Popen(_collect(tasks_file, run), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if answers.exists() and answers.read_bytes().count(b"\n") >= len(TASK_IDS) + 2:
+            break  # the student's attempts are done and the teacher is refining
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    answered_before = {r["key"] for r in _jsonl(answers)}
+    sent_before = _jsonl(run / "cache" / "sent.jsonl")
+    assert not (run / "data").exists()  # it really was cut off mid-run
+
+    again = subprocess.run(_collect(tasks_file, run), capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    sent_after = _jsonl(run / "cache" / "sent.jsonl")[len(sent_before):]
+    assert answered_before.isdisjoint(s["key"] for s in sent_after)
+    resent = {s["key"] for s in sent_after} & {s["key"] for s in sent_before}
+    assert resent <= {s["key"] for s in sent_before} - answered_before  # only the one in flight
+    keys = [r["key"] for r in _jsonl(answers)]
+    assert len(keys) == len(set(keys))  # no answer recorded twice
+    for name in ("attempts", "executions", "refinements", "direct"):
+        assert _without_runtimes(run / f"{name}.jsonl") == \
+            _without_runtimes(reference / f"{name}.jsonl"), name
+    for method in METHODS:
+        assert _jsonl(run / "data" / f"{method}.jsonl") == \
+            _jsonl(reference / "data" / f"{method}.jsonl"), method
+
+
+def _without_runtimes(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "runtime"} for row in _jsonl(path)]
+
+
+def test_a_changed_template_reasks_only_what_depends_on_it(finished, tmp_path):
+    tasks_file, reference, _ = finished
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    text = (REPO / "prompts" / "refine.jinja").read_text()
+    (prompts / "refine.jinja").write_text(text.rstrip() + " Explain nothing.\n")
+    sent_before = len(_jsonl(run / "cache" / "sent.jsonl"))
+    result = subprocess.run(_collect(tasks_file, run), capture_output=True, text=True,
+                            timeout=900, env={**os.environ, "LOCALDISTILL_PROMPTS": str(prompts)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    stages = Counter(s["stage"] for s in _jsonl(run / "cache" / "sent.jsonl")[sent_before:])
+    assert set(stages) == {"refine"} and stages["refine"] >= 1
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["history"][-5]["stage"] == "attempt"
+    assert manifest["history"][-5]["new_requests"] == 0
+
+
+def test_a_second_distillation_round_carries_the_first_rounds_rows(finished, tmp_path):
+    tasks_file, reference, _ = finished
+    run = tmp_path / "round2"
+    shutil.copytree(reference / "cache", run / "cache")  # same models: answers are reused
+    result = subprocess.run(_collect(tasks_file, run, "--previous", str(reference)),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((run / "manifest.json").read_text())["distill_round"] == 2
+    for method in METHODS:
+        before = _jsonl(reference / "data" / f"{method}.jsonl")
+        after = _jsonl(run / "data" / f"{method}.jsonl")
+        assert after[:len(before)] == before  # kept, with their round
+        assert all(r["distill_round"] == 2 for r in after[len(before):])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--student", "nobody"], "no model named 'nobody'"),
+    (["--methods", "persd,bogus"], "expected a comma-separated list"),
+    (["--previous", "."], "is not a localdistill run directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    tasks = _task_file(tmp_path)
+    command = _collect(tasks, tmp_path / "run")
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        if flag in command:
+            command[command.index(flag) + 1] = value
+        else:
+            command += [flag, value]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
+def test_tasks_without_tests_are_refused_with_the_way_out(tmp_path):
+    rows = tmp_path / "untested.jsonl"
+    rows.write_text(json.dumps({"task_id": "u/1", "prompt": "def f():\n", "entry_point": "f",
+                                "tests": []}) + "\n")
+    result = subprocess.run(_collect(rows, tmp_path / "run"), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert "gen-tests" in result.stderr and len(result.stderr.strip().splitlines()) == 1
