@@ -272,3 +272,27 @@ def test_gen_tests_on_code_alpaca_with_the_tiny_teacher(tmp_path):
         path = tmp_path / "with_tests.jsonl"
         save_jsonl(report.tasks, path)
         assert load_tasks(str(path)) == report.tasks
+
+
+@needs_alpaca
+def test_the_gen_tests_command_writes_a_task_file_and_reports(tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "tests.jsonl"
+    command = [str(Path(sys.executable).parent / "localdistill"), "gen-tests",
+               f"alpaca={ALPACA}", "--teacher", "tiny", "--run", str(tmp_path / "run"),
+               "-o", str(output), "--limit", "2", "--min-tests", "1", "--max-tokens", "96"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = re.search(r"wrote (\d+) tasks with (\d+) tests", result.stdout)
+    assert written, result.stdout
+    rows = output.read_text().splitlines()
+    assert len(rows) == int(written[1])
+    if rows:  # whatever the tiny teacher proposed, what was written loads as a task file
+        assert sum(len(t.tests) for t in load_jsonl(output)) == int(written[2])
+    skipped = re.findall(r"^skipped (alpaca/\d+): ", result.stdout, re.M)
+    assert len(rows) + len(skipped) == 2
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert re.search(r"model calls made now\W+0\b", again.stdout)  # all from the run's cache
