@@ -147,8 +147,10 @@ def _previous_rows(previous: Path, method: str) -> list[dict]:
 
 def write_dataset(rows: list[dict], target: Path) -> None:
     """target/ (datasets.save_to_disk) and target.jsonl, each replaced whole."""
+    import datasets
     from datasets import Dataset
 
+    datasets.disable_progress_bars()  # ours are the stage bars; theirs would clutter logs
     target.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({c: r[c] for c in COLUMNS}, ensure_ascii=False) + "\n"
                     for r in rows)

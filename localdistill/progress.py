@@ -1,7 +1,8 @@
 """What long work shows while it runs: one rich progress bar per stage, and a table at its end.
 
 Library functions take an optional `Progress`; without one they are silent (tests, Python users),
-with one every stage gets a bar with its count, rate, tokens, what passed and the ETA.
+with one every stage gets a bar with its count, rate, tokens, what passed and the ETA. Written to
+something that is not a terminal (a log file), the bars become a plain line every 30 seconds.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+LOG_EVERY = 30.0  # seconds between progress lines in a log
+
 
 class Bar:
     """One stage's bar; `advance` after each finished item (silent when not shown)."""
 
-    def __init__(self, progress=None, task_id=None) -> None:
-        self._progress, self._task = progress, task_id
+    def __init__(self, progress=None, task_id=None, log=None) -> None:
+        self._progress, self._task, self._log = progress, task_id, log
         self.tokens = 0
         self.passed = 0
+        self._logged = time.monotonic()
 
     def advance(self, items: int = 1, tokens: int = 0, passed: int = 0) -> None:
         self.tokens += tokens
@@ -29,6 +33,24 @@ class Bar:
             self._task, advance=items, rate=f"{speed:,.2f}/s" if speed else "-",
             tokens=f"{self.tokens:,} tok" if self.tokens else "",
             passed=f"{self.passed} passed" if self.passed else "")
+        if self._log is not None:
+            now = time.monotonic()
+            if now - self._logged >= LOG_EVERY or task.finished:
+                self._logged = now
+                self._log(self._line(task))
+
+    def _line(self, task) -> str:
+        """The bar as one plain line, for logs (a console that is not a terminal)."""
+        parts = [f"{task.description}: {task.completed:.0f}/{task.total or '?'}"]
+        if task.speed:
+            parts.append(f"{task.speed:.2f}/s")
+        if self.tokens:
+            parts.append(f"{self.tokens:,} tok")
+        if self.passed:
+            parts.append(f"{self.passed} passed")
+        if task.time_remaining is not None and not task.finished:
+            parts.append(f"ETA {_duration(task.time_remaining)}")
+        return ", ".join(parts)
 
 
 class Progress:
@@ -53,7 +75,9 @@ class Progress:
 
     def bar(self, description: str, total: int | None) -> Bar:
         task_id = self._rich.add_task(description, total=total, rate="-", tokens="", passed="")
-        return Bar(self._rich, task_id)
+        # Without a terminal (a log file, nohup) the live bar is not drawn: write lines instead.
+        log = None if self._rich.console.is_terminal else self._rich.console.print
+        return Bar(self._rich, task_id, log)
 
     def __enter__(self) -> Progress:
         self._rich.start()

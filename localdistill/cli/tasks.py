@@ -57,6 +57,7 @@ def tasks_check(spec: str, seen: bool, workers: int | None, timeout: float) -> N
     from rich.table import Table
 
     from localdistill.execute import Limits, program_for, run_many
+    from localdistill.progress import Progress
     from localdistill.tasks import load_tasks
 
     loaded = [t for t in load_tasks(spec) if t.reference is not None]
@@ -65,10 +66,11 @@ def tasks_check(spec: str, seen: bool, workers: int | None, timeout: float) -> N
     programs = [program_for(t, t.reference, seen_only=seen) for t in loaded if
                 (t.seen_tests if seen else t.tests)]
     failures = []
-    for program, result in run_many(programs, Limits(test_timeout=timeout), workers,
-                                    progress=True, total=len(programs)):
-        if not result.passed:
-            failures.append((program.key, result.feedback))
+    with Progress(Console(stderr=True)) as progress:
+        for program, result in run_many(programs, Limits(test_timeout=timeout), workers,
+                                        progress.bar("checking", len(programs))):
+            if not result.passed:
+                failures.append((program.key, result.feedback))
     console = Console()
     if failures:
         table = Table(title=f"{len(failures)} reference solutions fail their tests")

@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from localdistill.execute.sandbox import ExecutionResult, Limits, run_tests
+from localdistill.progress import Bar
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,7 @@ def run_many(
     programs: Iterable[Program],
     limits: Limits = Limits(),
     workers: int | None = None,
-    progress: bool = False,
-    total: int | None = None,
+    bar: Bar | None = None,
 ) -> Iterator[tuple[Program, ExecutionResult]]:
     """Judge programs in parallel, yielding (program, result) in completion order.
 
@@ -36,7 +36,6 @@ def run_many(
     """
     workers = workers or os.cpu_count() or 1
     window = workers * 4
-    bar = _Progress(total) if progress else None
     source = iter(programs)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
         pending: dict[Future, Program] = {}
@@ -64,48 +63,9 @@ def run_many(
                 for future in done:
                     item = pending.pop(future)
                     result = future.result()
-                    if bar:
-                        bar.advance(result.passed)
+                    if bar is not None:
+                        bar.advance(passed=result.passed)
                     yield item, result
         finally:
             for future in pending:
                 future.cancel()
-            if bar:
-                bar.close()
-
-
-class _Progress:
-    """A rich progress bar with counts, rate, ETA and how many passed."""
-
-    def __init__(self, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.passed = 0
-        self.progress = Progress(
-            TextColumn("[bold]executing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} programs/s"),
-            TextColumn("{task.fields[passed]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = self.progress.add_task("execute", total=total, rate="-", passed="")
-        self.progress.start()
-
-    def advance(self, passed: bool) -> None:
-        self.passed += passed
-        task = self.progress.tasks[0]
-        rate = f"{task.speed:.1f}" if task.speed else "-"
-        self.progress.update(self.task, advance=1, rate=rate, passed=f"{self.passed} passed")
-
-    def close(self) -> None:
-        self.progress.stop()
