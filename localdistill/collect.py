@@ -96,26 +96,33 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
         run.write("direct", [])
     built = build(tasks, run, config.methods,
                   Path(config.previous) if config.previous else None, distill_round)
-    done(_with_costs(built, reports))
+    done(_with_costs(built, reports, run.read_json("manifest").get("history", [])))
     return reports
 
 
-def _with_costs(built: StageReport, reports: list[StageReport]) -> StageReport:
-    """The paper's cost figure, in our currency: teacher tokens and time per verified example."""
+def _with_costs(built: StageReport, reports: list[StageReport],
+                history: list[dict]) -> StageReport:
+    """The paper's cost figure (4-6 dollars of ChatGPT for 2.5-3K examples), in our currency:
+    the teacher's tokens and minutes per verified example. Minutes are summed over every run of
+    the stage (`history`), so a resumed collect still counts the work done before the kill."""
     by_stage = {r.stage: r for r in reports}
-    refine_report = by_stage.get("refine + verify")
-    direct_report = by_stage.get("teacher answers")
-    if refine_report and "persd examples" in built.counts:
-        examples = built.counts["persd examples"]
-        built.counts["teacher tokens per PERsD example"] = (
-            f"{refine_report.teacher_tokens / examples:,.0f}" if examples else "-")
-    if direct_report and "standd examples" in built.counts:
-        examples = built.counts["standd examples"]
-        built.counts["teacher tokens per StanD example"] = (
-            f"{direct_report.teacher_tokens / examples:,.0f}" if examples else "-")
+
+    def minutes(stage: str) -> float:
+        return sum(h["seconds"] for h in history if h.get("stage") == stage) / 60
+
+    for stage, data_set, name in (("refine + verify", "persd", "PERsD"),
+                                  ("teacher answers", "standd", "StanD")):
+        report, examples = by_stage.get(stage), built.counts.get(f"{data_set} examples")
+        if report is None or examples is None:
+            continue
+        built.counts[f"teacher tokens per {name} example"] = (
+            f"{report.teacher_tokens / examples:,.0f}" if examples else "-")
+        built.counts[f"teacher minutes per {name} example"] = (
+            f"{minutes(stage) / examples:.2f}" if examples else "-")
     built.counts["teacher tokens in all"] = sum(r.teacher_tokens for r in reports)
     built.counts["student tokens in all"] = sum(r.student_tokens for r in reports)
-    built.counts["wall time of all stages (s)"] = f"{sum(r.seconds for r in reports):.0f}"
+    built.counts["minutes of all stages, all runs"] = (
+        f"{sum(h['seconds'] for h in history) / 60:.1f}")
     return built
 
 

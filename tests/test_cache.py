@@ -1,0 +1,78 @@
+"""The run's cache keys: what determines an answer changes its key, nothing else does."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from localdistill.backends import Request
+from localdistill.cache import EXECUTIONS, file_digest, judge, model_identity, request_hash
+from localdistill.execute import Limits, program_for
+from localdistill.models import get_model
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+MESSAGES = ({"role": "user", "content": "def f():"},)
+
+
+def test_a_models_identity_is_its_weights_adapter_and_template_not_its_name(tmp_path):
+    tiny = get_model("tiny")
+    base = model_identity(tiny)
+    assert len(base["weights"]) == 64  # the GGUF file's sha256
+    assert model_identity(dataclasses.replace(tiny, name="renamed", threads=1)) == base
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"lora one")
+    with_adapter = model_identity(dataclasses.replace(tiny, adapter=str(adapter)))
+    assert with_adapter != base
+    adapter.write_bytes(b"lora two")  # retrained: another adapter, other answers
+    assert model_identity(dataclasses.replace(tiny, adapter=str(adapter))) != with_adapter
+    assert model_identity(dataclasses.replace(tiny, chat_template="{{ x }}")) != base
+
+
+def test_a_served_models_identity_is_what_the_server_serves():
+    served = dataclasses.replace(get_model("tiny"), backend="openai", path=None,
+                                 url="http://127.0.0.1:8000/v1", served_name="coder")
+    moved = dataclasses.replace(served, url="http://127.0.0.1:9000/v1")
+    assert model_identity(served) == model_identity(moved)  # a new port is the same model
+    assert model_identity(served) != model_identity(
+        dataclasses.replace(served, request_extra={"repeat_penalty": 1.0}))
+
+
+def test_every_setting_that_changes_an_answer_changes_its_key():
+    identity = {"weights": "x"}
+    base = Request(messages=MESSAGES, max_tokens=64, seed=0, key="a")
+    key = request_hash(identity, base)
+    assert request_hash(identity, dataclasses.replace(base, key="other")) == key
+    for change in ({"seed": 1}, {"temperature": 0.5}, {"max_tokens": 65}, {"top_p": 0.9},
+                   {"stop": ("\n",)},
+                   {"messages": ({"role": "user", "content": "def g():"},)}):
+        assert request_hash(identity, dataclasses.replace(base, **change)) != key, change
+    assert request_hash({"weights": "y"}, base) != key
+
+
+def test_file_digests_are_remembered_by_path_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"a" * 1000)
+    first = file_digest(weights)
+    stat = weights.stat()
+    weights.write_bytes(b"b" * 1000)  # same size; put the old mtime back
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_digest(weights) == first  # remembered, not read again
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert file_digest(weights) != first  # touched: read again
+
+
+def test_identical_programs_are_judged_once_and_never_again(tmp_path):
+    task = Task("t", "def f(x):\n", "f", ("assert f(1) == 2",))
+    programs = [program_for(task, "    return x + 1\n", key="a"),
+                program_for(task, "    return x + 1\n", key="b"),
+                program_for(task, "    return x\n", key="c")]
+    with RunDir(tmp_path) as run:
+        verdicts = judge(run, programs, Limits())
+        assert [verdicts[k]["passed"] for k in "abc"] == [True, True, False]
+        assert len(list(run.records(EXECUTIONS))) == 2
+        assert judge(run, programs, Limits()) == verdicts
+        assert len(list(run.records(EXECUTIONS))) == 2
+        judge(run, programs[:1], Limits(test_timeout=2.0))  # other limits: judged again
+        assert len(list(run.records(EXECUTIONS))) == 3
