@@ -19,6 +19,7 @@ from localdistill.build import METHODS, build
 from localdistill.direct import direct_answers
 from localdistill.execute import Limits
 from localdistill.models import ModelSpec, get_model
+from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
 from localdistill.refine import refine
 from localdistill.rundir import RunDir
@@ -129,10 +130,7 @@ def _with_costs(built: StageReport, reports: list[StageReport],
 def _student(config: CollectConfig) -> ModelSpec:
     spec = get_model(config.student)
     if config.student_adapter:
-        adapter = Path(config.student_adapter).expanduser().resolve()
-        if not adapter.exists():
-            raise ValueError(f"--student-adapter: {adapter} does not exist")
-        spec = dataclasses.replace(spec, adapter=str(adapter))
+        spec = with_trained_adapter(spec, Path(config.student_adapter))
     return spec
 
 

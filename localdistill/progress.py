@@ -20,11 +20,15 @@ class Bar:
         self._progress, self._task, self._log = progress, task_id, log
         self.tokens = 0
         self.passed = 0
+        self.status = ""  # free text shown after the counts (e.g. the training loss)
         self._logged = time.monotonic()
 
-    def advance(self, items: int = 1, tokens: int = 0, passed: int = 0) -> None:
+    def advance(self, items: int = 1, tokens: int = 0, passed: int = 0,
+                status: str | None = None) -> None:
         self.tokens += tokens
         self.passed += passed
+        if status is not None:
+            self.status = status
         if self._progress is None:
             return
         task = self._progress.tasks[self._task]
@@ -32,7 +36,7 @@ class Bar:
         self._progress.update(
             self._task, advance=items, rate=f"{speed:,.2f}/s" if speed else "-",
             tokens=f"{self.tokens:,} tok" if self.tokens else "",
-            passed=f"{self.passed} passed" if self.passed else "")
+            passed=self.status or (f"{self.passed} passed" if self.passed else ""))
         if self._log is not None:
             now = time.monotonic()
             if now - self._logged >= LOG_EVERY or task.finished:
@@ -48,6 +52,8 @@ class Bar:
             parts.append(f"{self.tokens:,} tok")
         if self.passed:
             parts.append(f"{self.passed} passed")
+        if self.status:
+            parts.append(self.status)
         if task.time_remaining is not None and not task.finished:
             parts.append(f"ETA {_duration(task.time_remaining)}")
         return ", ".join(parts)

@@ -31,7 +31,7 @@ class TransformersBackend:
             ) from None
         self.torch, self.spec = torch, spec
         path = weights_path(spec)
-        where = _where(path, spec)
+        where = from_pretrained_args(path, f"models.{spec.name}")
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -210,17 +210,17 @@ def _take_finished(jobs: list[_Job]) -> Iterator[Result]:
         yield jobs.pop(0).result()
 
 
-def _where(path: Path, spec: ModelSpec) -> dict:
+def from_pretrained_args(path: Path, where: str = "") -> dict:
     """from_pretrained's arguments for a Hugging Face directory or a GGUF file."""
+    prefix = f"{where}: " if where else ""
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise BackendError(f"models.{spec.name}: {path} has no config.json (not a HF model)")
+            raise BackendError(f"{prefix}{path} has no config.json (not a HF model)")
         return {"pretrained_model_name_or_path": str(path)}
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
-            raise BackendError(
-                f"models.{spec.name}: {path} is neither a GGUF file nor a Hugging Face directory"
-            )
+            raise BackendError(f"{prefix}{path} is neither a GGUF file nor a Hugging Face "
+                               "directory")
     return {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
 
 

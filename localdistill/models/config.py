@@ -247,10 +247,38 @@ def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
 
 
 def get_model(name: str, path: Path | None = None) -> ModelSpec:
+    """A model by its name in models.toml, or `NAME+DIR`: NAME with the adapter `train` wrote
+    to DIR (the GGUF adapter for llama.cpp, the PEFT one for transformers and vLLM)."""
     specs = load_models(path)
+    if name not in specs and "+" in name:
+        base, trained = name.split("+", 1)
+        if base in specs:
+            return with_trained_adapter(specs[base], Path(trained), name)
     if name not in specs:
         raise ModelsFileError(
             f"{path or models_file()}: no model named {name!r} "
             f"(known: {', '.join(specs) or 'none'})"
         )
     return specs[name]
+
+
+def with_trained_adapter(spec: ModelSpec, trained: Path, name: str | None = None) -> ModelSpec:
+    """`spec` with the adapter in `trained` (a `localdistill train` output, or an adapter)."""
+    import dataclasses
+
+    trained = trained.expanduser().resolve()
+    if spec.backend == "llama.cpp":
+        adapter = trained / "adapter.gguf" if trained.is_dir() else trained
+        kind = "GGUF adapter (adapter.gguf)"
+    elif spec.backend in ("transformers", "vllm"):
+        adapter = trained / "adapter" if (trained / "adapter").is_dir() else trained
+        kind = "PEFT adapter (adapter_config.json)"
+        if not (adapter / "adapter_config.json").is_file():
+            adapter = adapter / "missing"
+    else:
+        raise ModelsFileError(f"{name or spec.name}: a served model takes its adapter on the "
+                              "server; declare it there")
+    if not adapter.exists():
+        raise ModelsFileError(f"{name or spec.name}: {trained} holds no {kind} for the "
+                              f"{spec.backend} backend; train it with `localdistill train`")
+    return dataclasses.replace(spec, name=name or spec.name, adapter=str(adapter))

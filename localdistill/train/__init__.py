@@ -1,0 +1,161 @@
+"""`train`: LoRA fine-tuning of the student on a data set, and adapters every backend can load.
+
+    data set -> examples (data.py: rendered as at inference, loss on the completion only)
+             -> a backend loads the base with fresh LoRA layers (Unsloth on a CUDA GPU when
+                installed, else PEFT on transformers, GPU or CPU; peft_backend.py,
+                unsloth_backend.py)
+             -> the loop (loop.py: checkpoints, resumable)
+             -> OUT/adapter/ (PEFT format: transformers+PEFT, vLLM), OUT/adapter.gguf (llama.cpp,
+                when the base is a GGUF file; gguf_lora.py), OUT/loss.png, OUT/train.json
+
+Use the result in any stage as the model `NAME+OUT` (e.g. `demo-student+runs/persd`): the base
+from models.toml with the adapter of the right format for its backend.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from localdistill.models import ModelSpec, get_model, weights_path
+from localdistill.progress import Progress, StageReport, bar
+from localdistill.rundir import write_atomic
+from localdistill.train import data, loop
+from localdistill.train.config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    adapter: Path  # PEFT format
+    gguf_adapter: Path | None  # for llama.cpp, when the base is a GGUF file
+    report: StageReport
+
+
+def choose_backend(config: TrainConfig) -> str:
+    from localdistill.train import unsloth_backend
+
+    if config.backend == "auto":
+        return "unsloth" if unsloth_backend.available() else "peft"
+    return config.backend
+
+
+def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
+          config: TrainConfig = TrainConfig(), progress: Progress | None = None,
+          restart: bool = False) -> TrainResult:
+    """Fine-tune `student` on `data_set`; resumes from OUT's last checkpoint unless `restart`."""
+    spec = get_model(student) if isinstance(student, str) else student
+    if spec.backend == "openai":
+        raise ValueError(f"models.{spec.name}: a served model cannot be trained here; name "
+                         "its weights (path) in models.toml")
+    if spec.adapter:
+        raise ValueError(f"models.{spec.name}: already has an adapter; train from the base "
+                         "model (merge first to stack adapters)")
+    out = Path(out)
+    if restart:
+        shutil.rmtree(out / loop.CHECKPOINT, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    report = StageReport("train")
+    base = weights_path(spec)
+    backend_name = choose_backend(config)
+    rows = data.load_rows(data_set)
+    if backend_name == "unsloth":
+        from localdistill.train import unsloth_backend as backend
+    else:
+        from localdistill.train import peft_backend as backend
+    model, tokenizer = backend.load(base, config)
+    examples, too_long = data.tokenize(rows, tokenizer, config.max_length)
+    if not examples:
+        raise ValueError(f"{data_set}: no example fits in max_length={config.max_length} tokens")
+    from localdistill.cache import file_digest
+
+    fingerprint = "|".join([config.digest(), data.digest(examples), file_digest(base)])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+        tokenizer.eos_token_id
+    total = len(loop.micro_batches(examples, config)) // config.grad_accumulation
+    result = loop.run(model, examples, config, out, pad, fingerprint,
+                      bar(progress, "train", total))
+    adapter = out / "adapter"
+    _save_adapter(model, adapter, base)
+    gguf_adapter = None
+    if base.is_file():
+        from localdistill.train.gguf_lora import export_gguf_lora
+
+        gguf_adapter = export_gguf_lora(adapter, base, out / "adapter.gguf")
+    plot_loss(out)
+    report.counts = {
+        "backend": backend_name, "examples": len(examples),
+        "left out (longer than max_length)": too_long, "optimiser steps": result.steps,
+        "resumed from step": result.resumed_from,
+        "first loss": f"{result.first_loss:.4f}" if result.first_loss is not None else "-",
+        "last loss": f"{result.last_loss:.4f}" if result.last_loss is not None else "-",
+        "tokens/s": f"{result.tokens / result.seconds:,.0f}" if result.seconds else "-",
+        "peak memory (GiB)": f"{peak_memory_gib():.2f}",
+        "adapter": str(adapter), "GGUF adapter": str(gguf_adapter or "-")}
+    report.finish()
+    summary = {"student": spec.name, "base": str(base), "config": asdict(config),
+               "data_set": str(data_set), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "report": report.as_dict()}
+    write_atomic(out / "train.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return TrainResult(out, adapter, gguf_adapter, report)
+
+
+def _save_adapter(model, target: Path, base: Path) -> None:
+    """The PEFT adapter, replaced whole; its config names the local base, never a hub id."""
+    staging = target.with_name(f".{target.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging), save_embedding_layers=False)
+    config_file = staging / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = str(base)
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def peak_memory_gib() -> float:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**30
+    except ImportError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def plot_loss(out: Path) -> Path | None:
+    """OUT/loss.png from OUT/train_log.jsonl."""
+    log = out / loop.LOG
+    if not log.exists():
+        return None
+    points = [json.loads(line) for line in log.read_text().splitlines() if line]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 3.5), dpi=100)
+    axes.plot([p["step"] for p in points], [p["loss"] for p in points])
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("loss (completion tokens)")
+    axes.set_title(out.name)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    target = out / "loss.png"
+    figure.savefig(target)
+    pyplot.close(figure)
+    return target
+
+
+__all__ = ["TrainConfig", "TrainResult", "choose_backend", "plot_loss", "train"]

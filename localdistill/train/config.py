@@ -1,0 +1,71 @@
+"""Training settings: one typed record, every field with its help and a check."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+# The attention and MLP projections of LLaMA-style models (Qwen2, SmolLM2, Mistral...). Never the
+# embeddings or lm_head: vLLM and llama.cpp refuse adapters that touch them.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FORBIDDEN_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed", "output")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rank: int = field(default=16, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=32.0, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
+    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    target_modules: tuple[str, ...] = field(default=PROJECTIONS, metadata={
+        "help": "module names LoRA adapts (attention and MLP projections)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate (AdamW)"})
+    epochs: int = field(default=2, metadata={"help": "passes over the data set"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "stop after this many optimiser steps (overrides epochs)"})
+    batch_size: int = field(default=1, metadata={"help": "examples per forward pass"})
+    grad_accumulation: int = field(default=8, metadata={
+        "help": "forward passes per optimiser step (effective batch = batch_size x this)"})
+    max_length: int = field(default=1024, metadata={
+        "help": "tokens of prompt + completion; longer examples are left out, not cut"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps warming up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    seed: int = field(default=0, metadata={"help": "data order and LoRA initialisation"})
+    save_every: int = field(default=25, metadata={
+        "help": "optimiser steps between checkpoints (resume from the last one)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "trade compute for memory (useful on a GPU with long examples)"})
+    backend: str = field(default="auto", metadata={
+        "help": "auto (Unsloth on a CUDA GPU when installed, else PEFT), peft or unsloth"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        checks = [
+            (self.rank >= 1, "rank must be at least 1"),
+            (self.alpha > 0, "alpha must be positive"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
+            (self.batch_size >= 1 and self.grad_accumulation >= 1,
+             "batch_size and grad_accumulation must be at least 1"),
+            (self.max_length >= 16, "max_length must be at least 16"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.save_every >= 1, "save_every must be at least 1"),
+            (self.backend in ("auto", "peft", "unsloth"), "backend: auto, peft or unsloth"),
+            (bool(self.target_modules), "target_modules: at least one module"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"training settings: {message}")
+        bad = [m for m in self.target_modules if any(f in m for f in FORBIDDEN_TARGETS)]
+        if bad:
+            raise ValueError(f"training settings: target_modules: {bad[0]!r} is an embedding or "
+                             "output layer; vLLM and llama.cpp cannot load such adapters")
+
+    def digest(self) -> str:
+        """What a checkpoint must match to be resumed (everything but how often to save)."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "save_every"}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

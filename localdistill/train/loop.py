@@ -1,0 +1,172 @@
+"""The training loop, shared by the PEFT and Unsloth backends: AdamW on the LoRA weights, warmup
+then linear decay, gradient accumulation and clipping, the loss on completion tokens only.
+
+Every optimiser step's loss goes to `train_log.jsonl`; every `save_every` steps the adapter, the
+optimiser, the schedule and the random state are checkpointed (atomically, to `checkpoint/`), so an
+interrupted run resumes from its last checkpoint and continues exactly as it would have. A
+checkpoint made with other settings or other data is refused, never silently mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from localdistill.progress import Bar
+from localdistill.train.config import TrainConfig
+from localdistill.train.data import Example
+
+CHECKPOINT = "checkpoint"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    resumed_from: int  # 0: a fresh start
+    first_loss: float | None
+    last_loss: float | None
+    tokens: int  # tokens through the model this call (prompt + completion)
+    seconds: float
+
+
+def micro_batches(examples: Sequence[Example], config: TrainConfig) -> list[list[int]]:
+    """The whole run's forward passes, as example indices: a seeded shuffle per epoch."""
+    per_step = config.batch_size * config.grad_accumulation
+    steps_per_epoch = math.ceil(len(examples) / per_step)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < total_steps * config.grad_accumulation:
+        order = list(range(len(examples)))
+        random.Random(config.seed + epoch).shuffle(order)
+        batches += [order[i:i + config.batch_size] for i in range(0, len(order),
+                                                                  config.batch_size)]
+        epoch += 1
+    return batches[:total_steps * config.grad_accumulation]
+
+
+def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_id: int,
+        fingerprint: str, bar: Bar | None = None) -> LoopResult:
+    """Train `model` (its trainable parameters: the LoRA weights) on `examples`."""
+    import torch
+
+    bar = bar or Bar()
+    device = next(model.parameters()).device
+    batches = micro_batches(examples, config)
+    total_steps = len(batches) // config.grad_accumulation
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    warmup = max(1, round(total_steps * config.warmup_ratio))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    start = _resume(model, optimizer, schedule, out, fingerprint)
+    if start:
+        bar.advance(start)
+    if start == 0:
+        (out / LOG).unlink(missing_ok=True)
+    model.train()
+    first = last = None
+    tokens, started = 0, time.monotonic()
+    for step in range(start, total_steps):
+        step_batches = batches[step * config.grad_accumulation:(step + 1) *
+                               config.grad_accumulation]
+        targets = sum(examples[i].completion_tokens for b in step_batches for i in b)
+        loss_sum = 0.0
+        for indices in step_batches:
+            ids, labels, mask = _pad([examples[i] for i in indices], pad_id, device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                ignore_index=-100, reduction="sum") / targets
+            loss.backward()
+            loss_sum += loss.item()
+            tokens += int(mask.sum())
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        first = loss_sum if first is None else first
+        last = loss_sum
+        elapsed = time.monotonic() - started
+        _log(out, {"step": step + 1, "loss": round(loss_sum, 5),
+                   "lr": schedule.get_last_lr()[0], "tokens": tokens,
+                   "seconds": round(elapsed, 2)})
+        bar.advance(status=f"loss {loss_sum:.3f}  {tokens / max(elapsed, 1e-9):,.0f} tok/s")
+        if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
+            _save(model, optimizer, schedule, out, step + 1, fingerprint)
+    model.eval()
+    return LoopResult(total_steps, start, first, last, tokens, time.monotonic() - started)
+
+
+def _pad(batch: Sequence[Example], pad_id: int, device):
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, example.prompt_tokens:n] = ids[row, example.prompt_tokens:n]
+        mask[row, :n] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out / LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save(model, optimizer, schedule, out: Path, step: int, fingerprint: str) -> None:
+    import torch
+    from peft import get_peft_model_state_dict
+
+    staging = out / f".{CHECKPOINT}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    torch.save({"adapter": get_peft_model_state_dict(model, save_embedding_layers=False),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "step": step, "fingerprint": fingerprint,
+                "rng": torch.get_rng_state()}, staging / "state.pt")
+    (staging / "step").write_text(f"{step}\n")
+    target, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(model, optimizer, schedule, out: Path, fingerprint: str) -> int:
+    import torch
+    from peft import set_peft_model_state_dict
+
+    state_file = out / CHECKPOINT / "state.pt"
+    old = out / f".{CHECKPOINT}.old" / "state.pt"
+    if not state_file.exists() and old.exists():  # killed between the two renames
+        state_file = old
+    if not state_file.exists():
+        return 0
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(f"{out} holds a checkpoint of another training (other settings, data "
+                         "or base model); use another --out, or --restart to start over")
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    log = out / LOG
+    if log.exists():  # steps logged after the checkpoint are redone: drop them
+        kept = [line for line in log.read_text().splitlines()
+                if line and json.loads(line)["step"] <= state["step"]]
+        log.write_text("".join(f"{line}\n" for line in kept))
+    return int(state["step"])

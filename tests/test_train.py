@@ -1,0 +1,173 @@
+"""LoRA training for real on the tiny model on the CPU: prompts rendered as at inference, the loss
+on the completion only, the loss falls, an interrupted run resumes to the same adapter."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localdistill.models import get_model, weights_path
+from localdistill.models.config import ModelsFileError
+from localdistill.train import TrainConfig, data, loop, train
+
+SCRIPT = Path(sys.executable).parent / "localdistill"
+SYSTEM = {"role": "system", "content": "You are an expert Python programmer."}
+ROWS = [
+    {"messages": [SYSTEM, {"role": "user", "content": f"Write f{i}, returning {i}."},
+                  {"role": "assistant", "content": f"```python\ndef f{i}():\n    return {i}\n```"}]}
+    for i in range(6)
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    path = weights_path(get_model("tiny"))
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture
+def rows_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def test_the_prompt_is_the_text_llama_cpp_sends_at_inference(tokenizer):
+    """The training prompt, rendered by transformers, equals what llama-cpp-python renders from
+    the same GGUF's chat template for the same messages."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    path = weights_path(get_model("tiny"))
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    formatter = Jinja2ChatFormatter(template, eos_token=tokenizer.eos_token or "",
+                                    bos_token=tokenizer.bos_token or "")
+    for row in ROWS[:2]:
+        prompt, target = data.render(row, tokenizer)
+        assert prompt == formatter(messages=row["messages"][:-1]).prompt
+        assert target.startswith(row["messages"][-1]["content"])
+        assert target.endswith(tokenizer.eos_token)  # the student learns to stop
+    llm.close()
+
+
+def test_the_loss_covers_the_completion_only(tokenizer):
+    examples, too_long = data.tokenize(ROWS, tokenizer, max_length=1024)
+    assert len(examples) == len(ROWS) and too_long == 0
+    ids, labels, mask = loop._pad(examples[:2], pad_id=0, device="cpu")
+    for row, example in enumerate(examples[:2]):
+        n = len(example.input_ids)
+        assert (labels[row, :example.prompt_tokens] == -100).all()
+        assert labels[row, example.prompt_tokens:n].tolist() == list(
+            example.input_ids[example.prompt_tokens:])
+        assert (labels[row, n:] == -100).all() and mask[row, n:].sum() == 0
+    answer = tokenizer.decode(examples[0].input_ids[examples[0].prompt_tokens:])
+    assert answer.startswith("```python\ndef f0():")
+    _, too_long = data.tokenize(ROWS, tokenizer, max_length=20)
+    assert too_long == len(ROWS)  # left out, never cut
+
+
+def test_rows_with_prompt_and_completion_only(tokenizer):
+    prompt, target = data.render({"prompt": "Say hi.", "completion": "hi"}, tokenizer)
+    assert "Say hi." in prompt and target.startswith("hi")
+
+
+def test_training_lowers_the_loss_and_writes_every_output(tmp_path, rows_file):
+    config = TrainConfig(max_steps=8, grad_accumulation=2, learning_rate=2e-3, rank=8,
+                         save_every=4)
+    result = train(rows_file, "tiny", tmp_path / "out", config)
+    log = [json.loads(line) for line in (tmp_path / "out" / loop.LOG).open()]
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"], log
+    adapter_config = json.loads((result.adapter / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(weights_path(get_model("tiny")))
+    assert not adapter_config.get("modules_to_save")
+    assert sorted(adapter_config["target_modules"]) == sorted(config.target_modules)
+    assert (tmp_path / "out" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert summary["report"]["counts"]["optimiser steps"] == 8
+
+
+KILLABLE = """
+import sys
+from localdistill.train import TrainConfig, train
+train(sys.argv[1], "tiny", sys.argv[2], TrainConfig(max_steps=6, grad_accumulation=1,
+      learning_rate=2e-3, rank=8, save_every=2))
+"""
+
+
+def test_an_interrupted_training_resumes_to_the_same_adapter(tmp_path, rows_file):
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-c", KILLABLE, str(rows_file), str(whole)], check=True,
+                   timeout=600, capture_output=True)
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(rows_file), str(cut)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (cut / loop.CHECKPOINT / "step").exists() and \
+                (cut / loop.CHECKPOINT / "step").read_text().strip() in ("2", "4"):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_at = int((cut / loop.CHECKPOINT / "step").read_text())
+    subprocess.run([sys.executable, "-c", KILLABLE, str(rows_file), str(cut)], check=True,
+                   timeout=600, capture_output=True)
+    log = [json.loads(line) for line in (cut / loop.LOG).open()]
+    assert [r["step"] for r in log] == list(range(1, 7))  # each step once
+    assert resumed_at in (2, 4)
+    first = load_file(whole / "adapter" / "adapter_model.safetensors")
+    second = load_file(cut / "adapter" / "adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    for name in first:
+        assert (first[name] - second[name]).abs().max() < 1e-5, name
+    reference = [json.loads(line)["loss"] for line in (whole / loop.LOG).open()]
+    assert [r["loss"] for r in log] == pytest.approx(reference, rel=1e-4)
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path, rows_file):
+    train(rows_file, "tiny", tmp_path / "out", TrainConfig(max_steps=1, rank=4))
+    with pytest.raises(ValueError, match="checkpoint of another training"):
+        train(rows_file, "tiny", tmp_path / "out", TrainConfig(max_steps=2, rank=8))
+
+
+def test_adapters_that_backends_reject_are_refused_up_front():
+    with pytest.raises(ValueError, match="embedding or output layer"):
+        TrainConfig(target_modules=("q_proj", "lm_head"))
+    with pytest.raises(ValueError, match="rank must be at least 1"):
+        TrainConfig(rank=0)
+
+
+def test_a_trained_student_is_named_base_plus_output(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelsFileError, match="holds no GGUF adapter"):
+        get_model(f"tiny+{tmp_path}")
+    (tmp_path / "adapter.gguf").write_bytes(b"GGUF")
+    spec = get_model(f"tiny+{tmp_path}")
+    assert spec.adapter == str(tmp_path / "adapter.gguf") and spec.backend == "llama.cpp"
+    hf = get_model(f"demo-student-hf+{tmp_path}")
+    assert hf.adapter == str(tmp_path / "adapter")
+
+
+def test_the_train_command(tmp_path, rows_file):
+    result = subprocess.run([str(SCRIPT), "train", str(rows_file), "--student", "tiny", "-o",
+                             str(tmp_path / "out"), "--max-steps", "2", "--rank", "4"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "optimiser steps" in result.stdout and f"tiny+{tmp_path / 'out'}" in result.stdout
+    missing = subprocess.run([str(SCRIPT), "train", str(tmp_path / "none.jsonl"), "--student",
+                              "tiny", "-o", str(tmp_path / "o2")], capture_output=True, text=True)
+    assert missing.returncode == 2
