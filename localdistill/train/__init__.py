@@ -81,11 +81,15 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
                       bar(progress, "train", total))
     adapter = out / "adapter"
     _save_adapter(model, adapter, base)
-    gguf_adapter = None
+    gguf_adapter, gguf_note = None, "-"
     if base.is_file():
-        from localdistill.train.gguf_lora import export_gguf_lora
+        from localdistill.train.gguf_lora import AdapterError, export_gguf_lora
 
-        gguf_adapter = export_gguf_lora(adapter, base, out / "adapter.gguf")
+        try:
+            gguf_adapter = export_gguf_lora(adapter, base, out / "adapter.gguf")
+            gguf_note = str(gguf_adapter)
+        except AdapterError as e:  # the PEFT adapter stands; say why llama.cpp gets none
+            gguf_note = f"not made: {e}"
     plot_loss(out)
     report.counts = {
         "backend": backend_name, "examples": len(examples),
@@ -95,7 +99,7 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
         "last loss": f"{result.last_loss:.4f}" if result.last_loss is not None else "-",
         "tokens/s": f"{result.tokens / result.seconds:,.0f}" if result.seconds else "-",
         "peak memory (GiB)": f"{peak_memory_gib():.2f}",
-        "adapter": str(adapter), "GGUF adapter": str(gguf_adapter or "-")}
+        "adapter": str(adapter), "GGUF adapter": gguf_note}
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
                "data_set": str(data_set), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
