@@ -1,0 +1,71 @@
+"""`localdistill eval`: pass@k, single-step and with self-rectification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from localdistill.cli.base import cli
+from localdistill.cli.pipeline import limit_option, run_option, sandbox_options, tasks_argument
+
+
+def _ks(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in value.split(",") if k.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected numbers like 1,5,10") from None
+    if not ks or min(ks) < 1:
+        raise click.BadParameter(f"{value!r}: every k must be 1 or more")
+    return ks
+
+
+@cli.command("eval")
+@tasks_argument
+@click.option("--model", "model_name", required=True,
+              help="A name in models.toml (NAME+DIR: with the adapter `train` wrote to DIR).")
+@click.option("--adapter", type=click.Path(exists=True, path_type=Path), default=None,
+              help="A `localdistill train` output (or an adapter) to put on the model.")
+@run_option
+@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Answers per task.")
+@click.option("--temperature", type=click.FloatRange(0), default=None,
+              help="Default: models.toml (0 is greedy).")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Self-rectification steps: a sample failing the tests it may see repairs "
+                   "its code from their feedback, up to this many times.")
+@click.option("-k", "ks", default="1", show_default=True, callback=lambda c, p, v: _ks(v),
+              help="Comma-separated k of pass@k (those above --samples are left out).")
+@limit_option
+@sandbox_options
+def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path, samples: int,
+                 temperature: float | None, max_tokens: int | None, seed: int, steps: int,
+                 ks: tuple[int, ...], limit: int | None, workers: int | None,
+                 timeout: float) -> None:
+    """pass@k of a model on TASKS (humaneval, mbpp[:split][=PATH], a task file...)."""
+    from rich.console import Console
+
+    from localdistill.evaluate import EvalConfig, evaluate
+    from localdistill.execute import Limits
+    from localdistill.models import get_model
+    from localdistill.models.config import with_trained_adapter
+    from localdistill.progress import Progress
+    from localdistill.rundir import RunDir
+    from localdistill.tasks import load_tasks
+
+    model = get_model(model_name)
+    if adapter is not None:
+        if model.adapter:
+            raise click.BadParameter(f"{model_name} already has an adapter",
+                                     param_hint="--adapter")
+        model = with_trained_adapter(model, adapter, f"{model_name}+{adapter}")
+    tasks = load_tasks(spec)[:limit]
+    config = EvalConfig(samples=samples, temperature=temperature, max_tokens=max_tokens,
+                        seed=seed, steps=steps, ks=ks)
+    with RunDir(run_dir) as run, Progress(Console(stderr=True)) as progress:
+        summary = evaluate(tasks, model, run, config, Limits(test_timeout=timeout), workers,
+                           progress, benchmark=spec)
+    Console(highlight=False).print(summary["report"].table())
+    click.echo(f"samples in {run_dir / 'samples.jsonl'}, summary in {run_dir / 'summary.json'}")

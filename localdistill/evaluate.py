@@ -1,0 +1,187 @@
+"""Evaluation: pass@k of a model (optionally with an adapter) on a task set, in one step or with
+multi-step self-rectification.
+
+Step 0: every task gets `samples` answers to the same prompt the student sees in training
+(prompts/attempt.jinja). Each answer is judged twice: on the task's hidden tests (the verdict that
+pass@k counts) and on its seen tests (what the model may know: HumanEval's docstring examples,
+MBPP's first test). Step s > 0: a sample whose code fails its seen tests gets
+prompts/self_repair.jinja, holding its own code and the feedback of the *seen* tests only, and
+answers again; a sample that passes them (or whose task has no seen tests) keeps its code. pass@k is
+reported after every step, always on the hidden tests. Nothing of the hidden tests ever reaches a
+prompt: the repair prompt is built from the seen-test verdict alone (tests/test_evaluate.py checks
+every request sent).
+
+RUN/samples.jsonl has one row per sample and step (the code, the hidden verdict and its feedback,
+the seen verdict, whether the step changed the code); RUN/summary.json has pass@k per step and
+per-task counts. Answers and verdicts go through the run's cache, so a killed evaluation resumes
+without asking the model again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from localdistill import manifest
+from localdistill.attempt import attempt_messages, check_tasks_have_tests
+from localdistill.backends import request_for
+from localdistill.cache import generate, judge
+from localdistill.execute import Limits, program_for
+from localdistill.extract import extract_completion
+from localdistill.models import ModelSpec, get_model
+from localdistill.passk import mean_pass_at_k
+from localdistill.progress import Progress, StageReport, bar
+from localdistill.prompts import render
+from localdistill.refine import shown_code
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int = 1  # answers per task (n of pass@k)
+    temperature: float | None = None  # None: models.toml's; 0 is greedy
+    max_tokens: int | None = None
+    seed: int = 0
+    steps: int = 0  # self-rectification steps after the first answer (0: single-step)
+    ks: tuple[int, ...] = (1,)  # the k of pass@k (those above `samples` are left out)
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.steps < 0 or any(k < 1 for k in self.ks):
+            raise ValueError("eval settings: samples >= 1, steps >= 0 and every k >= 1")
+
+
+@dataclass
+class _Sample:
+    task: Task
+    index: int
+    step: int  # the step that wrote the current code
+    answer: str
+    completion: str
+    hidden: dict  # verdict on the hidden tests
+    seen: dict | None  # verdict on the seen tests; None when the task has none
+
+    @property
+    def key(self) -> str:
+        return f"{self.task.task_id}#{self.index}"
+
+    def needs_repair(self) -> bool:
+        return self.seen is not None and not self.seen["passed"]
+
+
+def sample_key(task_id: str, sample: int, step: int) -> str:
+    return f"{task_id}#{sample}@{step}"
+
+
+def repair_messages(task: Task, completion: str, seen_feedback: str) -> list[dict[str, str]]:
+    """The self-rectification prompt: the task, the model's own code, the seen tests' feedback."""
+    return render("self_repair", prompt=task.prompt, description=task.description,
+                  attempt=shown_code(task, completion), feedback=seen_feedback)
+
+
+def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
+             config: EvalConfig = EvalConfig(), limits: Limits = Limits(),
+             workers: int | None = None, progress: Progress | None = None,
+             benchmark: str = "") -> dict:
+    """Evaluate `model` on `tasks` into `run`; returns the summary (also RUN/summary.json)."""
+    spec = get_model(model) if isinstance(model, str) else model
+    check_tasks_have_tests(tasks)
+    report = StageReport("eval")
+    started = time.monotonic()
+    tokens = 0
+    samples: list[_Sample] = []
+    rows: list[dict] = []
+    for step in range(config.steps + 1):
+        if step == 0:
+            todo = [(task, i, attempt_messages(task)) for task in tasks
+                    for i in range(config.samples)]
+        else:
+            todo = [(s.task, s.index, repair_messages(s.task, s.completion, s.seen["feedback"]))
+                    for s in samples if s.needs_repair()]
+        label = "answer" if step == 0 else f"repair step {step}"
+        requests = [request_for(spec, messages=messages, temperature=config.temperature,
+                                max_tokens=config.max_tokens, seed=config.seed + i,
+                                key=sample_key(task.task_id, i, step))
+                    for task, i, messages in todo]
+        answers = generate(run, spec, requests, "eval", bar(progress, label, len(requests)))
+        tokens += sum(a.completion_tokens for a in answers.values())
+        report.new_requests += sum(not a.cached for a in answers.values())
+        fresh = [_judged_later(task, i, step, answers[sample_key(task.task_id, i, step)].text)
+                 for task, i, _ in todo]
+        _judge(fresh, run, limits, workers, progress, label)
+        if step == 0:
+            samples = fresh
+        else:
+            replaced = {s.key: s for s in fresh}
+            samples = [replaced.get(s.key, s) for s in samples]
+        rows += [_row(s, step) for s in samples]
+    run.write("samples", rows)
+    report.student_tokens = tokens
+    summary = _summary(tasks, spec, config, rows, benchmark)
+    report.counts = {"tasks": len(tasks), "samples": len(tasks) * config.samples,
+                     **{f"{name} {step_name}": f"{value:.1%}"
+                        for step_name, values in summary["pass_at_k"].items()
+                        for name, value in values.items()}}
+    report.finish()
+    summary["tokens"] = tokens
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    history = manifest.record(run, report=report, model=manifest.model_entry(spec),
+                              tasks=manifest.tasks_entry(benchmark, tasks), eval=summary_config(
+                                  config))["history"]
+    # Wall time over every invocation that worked on this evaluation (a resumed one included).
+    summary["wall_seconds"] = round(sum(h["seconds"] for h in history if h["stage"] == "eval"), 2)
+    run.write_json("summary", summary)
+    summary["report"] = report
+    return summary
+
+
+def summary_config(config: EvalConfig) -> dict:
+    return {"samples": config.samples, "temperature": config.temperature,
+            "max_tokens": config.max_tokens, "seed": config.seed, "steps": config.steps,
+            "ks": list(config.ks)}
+
+
+def _judged_later(task: Task, index: int, step: int, answer: str) -> _Sample:
+    return _Sample(task, index, step, answer, extract_completion(answer, task), {}, None)
+
+
+def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | None,
+           progress: Progress | None, label: str) -> None:
+    """Each new sample's verdicts, hidden and seen tests in one sandbox batch."""
+    programs = []
+    for s in fresh:
+        programs.append(program_for(s.task, s.completion, key=f"{s.key}/hidden"))
+        if s.task.seen_tests:
+            programs.append(program_for(s.task, s.completion, key=f"{s.key}/seen",
+                                        seen_only=True))
+    verdicts = judge(run, programs, limits, workers,
+                     bar(progress, f"{label}: tests", len(programs)))
+    for s in fresh:
+        s.hidden = verdicts[f"{s.key}/hidden"]
+        s.seen = verdicts.get(f"{s.key}/seen")
+
+
+def _row(s: _Sample, step: int) -> dict:
+    return {"task_id": s.task.task_id, "sample": s.index, "step": step,
+            "changed": s.step == step, "answer": s.answer, "completion": s.completion,
+            "passed": s.hidden["passed"], "status": s.hidden["status"],
+            "feedback": s.hidden["feedback"],
+            "seen_passed": None if s.seen is None else s.seen["passed"],
+            "seen_feedback": None if s.seen is None else s.seen["feedback"]}
+
+
+def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: list[dict],
+             benchmark: str) -> dict:
+    correct = {(r["step"], r["task_id"]): 0 for r in rows}
+    for r in rows:
+        correct[(r["step"], r["task_id"])] += r["passed"]
+    ks = sorted(k for k in set(config.ks) if k <= config.samples)
+    pass_at_k, per_task = {}, {}
+    for step in range(config.steps + 1):
+        counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
+        pass_at_k[f"step {step}"] = {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks}
+        per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
+    return {"model": spec.name, "adapter": spec.adapter, "benchmark": benchmark,
+            "tasks": len(tasks), "tasks_with_seen_tests": sum(bool(t.seen_tests) for t in tasks),
+            **summary_config(config), "pass_at_k": pass_at_k, "correct_per_task": per_task}

@@ -1,0 +1,153 @@
+"""`localdistill eval` for real on the tiny model: pass@k per self-rectification step, no hidden
+test ever reaches a prompt, and a killed evaluation resumes without asking the model again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localdistill.evaluate import EvalConfig, _summary
+from localdistill.models import get_model
+from localdistill.tasks import Task, save_jsonl
+
+SCRIPT = Path(sys.executable).parent / "localdistill"
+# Numbers that appear only in hidden tests: none of them may be in anything sent to the model.
+HIDDEN_MARKS = ("31337", "424242", "987654", "123987", "55555")
+TASKS = [
+    Task("own/add_seven", 'def add_seven(x):\n    """Return x plus seven."""\n', "add_seven",
+         tests=("assert add_seven(1) == 8", "assert add_seven(31337) == 31344",
+                "assert add_seven(-424242) == -424235"),
+         seen_tests=("assert add_seven(1) == 8",)),
+    # The tiny model cannot guess this one, so it fails its seen test and is asked to repair.
+    Task("own/mystery", 'def mystery(x):\n    """Return the secret transformation of x."""\n',
+         "mystery", tests=("assert mystery(2) == 11", "assert mystery(987654) == 123987"),
+         seen_tests=("assert mystery(2) == 11",)),
+    # No seen tests: nothing to repair from, the sample keeps its code.
+    Task("own/blank", 'def halve(x):\n    """Return x divided by two."""\n', "halve",
+         tests=("assert halve(55555 * 2) == 55555",)),
+]
+
+
+def _eval(tasks: Path, run: Path, *extra: str) -> list[str]:
+    return [str(SCRIPT), "eval", str(tasks), "--model", "tiny", "--run", str(run),
+            "--temperature", "0", "--max-tokens", "64", "--steps", "2", *extra]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    tasks = tmp / "tasks.jsonl"
+    save_jsonl(TASKS, tasks)
+    run = tmp / "run"
+    result = subprocess.run(_eval(tasks, run), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tasks, run, result.stdout
+
+
+def test_no_hidden_test_reaches_any_prompt(finished):
+    _, run, _ = finished
+    requests = _jsonl(run / "cache" / "requests.jsonl")
+    sent = json.dumps([r["request"] for r in requests])
+    for mark in HIDDEN_MARKS:
+        assert mark not in sent, f"a hidden test ({mark}) leaked into a prompt"
+    rows = {(r["task_id"], r["step"]): r for r in _jsonl(run / "samples.jsonl")}
+    repairs = [r for r in requests if "Your previous answer was" in
+               r["request"]["messages"][-1]["content"]]
+    assert repairs, "no sample was repaired: the test proves nothing"
+    for request in repairs:  # the feedback shown is the seen tests' verdict, word for word
+        prompt = request["request"]["messages"][-1]["content"]
+        task_id = "own/mystery" if "mystery" in prompt else "own/add_seven"
+        assert any(row["seen_feedback"] and row["seen_feedback"] in prompt
+                   for (tid, _), row in rows.items() if tid == task_id)
+
+
+def test_rows_and_summary_per_step(finished):
+    _, run, stdout = finished
+    rows = _jsonl(run / "samples.jsonl")
+    assert sorted({(r["task_id"], r["step"]) for r in rows}) == sorted(
+        (t.task_id, s) for t in TASKS for s in range(3))
+    by = {(r["task_id"], r["step"]): r for r in rows}
+    assert by[("own/blank", 0)]["seen_passed"] is None
+    assert not by[("own/blank", 1)]["changed"] and not by[("own/blank", 2)]["changed"]
+    for task in ("own/add_seven", "own/mystery"):
+        for step in (1, 2):
+            before, now = by[(task, step - 1)], by[(task, step)]
+            assert now["changed"] == (not before["seen_passed"])  # only seen failures repair
+            if not now["changed"]:
+                assert now["completion"] == before["completion"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "tiny" and summary["steps"] == 2 and summary["tasks"] == 3
+    for step in range(3):
+        passed = sum(by[(t.task_id, step)]["passed"] for t in TASKS)
+        assert summary["pass_at_k"][f"step {step}"]["pass@1"] == pytest.approx(passed / 3)
+    assert "pass@1 step 2" in stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "tiny" and manifest["eval"]["steps"] == 2
+
+
+def test_pass_at_k_from_rows():
+    """The unbiased estimator per step, over samples of each task (numbers worked by hand)."""
+    tasks = [Task(f"t{i}", "def f():\n", "f", tests=("assert f()",)) for i in range(2)]
+    rows = [{"task_id": "t0", "step": 0, "passed": p} for p in (True, False, False, False)]
+    rows += [{"task_id": "t1", "step": 0, "passed": p} for p in (True, True, False, False)]
+    summary = _summary(tasks, get_model("tiny"), EvalConfig(samples=4, ks=(1, 2, 10)), rows,
+                       "x")
+    # t0: pass@1 1/4, pass@2 1 - C(3,2)/C(4,2) = 1/2; t1: 2/4 and 1 - C(2,2)/C(4,2) = 5/6.
+    assert summary["pass_at_k"]["step 0"]["pass@1"] == pytest.approx((0.25 + 0.5) / 2)
+    assert summary["pass_at_k"]["step 0"]["pass@2"] == pytest.approx((0.5 + 5 / 6) / 2)
+    assert "pass@10" not in summary["pass_at_k"]["step 0"]  # k above n is left out
+    assert summary["correct_per_task"]["step 0"] == {"t0": 1, "t1": 2}
+
+
+def test_a_killed_evaluation_resumes_without_asking_again(finished, tmp_path):
+    tasks, reference, _ = finished
+    run = tmp_path / "run"
+    answers = run / "cache" / "requests.jsonl"
+    process = subprocess.Popen(_eval(tasks, run), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if answers.exists() and answers.read_bytes().count(b"\n") >= len(TASKS) + 1:
+            break  # the first answers are in and a repair is under way
+        time.sleep(0.05)
+    assert process.poll() is None, "the evaluation ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    answered = {r["key"] for r in _jsonl(answers)}
+    assert not (run / "samples.jsonl").exists()
+    again = subprocess.run(_eval(tasks, run), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    keys = [r["key"] for r in _jsonl(answers)]
+    assert len(keys) == len(set(keys)) and answered <= set(keys)
+    sent = [s["key"] for s in _jsonl(run / "cache" / "sent.jsonl")]
+    assert all(sent.count(k) == 1 for k in answered)  # nothing answered was asked again
+
+    def without_runtimes(path):
+        return [{k: v for k, v in r.items() if k != "runtime"} for r in _jsonl(path)]
+
+    assert without_runtimes(run / "samples.jsonl") == \
+        without_runtimes(reference / "samples.jsonl")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-k", "0"], "every k must be 1 or more"),
+    (["-k", "one"], "expected numbers like 1,5,10"),
+    (["--adapter", "/nonexistent/adapter"], "does not exist"),
+    (["--model", "nobody"], "no model named 'nobody'"),
+])
+def test_bad_input_is_one_line_and_exit_2(finished, tmp_path, args, message):
+    tasks, _, _ = finished
+    result = subprocess.run(_eval(tasks, tmp_path / "run", *args), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
