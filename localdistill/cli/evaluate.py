@@ -1,4 +1,4 @@
-"""`localdistill eval`: pass@k, single-step and with self-rectification."""
+"""`localdistill eval` (pass@k, single-step and self-rectifying) and `report` (runs compared)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,25 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path
                            progress, benchmark=spec)
     Console(highlight=False).print(summary["report"].table())
     click.echo(f"samples in {run_dir / 'samples.jsonl'}, summary in {run_dir / 'summary.json'}")
+
+
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("report"), show_default=True,
+              help="Where report.json and the plots go.")
+def report_command(runs: tuple[Path, ...], out: Path) -> None:
+    """Evaluation runs side by side: a table, report.json and PNG plots (pass@1 by method and
+    step, pass@1 against training-set size)."""
+    from rich.console import Console
+
+    from localdistill.report import report, table
+
+    entries, plots = report(list(runs), out)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a log or a pipe: keep the table's rows whole
+        console.width = 200
+    console.print(table(entries))
+    for path in plots:
+        click.echo(f"plot: {path}")

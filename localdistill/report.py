@@ -1,0 +1,286 @@
+"""`report`: evaluation runs side by side, as a table and as plots.
+
+Each evaluation run (`localdistill eval --run DIR`) holds summary.json. From the adapter it names,
+the report finds the training run (OUT/train.json: the data set and its size, the training time)
+and from the data set the collect run that built it (its manifest: the teacher tokens spent).
+Every figure carries its provenance: nothing is entered by hand.
+
+pass@1 comes with a 95% confidence interval over tasks (normal approximation of the mean of the
+per-task pass@1 values); two methods whose intervals overlap are not told apart by this run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass
+class Entry:
+    """One evaluation run, with what the report knows about how its model came to be."""
+
+    run: Path
+    label: str
+    model: str
+    benchmark: str
+    tasks: int
+    samples: int
+    pass_at_k: dict[str, dict[str, float]]  # "step s" -> {"pass@k": value}
+    pass1_interval: list[float]  # 95% half-width of pass@1 per step
+    eval_seconds: float
+    method: str = "base"  # the data set's name (persd, standd...) or "base"
+    data_set: str | None = None
+    examples: int | None = None  # training-set size
+    train_seconds: float | None = None
+    teacher_tokens: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.pass_at_k) - 1
+
+
+def load_entry(run: Path) -> Entry:
+    summary_file = run / "summary.json"
+    try:
+        summary = json.loads(summary_file.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{run}: not an evaluation run (no summary.json); make one with "
+                          "`localdistill eval --run DIR`") from None
+    except ValueError as e:
+        raise ReportError(f"{summary_file}: not valid JSON ({e})") from None
+    try:
+        entry = Entry(run=run, label=run.name, model=summary["model"],
+                      benchmark=summary["benchmark"], tasks=summary["tasks"],
+                      samples=summary["samples"], pass_at_k=summary["pass_at_k"],
+                      pass1_interval=[_half_width(summary["correct_per_task"][step],
+                                                  summary["samples"])
+                                      for step in summary["pass_at_k"]],
+                      eval_seconds=summary.get("wall_seconds", summary.get("seconds", 0.0)))
+    except (KeyError, TypeError) as e:
+        raise ReportError(f"{summary_file}: missing or wrong field {e}") from None
+    if summary.get("adapter"):
+        _add_training(entry, Path(summary["adapter"]))
+    return entry
+
+
+def _half_width(correct: dict[str, int], samples: int) -> float:
+    """95% half-width of the mean per-task pass@1 (normal approximation)."""
+    values = [c / samples for c in correct.values()]
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return 1.96 * math.sqrt(variance / len(values))
+
+
+def _add_training(entry: Entry, adapter: Path) -> None:
+    """Data set, its size, training time and teacher cost, from the training output."""
+    out = adapter.parent if adapter.name in ("adapter", "adapter.gguf") else adapter
+    entry.method = "adapter"
+    train_file = out / "train.json"
+    if not train_file.is_file():
+        return
+    trained = json.loads(train_file.read_text())
+    data_set = Path(trained["data_set"])
+    entry.data_set = str(data_set)
+    entry.method = data_set.name.removesuffix(".jsonl")
+    counts = trained.get("report", {}).get("counts", {})
+    entry.examples = counts.get("examples")
+    entry.train_seconds = trained.get("report", {}).get("seconds")
+    entry.teacher_tokens = teacher_tokens(data_set, entry.method)
+
+
+def teacher_tokens(data_set: Path, method: str) -> int | None:
+    """The teacher tokens it took to make a data set built by `collect` (None: unknown).
+
+    PERsD sets cost every refinement round (failed ones included); StanD every direct answer;
+    InpD only the direct answers to tasks the student failed."""
+    run = data_set.parent.parent
+    if data_set.parent.name != "data" or not (run / "manifest.json").is_file():
+        return None
+    stages = json.loads((run / "manifest.json").read_text()).get("stages", {})
+    if method.startswith("persd"):
+        return stages.get("refine + verify", {}).get("teacher_tokens")
+    if method == "standd":
+        return stages.get("teacher answers", {}).get("teacher_tokens")
+    if method == "inpd":
+        failed = {r["task_id"] for r in _jsonl(run / "executions.jsonl") if not r["passed"]}
+        hashes = {r["request_hash"] for r in _jsonl(run / "direct.jsonl")
+                  if r["task_id"] in failed}
+        return sum(r["completion_tokens"] for r in _jsonl(run / "cache" / "requests.jsonl")
+                   if r["key"] in hashes)
+    return None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_entries(runs: list[Path]) -> list[Entry]:
+    if not runs:
+        raise ReportError("no evaluation runs given")
+    entries = [load_entry(Path(run)) for run in runs]
+    for entry in entries:
+        entry.label = entry.method if entry.method != "adapter" else entry.run.name
+    for entry in entries:  # the method names the run, unless two runs of a benchmark share it
+        if sum((e.label, e.benchmark) == (entry.label, entry.benchmark) for e in entries) > 1:
+            entry.label = entry.run.name
+    return entries
+
+
+def table(entries: list[Entry]):
+    from rich.table import Table
+
+    steps = max(e.steps for e in entries)
+    ks = sorted({k for e in entries for k in e.pass_at_k["step 0"] if k != "pass@1"},
+                key=lambda k: int(k.split("@")[1]))
+    result = Table(title="localdistill report", title_justify="left")
+    for name in ("run", "model", "data set", "examples", "benchmark", "tasks × n"):
+        result.add_column(name, justify="right" if name in ("examples", "tasks × n") else "left")
+    for step in range(steps + 1):
+        result.add_column(f"pass@1 step {step}" if steps else "pass@1", justify="right")
+    for k in ks:
+        result.add_column(f"{k} (last step)", justify="right")
+    for name in ("teacher tokens", "train time", "eval time"):
+        result.add_column(name, justify="right")
+    for e in entries:
+        last = e.pass_at_k[f"step {e.steps}"]
+        cells = [e.label, e.model.split("+", 1)[0], e.method, _number(e.examples),
+                 _short(e.benchmark), f"{e.tasks} × {e.samples}"]
+        cells += [(f"{e.pass_at_k[f'step {s}']['pass@1']:.1%} ± {e.pass1_interval[s]:.1%}"
+                   if s <= e.steps else "") for s in range(steps + 1)]
+        cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
+        cells += [_number(e.teacher_tokens), _duration(e.train_seconds),
+                  _duration(e.eval_seconds)]
+        result.add_row(*cells)
+    return result
+
+
+def _short(benchmark: str) -> str:
+    """`mbpp:test=/long/path/mbpp.jsonl` -> `mbpp:test`; a task file by its name."""
+    name = benchmark.split("=", 1)[0]
+    return Path(name).name if "/" in name else name
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (
+        f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s")
+
+
+def plot(entries: list[Entry], out: Path) -> list[Path]:
+    """The two figures people look at first; one panel per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
+
+    out.mkdir(parents=True, exist_ok=True)
+    benchmarks = sorted({e.benchmark for e in entries})
+    written = []
+
+    figure, axes = pyplot.subplots(1, len(benchmarks), squeeze=False,
+                                   figsize=(max(6.0, 1.6 * len(entries)) * len(benchmarks), 4.5))
+    for panel, benchmark in zip(axes[0], benchmarks, strict=True):
+        group = [e for e in entries if e.benchmark == benchmark]
+        steps = max(e.steps for e in group)
+        width = 0.8 / (steps + 1)
+        for step in range(steps + 1):
+            xs = [i + (step - steps / 2) * width for i in range(len(group))]
+            values = [100 * e.pass_at_k[f"step {step}"]["pass@1"] if step <= e.steps else 0
+                      for e in group]
+            bars = panel.bar(xs, values, width, label="one step" if step == 0 else
+                             f"after {step} repair step{'s' if step > 1 else ''}")
+            lows, highs = zip(*(_interval(e, step) for e in group), strict=True)
+            panel.errorbar(xs, values, yerr=[lows, highs], fmt="none", ecolor="0.3",
+                           elinewidth=1, capsize=3)
+            for bar_, value in zip(bars, values, strict=True):
+                panel.annotate(f"{value:.1f}", (bar_.get_x() + bar_.get_width() / 2, value),
+                               xytext=(0, 2), textcoords="offset points", ha="center",
+                               va="bottom", fontsize=8,
+                               bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                                     "alpha": 0.8})
+        panel.set_xticks(range(len(group)), [e.label for e in group])
+        panel.set_ylabel("pass@1 (%)")
+        panel.set_xlabel("student: base model or adapter trained on the data set")
+        panel.set_title(f"{_short(benchmark)}: pass@1 by method and repair step\n"
+                        "(bars: 95% interval over tasks)", fontsize=11)
+        panel.set_ylim(0, 100)
+        panel.grid(axis="y", alpha=0.3)
+        panel.legend(fontsize=8, loc="upper right", framealpha=0.95)
+    figure.tight_layout()
+    written.append(_save(figure, out / "pass_at_1_by_method.png", pyplot))
+
+    figure, axes = pyplot.subplots(1, len(benchmarks), squeeze=False,
+                                   figsize=(6.5 * len(benchmarks), 4.5))
+    for panel, benchmark in zip(axes[0], benchmarks, strict=True):
+        group = [e for e in entries if e.benchmark == benchmark]
+        for e in group:
+            size = e.examples or 0
+            value = 100 * e.pass_at_k["step 0"]["pass@1"]
+            low, high = _interval(e, 0)
+            panel.errorbar([size], [value], yerr=[[low], [high]], fmt="o", capsize=3)
+            panel.annotate(e.label, (size, value), textcoords="offset points", xytext=(6, 4),
+                           fontsize=9)
+        panel.set_xlabel("training examples (0: the base student)")
+        panel.set_ylabel("pass@1, one step (%)")
+        panel.set_title(f"{_short(benchmark)}: pass@1 against training-set size\n"
+                        "(bars: 95% interval over tasks)", fontsize=11)
+        largest = max([e.examples or 0 for e in group] + [10])
+        panel.set_xlim(-0.05 * largest, 1.15 * largest)
+        panel.set_ylim(0, 100)
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+        panel.grid(alpha=0.3)
+    figure.tight_layout()
+    written.append(_save(figure, out / "pass_at_1_by_size.png", pyplot))
+    return written
+
+
+def _interval(e: Entry, step: int) -> tuple[float, float]:
+    """The 95% interval of pass@1 (in points below and above the value), clipped to 0-100%."""
+    if step > e.steps or math.isnan(e.pass1_interval[step]):
+        return 0.0, 0.0
+    value, half = 100 * e.pass_at_k[f"step {step}"]["pass@1"], 100 * e.pass1_interval[step]
+    return min(half, value), min(half, 100 - value)
+
+
+def _save(figure, path: Path, pyplot) -> Path:
+    staging = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(staging, dpi=110)
+    pyplot.close(figure)
+    staging.replace(path)
+    return path
+
+
+def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
+    """Load the runs, write OUT/report.json and the plots; (entries, plot files)."""
+    entries = load_entries(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"run": str(e.run), "label": e.label, "model": e.model, "method": e.method,
+             "data_set": e.data_set, "examples": e.examples, "benchmark": e.benchmark,
+             "tasks": e.tasks, "samples": e.samples, "pass_at_k": e.pass_at_k,
+             "pass1_95_half_width": [None if math.isnan(x) else x
+                                     for x in e.pass1_interval], "teacher_tokens": e.teacher_tokens,
+             "train_seconds": e.train_seconds, "eval_seconds": e.eval_seconds}
+            for e in entries]
+    from localdistill.rundir import write_atomic
+
+    write_atomic(out / "report.json", (json.dumps(rows, indent=2) + "\n").encode())
+    return entries, plot(entries, out)

@@ -1,0 +1,123 @@
+"""`localdistill report` over a real chain on the tiny model: collect on four MBPP training tasks,
+train an adapter on the PERsD set, evaluate the base and the adapter with self-rectification,
+and compare them. Every figure in the report must come from those runs' own files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localdistill.report import load_entries, teacher_tokens
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "localdistill"
+DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
+MBPP = DATA / "mbpp.jsonl"
+# As in test_pipeline: the tiny student fails all four, the tiny teacher repairs some.
+TASK_IDS = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
+
+pytestmark = pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
+
+
+def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    from localdistill.tasks import load_tasks, save_jsonl
+
+    tmp = tmp_path_factory.mktemp("report")
+    tasks = tmp / "tasks.jsonl"
+    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in TASK_IDS], tasks)
+    _run("collect", str(tasks), "--student", "tiny", "--teacher", "tiny", "--run",
+         str(tmp / "collect"), "--max-tokens", "24", "--teacher-max-tokens", "160")
+    _run("train", str(tmp / "collect" / "data" / "persd"), "--student", "tiny", "-o",
+         str(tmp / "persd"), "--max-steps", "2", "--grad-accumulation", "1", "--rank", "4")
+    for name, extra in (("base", ()), ("tuned", ("--adapter", str(tmp / "persd")))):
+        _run("eval", str(tasks), "--model", "tiny", *extra, "--run", str(tmp / name),
+             "--temperature", "0", "--max-tokens", "48", "--steps", "1")
+    result = _run("report", str(tmp / "base"), str(tmp / "tuned"), "-o", str(tmp / "out"))
+    return tmp, result.stdout
+
+
+def test_the_table_holds_each_runs_own_numbers(chain):
+    tmp, stdout = chain
+    rows = {r["label"]: r for r in json.loads((tmp / "out" / "report.json").read_text())}
+    assert set(rows) == {"base", "persd"}
+    persd_rows = (tmp / "collect" / "data" / "persd.jsonl").read_text().splitlines()
+    assert rows["persd"]["examples"] == len(persd_rows) > 0
+    assert rows["base"]["examples"] is None and rows["base"]["method"] == "base"
+    manifest = json.loads((tmp / "collect" / "manifest.json").read_text())
+    assert rows["persd"]["teacher_tokens"] == \
+        manifest["stages"]["refine + verify"]["teacher_tokens"] > 0
+    for label, run in (("base", "base"), ("persd", "tuned")):
+        summary = json.loads((tmp / run / "summary.json").read_text())
+        assert rows[label]["pass_at_k"] == summary["pass_at_k"]
+        assert set(summary["pass_at_k"]) == {"step 0", "step 1"}
+    train = json.loads((tmp / "persd" / "train.json").read_text())
+    assert rows["persd"]["train_seconds"] == train["report"]["seconds"]
+    for text in ("pass@1 step 0", "pass@1 step 1", "persd", "base", f"{len(persd_rows)}"):
+        assert text in stdout
+
+
+def test_the_adapter_was_used(chain):
+    """The adapted run's answers are not the base model's (the adapter reached llama.cpp)."""
+    tmp, _ = chain
+
+    def answers(run):
+        return [json.loads(line)["answer"] for line in (tmp / run / "samples.jsonl").open()]
+
+    assert answers("base") != answers("tuned")
+    summary = json.loads((tmp / "tuned" / "summary.json").read_text())
+    assert summary["adapter"].endswith("adapter.gguf")
+
+
+def test_inpd_costs_only_the_failed_tasks(chain):
+    tmp, _ = chain
+    data = tmp / "collect" / "data"
+    executions = [json.loads(line) for line in (tmp / "collect" / "executions.jsonl").open()]
+    assert not any(r["passed"] for r in executions)  # the student failed every task here...
+    # ...so InpD took every direct answer, as StanD did.
+    assert teacher_tokens(data / "inpd", "inpd") == teacher_tokens(data / "standd", "standd") > 0
+
+
+def test_the_plots_are_written(chain):
+    tmp, stdout = chain
+    for name in ("pass_at_1_by_method.png", "pass_at_1_by_size.png"):
+        path = tmp / "out" / name
+        assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+        assert str(path) in stdout
+
+
+def test_two_runs_of_one_method_keep_their_own_names(chain):
+    tmp, _ = chain
+    entries = load_entries([tmp / "base", tmp / "base"])
+    assert [e.label for e in entries] == ["base", "base"]  # same run twice: the same name
+    (tmp / "base2").mkdir(exist_ok=True)
+    (tmp / "base2" / "summary.json").write_text((tmp / "base" / "summary.json").read_text())
+    assert [e.label for e in load_entries([tmp / "base", tmp / "base2"])] == ["base", "base2"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not an evaluation run"),
+    ("{", "not valid JSON"),
+    ('{"model": "tiny"}', "missing or wrong field"),
+])
+def test_bad_runs_are_one_line_and_exit_2(tmp_path, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "summary.json").write_text(content)
+    result = subprocess.run([str(SCRIPT), "report", str(run), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
