@@ -1,0 +1,314 @@
+"""`localdistill run CONFIG.toml`: the whole loop in one resumable run directory.
+
+collect (the student's attempts, the teacher's refinements and answers, the data sets) -> train
+one adapter per method -> evaluate the base student and every adapter on every benchmark (one
+evaluation with `steps` repair steps gives the single-step numbers too: its step 0) -> report.
+
+The run directory:
+
+    RUN/config.toml          the configuration this run was started with
+    RUN/collect/             the data pipeline's run (data sets in RUN/collect/data/)
+    RUN/train/METHOD/        each adapter (`localdistill train` output)
+    RUN/eval/MODEL/BENCH/    each evaluation (`localdistill eval` run)
+    RUN/report/              report.json and the plots
+
+Every step resumes by itself (the run cache, training checkpoints), so running the same command
+again after any interruption redoes nothing that finished. A configuration changed under an
+existing run directory is refused: start a new directory, or put the old config back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localdistill.build import METHODS
+from localdistill.collect import CollectConfig
+from localdistill.evaluate import EvalConfig
+from localdistill.train.config import TrainConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The [run] table: who learns from whom, and what to compare."""
+
+    student: str = field(metadata={"help": "the student, a name in models.toml"})
+    teacher: str = field(metadata={"help": "the teacher, a name in models.toml"})
+    tasks: tuple[str, ...] = field(metadata={
+        "help": "training task sets (humaneval, mbpp:train=PATH, a task file...)"})
+    methods: tuple[str, ...] = field(default=("standd", "inpd", "persd"), metadata={
+        "help": f"data sets to train an adapter on, any of {', '.join(METHODS)}"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N training tasks"})
+    models: str | None = field(default=None, metadata={
+        "help": "a models.toml to use (relative to this file); default: the usual search"})
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown data set {unknown[0]!r} "
+                             f"(expected: {', '.join(METHODS)})")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The [eval] table: where every model is measured."""
+
+    benchmarks: tuple[str, ...] = field(default=("humaneval",), metadata={
+        "help": "task sets to evaluate on (humaneval, mbpp:test=PATH, a task file...)"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N tasks of each"})
+    samples: int = field(default=1, metadata={"help": "answers per task (n of pass@k)"})
+    temperature: float | None = field(default=None, metadata={
+        "help": "sampling temperature (0: greedy; default: models.toml)"})
+    max_tokens: int | None = field(default=None, metadata={"help": "tokens per answer"})
+    seed: int = field(default=0, metadata={"help": "seed of the first sample"})
+    steps: int = field(default=1, metadata={"help": "self-rectification steps (0: one step)"})
+    ks: tuple[int, ...] = field(default=(1,), metadata={"help": "the k of pass@k"})
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    workers: int | None = field(default=None, metadata={
+        "help": "parallel sandboxes (default: one per core)"})
+    timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    loop: LoopConfig
+    collect: CollectConfig
+    train: TrainConfig
+    eval: BenchConfig
+    sandbox: SandboxConfig
+    source: Path  # the file it was read from
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.loop.student, self.loop.teacher]
+
+
+# Keys of [collect] that come from elsewhere in the file.
+_COLLECT_SET_ELSEWHERE = ("student", "teacher", "methods", "test_timeout", "workers",
+                          "student_adapter", "previous")
+_TABLES = {"run": LoopConfig, "collect": CollectConfig, "train": TrainConfig,
+           "eval": BenchConfig, "sandbox": SandboxConfig}
+
+
+def load_config(path: Path | str) -> RunConfig:
+    """Parse and check CONFIG.toml; ConfigError names the file, the key and what was expected."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(_TABLES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown table [{unknown[0]}] "
+                          f"(known: {', '.join(f'[{t}]' for t in _TABLES)})")
+    if "run" not in data:
+        raise ConfigError(f"{path}: missing table [run] (student, teacher, tasks)")
+    run = _typed(path, "run", LoopConfig, data["run"])
+    sandbox = _typed(path, "sandbox", SandboxConfig, data.get("sandbox", {}))
+    collect = _typed(path, "collect", CollectConfig, data.get("collect", {}),
+                     skip=_COLLECT_SET_ELSEWHERE,
+                     given={"student": run.student, "teacher": run.teacher,
+                            "methods": _data_sets(run.methods),
+                            "test_timeout": sandbox.timeout, "workers": sandbox.workers})
+    train = _typed(path, "train", TrainConfig, data.get("train", {}))
+    bench = _typed(path, "eval", BenchConfig, data.get("eval", {}))
+    try:
+        EvalConfig(samples=bench.samples, steps=bench.steps, ks=bench.ks)
+    except ValueError as e:
+        raise ConfigError(f"{path}: [eval]: {e}") from None
+    if not run.tasks or not bench.benchmarks:
+        raise ConfigError(f"{path}: [run] tasks and [eval] benchmarks must name something")
+    here = path.parent
+    run = dataclasses.replace(
+        run, tasks=tuple(_near(spec, here) for spec in run.tasks),
+        models=str((here / run.models).resolve()) if run.models else None)
+    bench = dataclasses.replace(bench, benchmarks=tuple(_near(s, here) for s in bench.benchmarks))
+    return RunConfig(run, collect, train, bench, sandbox, path)
+
+
+def _near(spec: str, here: Path) -> str:
+    """A task spec with its file path read relative to the config file (when it is there)."""
+    name, sep, where = spec.partition("=")
+    if sep:
+        candidate = here / where
+        return f"{name}={candidate.resolve()}" if not Path(where).is_absolute() and \
+            candidate.exists() else spec
+    candidate = here / spec
+    return str(candidate.resolve()) if not Path(spec).is_absolute() and candidate.exists() \
+        else spec
+
+
+def _data_sets(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The data sets collect must build for these methods (all of them are cheap once the
+    teacher has answered; building fewer saves the teacher's direct answers)."""
+    return tuple(m for m in METHODS if m in methods)
+
+
+def _typed(path: Path, table: str, kind: type, values: object, skip: tuple[str, ...] = (),
+           given: dict | None = None):
+    """`kind(**values)`, every key checked against the dataclass' fields and their types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(kind) if f.name not in skip}
+    hints = typing.get_type_hints(kind)
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{path}: [{table}] unknown key {key!r} "
+                              f"(known: {', '.join(fields)})")
+        values = {**values, key: _checked(path, table, key, value, fields[key], hints[key])}
+    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and name not in values
+                and name not in (given or {})]
+    if required:
+        raise ConfigError(f"{path}: [{table}] missing key {required[0]!r} "
+                          f"({fields[required[0]].metadata.get('help', '')})")
+    try:
+        return kind(**{**(given or {}), **values})
+    except ValueError as e:
+        raise ConfigError(f"{path}: [{table}]: {e}") from None
+
+
+def _checked(path: Path, table: str, key: str, value: object, spec: dataclasses.Field, hint):
+    """`value` in the field's type `hint`, or ConfigError saying what was expected."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None):
+            continue
+        origin = typing.get_origin(option)
+        if origin is tuple:
+            item = typing.get_args(option)[0]
+            items = [value] if isinstance(value, str) and item is str else value
+            if isinstance(items, list) and all(_is(v, item) for v in items):
+                return tuple(items)
+        elif _is(value, option):
+            return float(value) if option is float else value
+    expected = " or ".join(_type_name(o) for o in options if o is not type(None))
+    raise ConfigError(f"{path}: [{table}] {key} = {value!r}: expected {expected} "
+                      f"({spec.metadata.get('help', '')})")
+
+
+def _is(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {typing.get_args(kind)[0].__name__}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, str(kind))
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def slug(name: str) -> str:
+    """A directory name for a task set or model spec (`mbpp:test=/x/mbpp.jsonl` -> `mbpp-test`)."""
+    name = name.split("=", 1)[0]
+    name = Path(name).name if "/" in name else name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.removesuffix(".jsonl")).strip("-") or "tasks"
+
+
+def run_loop(config: RunConfig, run_dir: Path, progress=None,
+             say: Callable[[object], None] = print) -> list:
+    """Every step of the loop, each resumed where it stopped; returns the report's entries."""
+    import os
+    import shutil
+
+    from localdistill.collect import collect
+    from localdistill.evaluate import evaluate
+    from localdistill.execute import Limits
+    from localdistill.models import get_model
+    from localdistill.models.config import with_trained_adapter
+    from localdistill.report import report, table
+    from localdistill.rundir import RunDir, write_atomic
+    from localdistill.tasks import load_tasks
+    from localdistill.train import train
+
+    if config.loop.models:
+        os.environ["LOCALDISTILL_MODELS"] = config.loop.models
+    for name in config.model_names:  # a wrong name fails now, not after an hour of collecting
+        get_model(name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_config(config, run_dir)
+    if not (run_dir / "config.toml").exists():
+        write_atomic(run_dir / "config.toml", config.source.read_bytes())
+
+    tasks = [t for spec in config.loop.tasks for t in load_tasks(spec)][:config.loop.limit]
+    benchmarks = {spec: load_tasks(spec)[:config.eval.limit] for spec in config.eval.benchmarks}
+    with RunDir(run_dir / "collect") as collect_run:
+        collect(tasks, config.collect, collect_run, ",".join(config.loop.tasks), progress,
+                on_stage=lambda r: say(r.table()))
+
+    students = {"base": get_model(config.loop.student)}
+    for method in config.loop.methods:
+        out = run_dir / "train" / method
+        data_set = run_dir / "collect" / "data" / method
+        if _trained(out, data_set, config.train):
+            say(f"train {method}: done before, kept")
+        elif not (data_set.with_suffix(".jsonl").read_text().strip()):
+            say(f"train {method}: the data set is empty, no adapter (and no evaluation)")
+            continue
+        else:
+            if (out / "train.json").exists():  # other settings or data: start that one over
+                shutil.rmtree(out)
+            say(train(data_set, config.loop.student, out, config.train, progress).report.table())
+        students[method] = with_trained_adapter(students["base"], out,
+                                                f"{config.loop.student}+{method}")
+
+    settings = EvalConfig(samples=config.eval.samples, temperature=config.eval.temperature,
+                          max_tokens=config.eval.max_tokens, seed=config.eval.seed,
+                          steps=config.eval.steps, ks=config.eval.ks)
+    limits = Limits(test_timeout=config.sandbox.timeout)
+    evaluations = []
+    for label, model in students.items():
+        for spec, bench_tasks in benchmarks.items():
+            where = run_dir / "eval" / label / slug(spec)
+            with RunDir(where) as eval_run:
+                summary = evaluate(bench_tasks, model, eval_run, settings, limits,
+                                   config.sandbox.workers, progress, benchmark=spec)
+            say(summary["report"].table())
+            evaluations.append(where)
+    entries, plots = report(evaluations, run_dir / "report")
+    say(table(entries))
+    for path in plots:
+        say(f"plot: {path}")
+    return entries
+
+
+def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
+    import json
+
+    try:
+        done = json.loads((out / "train.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return done.get("data_set") == str(data_set) and done.get("config") == json.loads(
+        json.dumps(dataclasses.asdict(config)))
+
+
+def _check_same_config(config: RunConfig, run_dir: Path) -> None:
+    kept = run_dir / "config.toml"
+    if kept.exists() and tomllib.loads(kept.read_text(encoding="utf-8")) != tomllib.loads(
+            config.source.read_text(encoding="utf-8")):
+        raise ConfigError(f"{run_dir} was started with another configuration ({kept}); use "
+                          "another run directory, or run it with that configuration")

@@ -1,0 +1,125 @@
+"""`localdistill run CONFIG.toml`: the configuration is checked key by key before any work, and
+the whole loop (collect -> train -> eval -> report) runs for real on the tiny model and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localdistill.experiment import ConfigError, load_config, slug
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "localdistill"
+DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
+MBPP = DATA / "mbpp.jsonl"
+
+GOOD = """
+[run]
+student = "tiny"
+teacher = "tiny"
+tasks = ["{tasks}"]
+methods = ["inpd", "persd"]
+
+[collect]
+max_tokens = 24
+teacher_max_tokens = 160
+
+[train]
+max_steps = 2
+grad_accumulation = 1
+rank = 4
+
+[eval]
+benchmarks = ["{tasks}"]
+temperature = 0
+max_tokens = 48
+steps = 1
+"""
+
+
+def _config(tmp_path: Path, text: str, tasks: str = "tasks.jsonl") -> Path:
+    path = tmp_path / "loop.toml"
+    path.write_text(text.replace("{tasks}", tasks))
+    return path
+
+
+def test_a_good_config_parses_with_its_types(tmp_path):
+    config = load_config(_config(tmp_path, GOOD))
+    assert config.loop.methods == ("inpd", "persd") and config.loop.tasks == ("tasks.jsonl",)
+    assert config.collect.student == "tiny" and config.collect.max_tokens == 24
+    assert config.collect.methods == ("inpd", "persd")  # only what is compared is built
+    assert config.train.max_steps == 2 and config.train.learning_rate == 2e-4
+    assert config.eval.temperature == 0.0 and isinstance(config.eval.temperature, float)
+    assert config.eval.steps == 1 and config.eval.ks == (1,)
+
+
+@pytest.mark.parametrize("change, message", [
+    (('[run]', '[runn]'), "unknown table [runn]"),
+    (('student = "tiny"\n', ''), "[run] missing key 'student'"),
+    (('rank = 4', 'rnak = 4'), "[train] unknown key 'rnak'"),
+    (('rank = 4', 'rank = "four"'), "[train] rank = 'four': expected an integer"),
+    (('rank = 4', 'rank = 0'), "[train]: training settings: rank must be at least 1"),
+    (('steps = 1', 'steps = 1.5'), "[eval] steps = 1.5: expected an integer"),
+    (('methods = ["inpd", "persd"]', 'methods = ["persd", "magic"]'), "unknown data set 'magic'"),
+    (('temperature = 0', 'temperature = true'), "expected a number"),
+    (('max_tokens = 24', 'student = "other"'), "[collect] unknown key 'student'"),
+    (('[eval]', '[eval]\nks = [0]'), "every k >= 1"),
+    (('[run]', 'oops'), "not valid TOML"),
+])
+def test_a_bad_config_names_the_key(tmp_path, change, message):
+    path = _config(tmp_path, GOOD.replace(*change, 1))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_slugs():
+    assert slug("mbpp:test=/data/mbpp.jsonl") == "mbpp-test"
+    assert slug("humaneval") == "humaneval"
+    assert slug("/home/me/tasks/own.jsonl") == "own"
+
+
+@pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
+def test_the_whole_loop_runs_and_resumes(tmp_path):
+    from localdistill.tasks import load_tasks, save_jsonl
+
+    ids = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")  # as in test_pipeline
+    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in ids],
+               tmp_path / "tasks.jsonl")
+    config = _config(tmp_path, GOOD, str(tmp_path / "tasks.jsonl"))
+    run = tmp_path / "run"
+    first = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
+                           capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = {r["label"]: r for r in json.loads((run / "report" / "report.json").read_text())}
+    assert set(rows) == {"base", "inpd", "persd"}
+    for label in rows:
+        summary = json.loads((run / "eval" / label / "tasks" / "summary.json").read_text())
+        assert rows[label]["pass_at_k"] == summary["pass_at_k"] and summary["steps"] == 1
+    assert rows["persd"]["examples"] == len(
+        (run / "collect" / "data" / "persd.jsonl").read_text().splitlines())
+    assert not (run / "collect" / "data" / "standd").exists()  # not compared: not built
+    assert (run / "report" / "pass_at_1_by_method.png").is_file()
+    assert "localdistill report" in first.stdout
+
+    sent = (run / "collect" / "cache" / "sent.jsonl").read_text()
+    again = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
+                           capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run / "collect" / "cache" / "sent.jsonl").read_text() == sent  # nothing asked again
+    assert "train persd: done before, kept" in again.stdout
+    for label in rows:
+        cache = run / "eval" / label / "tasks" / "cache"
+        assert len((cache / "sent.jsonl").read_text().splitlines()) == len(
+            (cache / "requests.jsonl").read_text().splitlines())
+
+    changed = _config(tmp_path, GOOD.replace("rank = 4", "rank = 8"),
+                      str(tmp_path / "tasks.jsonl"))
+    refused = subprocess.run([str(SCRIPT), "run", str(changed), "--run", str(run)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "started with another configuration" in refused.stderr
