@@ -312,3 +312,34 @@ def _check_same_config(config: RunConfig, run_dir: Path) -> None:
             config.source.read_text(encoding="utf-8")):
         raise ConfigError(f"{run_dir} was started with another configuration ({kept}); use "
                           "another run directory, or run it with that configuration")
+
+
+def config_reference() -> str:
+    """Every table and key of CONFIG.toml with its type, default and help (docs/run.md)."""
+    lines = []
+    for table, kind in _TABLES.items():
+        skip = _COLLECT_SET_ELSEWHERE if kind is CollectConfig else ()
+        hints = typing.get_type_hints(kind)
+        lines += [f"### [{table}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(kind):
+            if f.name in skip:
+                continue
+            hint = hints[f.name]
+            options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+            kind_name = " or ".join(_type_name(o) for o in options if o is not type(None))
+            default = "required" if f.default is dataclasses.MISSING else (
+                "-" if f.default is None else f"`{_toml(f.default)}`")
+            lines.append(f"| `{f.name}` | {kind_name} | {default} | "
+                         f"{f.metadata.get('help', '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)

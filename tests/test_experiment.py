@@ -123,3 +123,15 @@ def test_the_whole_loop_runs_and_resumes(tmp_path):
     refused = subprocess.run([str(SCRIPT), "run", str(changed), "--run", str(run)],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "started with another configuration" in refused.stderr
+
+
+def test_the_key_reference_in_the_docs_is_current():
+    from localdistill.experiment import config_reference
+
+    assert (REPO / "docs" / "run.md").read_text().endswith(config_reference())
+
+
+def test_the_quickstart_config_is_valid():
+    config = load_config(REPO / "examples" / "quickstart.toml")
+    assert Path(config.loop.tasks[0]).is_file()
+    assert config.loop.student == "demo-student" and config.loop.teacher == "demo-teacher"
