@@ -345,3 +345,59 @@ def test_a_url_off_this_machine_is_refused_at_parse_time_and_at_load():
     spec = replace(openai_spec("http://127.0.0.1:8000/v1"), url="http://192.168.1.10:8000/v1")
     with pytest.raises(ModelsFileError, match="not this machine"):
         open_backend(spec)
+
+
+# --- one model on several servers (more_urls) ----------------------------------------------------
+
+def _numbered(path, body):
+    if path.endswith("/models"):
+        return 200, json.dumps({"data": [{"id": "m"}]}).encode()
+    time.sleep(0.01)
+    return 200, completion(body["prompt"].upper())
+
+
+def test_requests_are_spread_over_every_server_and_each_comes_back_once():
+    with fake_server(_numbered) as (first, seen_first), \
+            fake_server(_numbered) as (second, seen_second):
+        backend = open_backend(openai_spec(first, more_urls=[second], served_name="m",
+                                           max_in_flight=2))
+        try:
+            results = list(backend.generate(Request(prompt=f"p{i}") for i in range(40)))
+        finally:
+            backend.close()
+    assert sorted(r.request.prompt for r in results) == sorted(f"p{i}" for i in range(40))
+    assert all(r.samples[0].text == r.request.prompt.upper() for r in results)
+    assert len(seen_first) >= 5 and len(seen_second) >= 5  # both worked
+    assert len(seen_first) + len(seen_second) == 40  # and nothing was asked twice
+
+
+def test_a_server_that_is_down_leaves_its_work_to_the_others():
+    from localdistill.backends.openai_http import SpreadBackend
+
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    with fake_server(_numbered) as (up, seen):
+        backend = SpreadBackend([
+            OpenAIBackend(openai_spec(url, served_name="m", max_in_flight=2), tries=2,
+                          backoff=0.01) for url in (down, up)])
+        try:
+            results = list(backend.generate(Request(prompt=f"p{i}") for i in range(12)))
+        finally:
+            backend.close()
+    assert sorted(r.request.prompt for r in results) == sorted(f"p{i}" for i in range(12))
+    assert len(seen) == 12
+
+
+def test_every_server_down_is_one_error():
+    from localdistill.backends.openai_http import SpreadBackend
+
+    urls = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    backend = SpreadBackend([OpenAIBackend(openai_spec(url, served_name="m"), tries=2,
+                                           backoff=0.01) for url in urls])
+    with pytest.raises(BackendError, match="connection refused"):
+        list(backend.generate(Request(prompt=f"p{i}") for i in range(3)))
+    backend.close()
+
+
+def test_more_urls_are_checked_like_url():
+    with pytest.raises(ModelsFileError, match=r"more_urls\[0\]"):
+        openai_spec("http://127.0.0.1:8000/v1", more_urls=["http://10.1.2.3:8000/v1"])

@@ -49,6 +49,11 @@ class ModelSpec:
         default=None,
         metadata={"help": "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"},
     )
+    more_urls: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "openai: further servers of the same model; requests are spread over "
+                          "url and these, each server taking work as it frees a slot"},
+    )
     allow_remote: bool = field(
         default=False,
         metadata={
@@ -176,6 +181,10 @@ def _validate(spec: ModelSpec, where: str) -> None:
         if not spec.url:
             raise ModelsFileError(f"{where}.url: required for backend 'openai'")
         check_local_url(spec.url, spec.allow_remote, f"{where}.url")
+        for i, url in enumerate(spec.more_urls):
+            check_local_url(url, spec.allow_remote, f"{where}.more_urls[{i}]")
+    elif spec.more_urls:
+        raise ModelsFileError(f"{where}.more_urls: only for backend 'openai'")
     elif not (spec.path or spec.hub_id):
         raise ModelsFileError(
             f"{where}.path: required for backend {spec.backend!r} "
