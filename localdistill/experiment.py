@@ -13,8 +13,8 @@ The run directory:
     RUN/report/              report.json and the plots
 
 Every step resumes by itself (the run cache, training checkpoints), so running the same command
-again after any interruption redoes nothing that finished. A configuration changed under an
-existing run directory is refused: start a new directory, or put the old config back.
+again after any interruption redoes nothing that finished. Run it with a changed configuration
+and only what depends on the change is redone (the earlier configuration is kept beside it).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
     from localdistill.report import report, table
-    from localdistill.rundir import RunDir, write_atomic
+    from localdistill.rundir import RunDir
     from localdistill.tasks import load_tasks
     from localdistill.train import train
 
@@ -249,9 +249,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     for name in config.model_names:  # a wrong name fails now, not after an hour of collecting
         get_model(name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(config, run_dir)
-    if not (run_dir / "config.toml").exists():
-        write_atomic(run_dir / "config.toml", config.source.read_bytes())
+    _keep_config(config, run_dir, say)
 
     tasks = [t for spec in config.loop.tasks for t in load_tasks(spec)][:config.loop.limit]
     benchmarks = {spec: load_tasks(spec)[:config.eval.limit] for spec in config.eval.benchmarks}
@@ -306,12 +304,24 @@ def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
         json.dumps(dataclasses.asdict(config)))
 
 
-def _check_same_config(config: RunConfig, run_dir: Path) -> None:
+def _keep_config(config: RunConfig, run_dir: Path, say: Callable[[object], None]) -> None:
+    """RUN/config.toml is the configuration of the latest run; an earlier, different one is kept
+    beside it. Every step's work is keyed by what determines it (the caches, the training
+    fingerprint), so after a change only what depends on the change is redone."""
+    import time
+
+    from localdistill.rundir import write_atomic
+
     kept = run_dir / "config.toml"
+    new = config.source.read_bytes()
     if kept.exists() and tomllib.loads(kept.read_text(encoding="utf-8")) != tomllib.loads(
-            config.source.read_text(encoding="utf-8")):
-        raise ConfigError(f"{run_dir} was started with another configuration ({kept}); use "
-                          "another run directory, or run it with that configuration")
+            new.decode("utf-8")):
+        earlier = run_dir / f"config.{time.strftime('%Y%m%d-%H%M%S')}.toml"
+        kept.replace(earlier)
+        say(f"the configuration changed since this run directory was last used (the earlier one "
+            f"is {earlier.name}): only what depends on the change is redone")
+    if not kept.exists():
+        write_atomic(kept, new)
 
 
 def config_reference() -> str:
