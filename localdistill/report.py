@@ -222,9 +222,10 @@ def plot(entries: list[Entry], out: Path) -> list[Path]:
         panel.set_xlabel("student: base model or adapter trained on the data set")
         panel.set_title(f"{_short(benchmark)}: pass@1 by method and repair step\n"
                         "(bars: 95% interval over tasks)", fontsize=11)
-        panel.set_ylim(0, 100)
+        panel.set_ylim(0, 118)  # the band above 100% holds the legend, clear of the bars
+        panel.set_yticks(range(0, 101, 20))
         panel.grid(axis="y", alpha=0.3)
-        panel.legend(fontsize=8, loc="upper right", framealpha=0.95)
+        panel.legend(fontsize=8, loc="upper center", ncol=steps + 1, frameon=False)
     figure.tight_layout()
     written.append(_save(figure, out / "pass_at_1_by_method.png", pyplot))
 
@@ -245,7 +246,7 @@ def plot(entries: list[Entry], out: Path) -> list[Path]:
                         "(bars: 95% interval over tasks)", fontsize=11)
         largest = max([e.examples or 0 for e in group] + [10])
         panel.set_xlim(-0.05 * largest, 1.15 * largest)
-        panel.set_ylim(0, 100)
+        panel.set_ylim(0, 105)
         panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         panel.grid(alpha=0.3)
     figure.tight_layout()
