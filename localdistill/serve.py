@@ -155,9 +155,15 @@ def wait_until_healthy(url: str, timeout: float) -> None:
                        f"({last})")
 
 
+STOP_GRACE = 20.0  # seconds a server gets to stop before the process ends without it
+
+
 def serve_forever(server: RunningServer, echo: Callable[[str], None] = print) -> None:
-    """Block until Ctrl-C (or SIGTERM), then stop the server cleanly."""
+    """Block until Ctrl-C (or SIGTERM), then stop the server; a server that does not stop within
+    STOP_GRACE seconds (llama.cpp's has been seen to hang in its destructor now and then) is left
+    to the operating system: the process ends anyway and frees everything it held."""
     import signal
+    import threading
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -166,5 +172,12 @@ def serve_forever(server: RunningServer, echo: Callable[[str], None] = print) ->
     except KeyboardInterrupt:
         echo("stopping the server")
     finally:
-        server.stop()
+        stopper = threading.Thread(target=server.stop, daemon=True, name="stop-server")
+        stopper.start()
+        stopper.join(STOP_GRACE)
+        if stopper.is_alive():
+            echo(f"the server did not stop within {STOP_GRACE:g} s; ending the process")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     sys.stdout.flush()

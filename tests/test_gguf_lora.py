@@ -20,8 +20,12 @@ unpermuted one 0.56 to 0.88. Memorising two answers: loss 3.51 -> 0.001 in 20 Ad
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +38,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
 from localdistill.models import get_model, weights_path  # noqa: E402
+from localdistill.serve import free_port  # noqa: E402
 from localdistill.train import gguf_lora  # noqa: E402
 from localdistill.train.gguf_lora import AdapterError, export_gguf_lora, merge_adapter  # noqa: E402
 
@@ -222,6 +227,25 @@ def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
                 assert (said == answer) == expect_memorised, (lora, question, said)
         finally:
             llm.close()
+
+    # llama.cpp's server loads it as well: `localdistill serve tiny+ADAPTER`, asked over HTTP.
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "localdistill"), "serve",
+                               f"tiny+{adapter}", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith("serving tiny+"), first + server.stderr.read()
+        for question, answer in MEMORISED.items():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("POST", "/v1/chat/completions", json.dumps({
+                "messages": [{"role": "user", "content": question}], "max_tokens": 24,
+                "temperature": 0}), {"Content-Type": "application/json"})
+            reply = json.loads(conn.getresponse().read())
+            assert reply["choices"][0]["message"]["content"].strip() == answer, reply
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
 
 
 def test_merged_weights_compute_what_peft_computes(random_adapter, prompt_ids, tmp_path):
