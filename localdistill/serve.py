@@ -165,6 +165,9 @@ def serve_forever(server: RunningServer, echo: Callable[[str], None] = print) ->
     import signal
     import threading
 
+    # Ctrl-C stops it even when started from a script that ignores SIGINT (as a non-interactive
+    # shell does for `cmd &`): Python keeps an inherited "ignore" unless told otherwise.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while True:

@@ -117,8 +117,8 @@ def test_a_killed_evaluation_resumes_without_asking_again(finished, tmp_path):
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
-        if answers.exists() and answers.read_bytes().count(b"\n") >= len(TASKS) + 1:
-            break  # the first answers are in and a repair is under way
+        if answers.exists() and answers.read_bytes().count(b"\n") >= 1:
+            break  # the first answer is in; the other answers and the repairs are still to come
         time.sleep(0.05)
     assert process.poll() is None, "the evaluation ended before it could be killed"
     process.send_signal(signal.SIGKILL)
