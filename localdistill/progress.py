@@ -55,7 +55,7 @@ class Bar:
         if self.status:
             parts.append(self.status)
         if task.time_remaining is not None and not task.finished:
-            parts.append(f"ETA {_duration(task.time_remaining)}")
+            parts.append(f"ETA {duration(task.time_remaining)}")
         return ", ".join(parts)
 
 
@@ -131,11 +131,11 @@ class StageReport:
         if self.teacher_tokens:
             table.add_row("teacher tokens", f"{self.teacher_tokens:,}")
         table.add_row("model calls made now", f"{self.new_requests:,}")
-        table.add_row("wall time", _duration(self.seconds))
+        table.add_row("wall time", duration(self.seconds))
         return table
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:

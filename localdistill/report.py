@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localdistill.progress import duration
+
 
 class ReportError(ValueError):
     pass
@@ -159,8 +161,8 @@ def table(entries: list[Entry]):
         cells += [(f"{e.pass_at_k[f'step {s}']['pass@1']:.1%} ± {e.pass1_interval[s]:.1%}"
                    if s <= e.steps else "") for s in range(steps + 1)]
         cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
-        cells += [_number(e.teacher_tokens), _duration(e.train_seconds),
-                  _duration(e.eval_seconds)]
+        trained = "-" if e.train_seconds is None else duration(e.train_seconds)
+        cells += [_number(e.teacher_tokens), trained, duration(e.eval_seconds)]
         result.add_row(*cells)
     return result
 
@@ -173,15 +175,6 @@ def _short(benchmark: str) -> str:
 
 def _number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else (
-        f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s")
 
 
 def plot(entries: list[Entry], out: Path) -> list[Path]:
