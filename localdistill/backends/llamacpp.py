@@ -31,6 +31,14 @@ class LlamaCppBackend:
         }
         if adapter is not None:
             kwargs["lora_path"] = str(adapter)
+        if spec.prompt_lookup:
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            kwargs["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=spec.prompt_lookup)
+            # Drafts need the logits of every position. llama-cpp-python sizes its logits
+            # buffer by the logits_all argument, not by the draft model, and overflows after
+            # n_batch tokens unless it is set here too.
+            kwargs["logits_all"] = True
         if spec.chat_template:
             kwargs["chat_handler"] = _chat_handler(spec.chat_template)
         try:

@@ -80,6 +80,12 @@ class ModelSpec:
     )
     gpu_layers: int = field(default=0, metadata={"help": "llama.cpp: layers offloaded, -1 all"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all)"})
+    prompt_lookup: int = field(default=0, metadata={
+        "help": "llama.cpp: draft this many tokens from text already in the prompt and verify "
+                "them in one pass (prompt lookup decoding). Measured on the demo teacher: 1.4x "
+                "faster for refinements, which copy the student's code, but 0.73x for answers "
+                "from scratch; 0: off. Keeps the logits of the whole context in memory "
+                "(context_length x vocabulary x 4 bytes)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per model"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
     max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
@@ -197,6 +203,12 @@ def _validate(spec: ModelSpec, where: str) -> None:
         raise ModelsFileError(
             f"{where}.sampling: need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1; got {s}"
         )
+    if spec.prompt_lookup < 0:
+        raise ModelsFileError(
+            f"{where}.prompt_lookup: expected 0 (off) or more, got {spec.prompt_lookup}"
+        )
+    if spec.prompt_lookup and spec.backend != "llama.cpp":
+        raise ModelsFileError(f"{where}.prompt_lookup: only for backend 'llama.cpp'")
     for key in ("context_length", "tensor_parallel_size", "max_in_flight"):
         if getattr(spec, key) < 1:
             raise ModelsFileError(f"{where}.{key}: expected at least 1, got {getattr(spec, key)}")
