@@ -73,6 +73,19 @@ def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: s
             bar.advance(tokens=cached[h]["completion_tokens"])
         else:
             missing.setdefault(h, dataclasses.replace(request, key=h))
+    if missing and run.reuse:
+        found = _reusable(run, set(missing))
+        if found:
+            with run.appender(REQUESTS) as out:
+                for request in requests:
+                    record = found.get(hashes[request.key])
+                    if record is None:
+                        continue
+                    if record["key"] in missing:
+                        out.add(record)  # the run keeps its own copy: it stays self-contained
+                        del missing[record["key"]]
+                    answers[request.key] = _answer(request.key, record, cached=True)
+                    bar.advance(tokens=record["completion_tokens"])
     if not missing:
         return answers
     waiting = {}
@@ -96,6 +109,30 @@ def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: s
     finally:
         backend.close()
     return answers
+
+
+def _reusable(run: RunDir, wanted: set[str]) -> dict[str, dict]:
+    """Answers to `wanted` request hashes found in the caches of the run's `reuse` directories.
+
+    A hash covers the model's weights and every setting that shapes the answer, so an answer
+    found under the same hash is the answer this model would be asked for here."""
+    found: dict[str, dict] = {}
+    own = (run.path / REQUESTS).with_suffix(".jsonl").resolve()
+    for where in run.reuse:
+        for path in sorted(where.rglob("cache/requests.jsonl")):
+            if path.resolve() == own:
+                continue
+            with open(path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("key") in wanted:
+                        found.setdefault(record["key"], record)
+    return found
 
 
 def _record(h: str, spec: ModelSpec, stage: str, result) -> dict:

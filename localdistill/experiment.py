@@ -229,8 +229,9 @@ def slug(name: str) -> str:
 
 
 def run_loop(config: RunConfig, run_dir: Path, progress=None,
-             say: Callable[[object], None] = print) -> list:
-    """Every step of the loop, each resumed where it stopped; returns the report's entries."""
+             say: Callable[[object], None] = print, reuse: tuple[Path, ...] = ()) -> list:
+    """Every step of the loop, each resumed where it stopped; returns the report's entries.
+    `reuse`: other run directories whose answers to the same requests are taken (`--reuse`)."""
     import os
     import shutil
 
@@ -253,7 +254,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
 
     tasks = [t for spec in config.loop.tasks for t in load_tasks(spec)][:config.loop.limit]
     benchmarks = {spec: load_tasks(spec)[:config.eval.limit] for spec in config.eval.benchmarks}
-    with RunDir(run_dir / "collect") as collect_run:
+    with RunDir(run_dir / "collect", reuse) as collect_run:
         collect(tasks, config.collect, collect_run, ",".join(config.loop.tasks), progress,
                 on_stage=lambda r: say(r.table()))
 
@@ -281,7 +282,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     for label, model in students.items():
         for spec, bench_tasks in benchmarks.items():
             where = run_dir / "eval" / label / slug(spec)
-            with RunDir(where) as eval_run:
+            with RunDir(where, reuse) as eval_run:
                 summary = evaluate(bench_tasks, model, eval_run, settings, limits,
                                    config.sandbox.workers, progress, benchmark=spec)
             say(summary["report"].table())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 FORMAT = 2  # bumped when the layout changes; an older run directory is refused, not misread
@@ -27,8 +27,14 @@ class RunDirError(RuntimeError):
 class RunDir:
     """Open (creating if needed) and lock a run directory; use as a context manager."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, reuse: Sequence[Path | str] = ()) -> None:
+        """`reuse`: other run directories (or folders holding them) whose model answers this run
+        may take instead of asking the model again (see cache.generate); read, never written."""
         self.path = Path(path)
+        self.reuse = tuple(Path(p) for p in reuse)
+        for where in self.reuse:
+            if not where.is_dir():
+                raise RunDirError(f"--reuse {where}: not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the run's life
         try:

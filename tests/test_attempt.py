@@ -83,3 +83,37 @@ def test_a_locked_run_directory_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert "in use by another localdistill run" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_answers_are_reused_from_other_runs_only_for_the_same_request(tmp_path):
+    """--reuse: an answer another run already paid for is copied, not asked again; a request
+    that differs in anything (here max_tokens) still goes to the model; the other run is only
+    read."""
+    earlier = tmp_path / "runs" / "earlier"
+    with RunDir(earlier) as run:
+        attempt(TASKS[:2], "tiny", run, max_tokens=24)
+    before = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    later = tmp_path / "later"
+    result = subprocess.run([str(SCRIPT), "attempt", "humaneval", "--model", "tiny", "--run",
+                             str(later), "--limit", "3", "--max-tokens", "24",
+                             "--reuse", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    sent = [json.loads(line) for line in (later / "cache" / "sent.jsonl").open()]
+    assert len(sent) == 1  # only the third task was asked
+    mine = {a["task_id"]: a["completion"] for a in RunDir(later).records("attempts")}
+    theirs = {a["task_id"]: a["completion"] for a in RunDir(earlier).records("attempts")}
+    assert len(mine) == 3 and {t: mine[t] for t in theirs} == theirs
+    assert _lines(later / "cache" / "requests.jsonl") == 3  # the run keeps its own copies
+    with RunDir(tmp_path / "again", reuse=[tmp_path / "runs"]) as run:
+        assert attempt(TASKS[:2], "tiny", run, max_tokens=25).new_requests == 2
+    assert {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+
+
+def test_reusing_a_missing_directory_is_a_one_line_error(tmp_path):
+    result = subprocess.run([str(SCRIPT), "eval", "humaneval", "--model", "tiny", "--run",
+                             str(tmp_path / "run"), "--reuse", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "Invalid value for '--reuse'" in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "run").exists()

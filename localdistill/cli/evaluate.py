@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from localdistill.cli.base import cli
-from localdistill.cli.pipeline import limit_option, run_option, sandbox_options, tasks_argument
+from localdistill.cli.pipeline import (
+    limit_option,
+    reuse_option,
+    run_option,
+    sandbox_options,
+    tasks_argument,
+)
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -27,6 +33,7 @@ def _ks(value: str) -> tuple[int, ...]:
 @click.option("--adapter", type=click.Path(exists=True, path_type=Path), default=None,
               help="A `localdistill train` output (or an adapter) to put on the model.")
 @run_option
+@reuse_option
 @click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
               help="Answers per task.")
 @click.option("--temperature", type=click.FloatRange(0), default=None,
@@ -40,7 +47,8 @@ def _ks(value: str) -> tuple[int, ...]:
               help="Comma-separated k of pass@k (those above --samples are left out).")
 @limit_option
 @sandbox_options
-def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path, samples: int,
+def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path,
+                 reuse: tuple[Path, ...], samples: int,
                  temperature: float | None, max_tokens: int | None, seed: int, steps: int,
                  ks: tuple[int, ...], limit: int | None, workers: int | None,
                  timeout: float) -> None:
@@ -64,7 +72,7 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path
     tasks = load_tasks(spec)[:limit]
     config = EvalConfig(samples=samples, temperature=temperature, max_tokens=max_tokens,
                         seed=seed, steps=steps, ks=ks)
-    with RunDir(run_dir) as run, Progress(Console(stderr=True)) as progress:
+    with RunDir(run_dir, reuse) as run, Progress(Console(stderr=True)) as progress:
         summary = evaluate(tasks, model, run, config, Limits(test_timeout=timeout), workers,
                            progress, benchmark=spec)
     Console(highlight=False).print(summary["report"].table())

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from localdistill.cli.base import cli
+from localdistill.cli.pipeline import reuse_option
 
 
 @cli.command("run")
@@ -14,7 +15,8 @@ from localdistill.cli.base import cli
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The run directory (default: runs/<config name>); resumed if it exists.")
-def run_command(config_file: Path, run_dir: Path | None) -> None:
+@reuse_option
+def run_command(config_file: Path, run_dir: Path | None, reuse: tuple[Path, ...]) -> None:
     """The whole loop: collect -> train one adapter per method -> evaluate the base student and
     every adapter -> report. Run it again after any interruption: it picks up where it stopped."""
     from rich.console import Console
@@ -28,5 +30,5 @@ def run_command(config_file: Path, run_dir: Path | None) -> None:
     if not out.is_terminal:
         out.width = 200
     with Progress(Console(stderr=True)) as progress:
-        run_loop(config, run_dir, progress, say=out.print)
+        run_loop(config, run_dir, progress, say=out.print, reuse=reuse)
     click.echo(f"everything is in {run_dir}; the report in {run_dir / 'report'}")

@@ -28,6 +28,11 @@ def _options(*decorators):
 tasks_argument = click.argument("spec", metavar="TASKS")
 run_option = click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
                           required=True, help=RUN_HELP)
+reuse_option = click.option(
+    "--reuse", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+    help="Another run directory (or a folder of them) whose model answers to the very same "
+         "requests (same weights, prompt and settings) are taken instead of asking again; "
+         "repeatable. Read only; this run keeps its own copy.")
 limit_option = click.option("--limit", type=click.IntRange(1), default=None,
                             help="Only the first N tasks.")
 sandbox_options = _options(
@@ -38,7 +43,7 @@ sandbox_options = _options(
 
 
 @contextmanager
-def _stage(spec: str, run_dir: Path, limit: int | None = None):
+def _stage(spec: str, run_dir: Path, limit: int | None = None, reuse: tuple[Path, ...] = ()):
     """Load the tasks, open the run directory, show progress on stderr; yields (tasks, run,
     progress, show) where show(report) records a stage's report and prints its table."""
     from rich.console import Console
@@ -56,7 +61,7 @@ def _stage(spec: str, run_dir: Path, limit: int | None = None):
             manifest.record(run, report=report)
         out.print(report.table())
 
-    with RunDir(run_dir) as run, Progress(Console(stderr=True)) as progress:
+    with RunDir(run_dir, reuse) as run, Progress(Console(stderr=True)) as progress:
         yield tasks, run, progress, show
 
 
@@ -64,18 +69,20 @@ def _stage(spec: str, run_dir: Path, limit: int | None = None):
 @tasks_argument
 @click.option("--model", "model_name", required=True, help="The student, a name in models.toml.")
 @run_option
+@reuse_option
 @click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
 @limit_option
 @click.option("--seed", type=int, default=0, show_default=True)
-def attempt_command(spec: str, model_name: str, run_dir: Path, samples: int,
+def attempt_command(spec: str, model_name: str, run_dir: Path, reuse: tuple[Path, ...],
+                    samples: int,
                     temperature: float | None, max_tokens: int | None, limit: int | None,
                     seed: int) -> None:
     """Stage 1: the student attempts every task -> RUN/attempts.jsonl."""
     from localdistill.attempt import attempt
 
-    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+    with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         show(attempt(tasks, model_name, run, samples, temperature, max_tokens, seed, progress))
 
 
@@ -103,20 +110,21 @@ teacher_options = _options(
 @cli.command("refine")
 @tasks_argument
 @run_option
+@reuse_option
 @teacher_options
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
               help="Refinement rounds in all (the first, plus retries with new feedback).")
 @click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
 @sandbox_options
-def refine_command(spec: str, run_dir: Path, teacher: str, temperature: float | None,
-                   max_tokens: int | None, rounds: int, unchanged_retries: int,
-                   workers: int | None, timeout: float) -> None:
+def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: str,
+                   temperature: float | None, max_tokens: int | None, rounds: int,
+                   unchanged_retries: int, workers: int | None, timeout: float) -> None:
     """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
     from localdistill.execute import Limits
     from localdistill.refine import refine
 
-    with _stage(spec, run_dir) as (tasks, run, progress, show):
+    with _stage(spec, run_dir, reuse=reuse) as (tasks, run, progress, show):
         show(refine(tasks, teacher, run, rounds, temperature, max_tokens,
                     Limits(test_timeout=timeout), workers, unchanged_retries,
                     progress=progress))
@@ -125,19 +133,20 @@ def refine_command(spec: str, run_dir: Path, teacher: str, temperature: float | 
 @cli.command("direct")
 @tasks_argument
 @run_option
+@reuse_option
 @teacher_options
 @click.option("--only-failed", is_flag=True,
               help="Only tasks the student failed (enough for InpD; StanD needs all).")
 @limit_option
 @sandbox_options
-def direct_command(spec: str, run_dir: Path, teacher: str, temperature: float | None,
-                   max_tokens: int | None, only_failed: bool, limit: int | None,
-                   workers: int | None, timeout: float) -> None:
+def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: str,
+                   temperature: float | None, max_tokens: int | None, only_failed: bool,
+                   limit: int | None, workers: int | None, timeout: float) -> None:
     """The baselines' data: the teacher answers tasks from scratch, verified -> RUN/direct.jsonl."""
     from localdistill.direct import direct_answers
     from localdistill.execute import Limits
 
-    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+    with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         if only_failed:
             failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
             tasks = [t for t in tasks if t.task_id in failed]
@@ -182,6 +191,7 @@ def build_command(spec: str, run_dir: Path, methods: str, previous: Path | None)
 @click.option("--student", required=True, help="The student, a name in models.toml.")
 @click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
 @run_option
+@reuse_option
 @limit_option
 @click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
               help="Student attempts per task.")
@@ -203,14 +213,15 @@ def build_command(spec: str, run_dir: Path, methods: str, previous: Path | None)
               help="The student's LoRA adapter (from the previous distillation round).")
 @previous_option
 @sandbox_options
-def collect_command(spec: str, run_dir: Path, limit: int | None, methods: str,
+def collect_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], limit: int | None,
+                    methods: str,
                     previous: Path | None, timeout: float, **settings) -> None:
     """The whole data pipeline: attempt, execute, refine + verify, teacher answers, build."""
     from localdistill.collect import CollectConfig, collect
 
     config = CollectConfig(methods=_methods(methods), test_timeout=timeout,
                            previous=str(previous) if previous else None, **settings)
-    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+    with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         collect(tasks, config, run, spec, progress,
                 on_stage=lambda report: show(report, record=False))
     click.echo(f"data sets in {run_dir / 'data'}")
@@ -220,6 +231,7 @@ def collect_command(spec: str, run_dir: Path, limit: int | None, methods: str,
 @tasks_argument
 @click.option("--teacher", required=True, help="The model that proposes inputs (models.toml).")
 @run_option
+@reuse_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The task file to write (.jsonl), the tasks with their new tests.")
 @click.option("--count", type=click.IntRange(1), default=10, show_default=True,
@@ -232,7 +244,8 @@ def collect_command(spec: str, run_dir: Path, limit: int | None, methods: str,
               help="Let the reference import installed third-party packages (numpy...).")
 @limit_option
 @sandbox_options
-def gen_tests_command(spec: str, teacher: str, run_dir: Path, output: Path, count: int,
+def gen_tests_command(spec: str, teacher: str, run_dir: Path, reuse: tuple[Path, ...],
+                      output: Path, count: int,
                       min_tests: int, temperature: float | None, max_tokens: int | None,
                       site_packages: bool, limit: int | None, workers: int | None,
                       timeout: float) -> None:
@@ -246,7 +259,7 @@ def gen_tests_command(spec: str, teacher: str, run_dir: Path, output: Path, coun
 
     if output.suffix != ".jsonl":
         raise click.BadParameter("expected a .jsonl file", param_hint="--output")
-    with _stage(spec, run_dir, limit) as (tasks, run, progress, show):
+    with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         report = generate_tests(tasks, teacher, run, count, min_tests,
                                 Limits(test_timeout=timeout, site_packages=site_packages),
                                 workers, temperature, max_tokens, progress)
