@@ -240,7 +240,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     from localdistill.execute import Limits
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
-    from localdistill.report import report, table
+    from localdistill.report import compare, comparison_table, report, table
     from localdistill.rundir import RunDir
     from localdistill.tasks import load_tasks
     from localdistill.train import train
@@ -289,6 +289,8 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
             evaluations.append(where)
     entries, plots = report(evaluations, run_dir / "report")
     say(table(entries))
+    if compare(entries):
+        say(comparison_table(compare(entries)))
     for path in plots:
         say(f"plot: {path}")
     return entries

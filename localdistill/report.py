@@ -6,11 +6,15 @@ and from the data set the collect run that built it (its manifest: the teacher t
 Every figure carries its provenance: nothing is entered by hand.
 
 pass@1 comes with a 95% confidence interval over tasks (normal approximation of the mean of the
-per-task pass@1 values); two methods whose intervals overlap are not told apart by this run.
+per-task pass@1 values). Two models evaluated on the same tasks are also compared pair-wise, task
+by task (`compare`): the mean difference with its 95% interval, and an exact two-sided sign test
+over the tasks where they differ (McNemar's test when there is one sample per task). The paired
+comparison is much sharper than overlapping intervals, since both models face the same tasks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ class Entry:
     pass_at_k: dict[str, dict[str, float]]  # "step s" -> {"pass@k": value}
     pass1_interval: list[float]  # 95% half-width of pass@1 per step
     eval_seconds: float
+    per_task: list[dict[str, float]] = field(default_factory=list)  # pass@1 of each task, by step
     method: str = "base"  # the data set's name (persd, standd...) or "base"
     data_set: str | None = None
     examples: int | None = None  # training-set size
@@ -64,7 +69,10 @@ def load_entry(run: Path) -> Entry:
                       pass1_interval=[_half_width(summary["correct_per_task"][step],
                                                   summary["samples"])
                                       for step in summary["pass_at_k"]],
-                      eval_seconds=summary.get("wall_seconds", summary.get("seconds", 0.0)))
+                      eval_seconds=summary.get("wall_seconds", summary.get("seconds", 0.0)),
+                      per_task=[{task: c / summary["samples"] for task, c in
+                                 summary["correct_per_task"][step].items()}
+                                for step in summary["pass_at_k"]])
     except (KeyError, TypeError) as e:
         raise ReportError(f"{summary_file}: missing or wrong field {e}") from None
     if summary.get("adapter"):
@@ -164,6 +172,81 @@ def table(entries: list[Entry]):
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
         cells += [_number(e.teacher_tokens), trained, duration(e.eval_seconds)]
         result.add_row(*cells)
+    return result
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`a` against `b` on the same tasks at one step: a's pass@1 minus b's, paired by task."""
+
+    benchmark: str
+    step: int
+    a: str
+    b: str
+    tasks: int
+    difference: float
+    half_width: float  # 95%, normal approximation of the mean per-task difference
+    a_better: int  # tasks where a's pass@1 is higher
+    b_better: int
+    p_value: float  # exact two-sided sign test over the tasks that differ
+
+
+def compare(entries: list[Entry]) -> list[Comparison]:
+    """Every trained student against the base student, and each PERsD variant against the
+    from-scratch baselines (StanD, InpD): the paper's claims, per benchmark and step."""
+    pairs = []
+    for benchmark in dict.fromkeys(e.benchmark for e in entries):
+        group = {e.label: e for e in entries if e.benchmark == benchmark}
+        base = [e for e in group.values() if e.method == "base"]
+        for e in group.values():
+            if base and e is not base[0]:
+                pairs.append((e, base[0]))
+        for e in group.values():
+            if e.method.startswith("persd"):
+                pairs += [(e, other) for other in group.values()
+                          if other.method in ("standd", "inpd")]
+    result = []
+    for a, b in pairs:
+        for step in range(min(a.steps, b.steps) + 1):
+            if not a.per_task or a.per_task[step].keys() != b.per_task[step].keys():
+                continue  # not the same tasks: no pairing
+            result.append(_paired(a, b, step))
+    return result
+
+
+def _paired(a: Entry, b: Entry, step: int) -> Comparison:
+    diffs = [a.per_task[step][t] - b.per_task[step][t] for t in a.per_task[step]]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
+    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return Comparison(a.benchmark, step, a.label, b.label, n, mean,
+                      1.96 * math.sqrt(variance / n) if n > 1 else float("nan"), up, down,
+                      sign_test(up, down))
+
+
+def sign_test(up: int, down: int) -> float:
+    """Exact two-sided p-value of `up` successes against `down` under a fair coin."""
+    n = up + down
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def comparison_table(comparisons: list[Comparison]):
+    from rich.table import Table
+
+    result = Table(title="paired by task: a - b (pass@1 points; p: exact sign test over the "
+                         "tasks where they differ)", title_justify="left")
+    for name in ("benchmark", "step", "a", "b", "a - b", "95% interval", "a better", "b better",
+                 "p"):
+        result.add_column(name, justify="left" if name in ("benchmark", "a", "b") else "right")
+    for c in comparisons:
+        result.add_row(_short(c.benchmark), str(c.step), c.a, c.b, f"{100 * c.difference:+.1f}",
+                       f"{100 * (c.difference - c.half_width):+.1f} .. "
+                       f"{100 * (c.difference + c.half_width):+.1f}",
+                       str(c.a_better), str(c.b_better), f"{c.p_value:.3f}")
     return result
 
 
@@ -277,4 +360,7 @@ def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
     from localdistill.rundir import write_atomic
 
     write_atomic(out / "report.json", (json.dumps(rows, indent=2) + "\n").encode())
+    paired = [{k: None if isinstance(v, float) and math.isnan(v) else v
+               for k, v in dataclasses.asdict(c).items()} for c in compare(entries)]
+    write_atomic(out / "comparisons.json", (json.dumps(paired, indent=2) + "\n").encode())
     return entries, plot(entries, out)

@@ -132,3 +132,31 @@ def test_the_whole_loop_runs_and_resumes(tmp_path):
     assert json.loads((run / "train" / "persd" / "train.json").read_text())["config"]["rank"] == 8
     assert "rank = 8" in (run / "config.toml").read_text()
     assert len(list(run.glob("config.*.toml"))) == 1  # the earlier one, kept
+
+
+def test_the_shipped_configs_parse():
+    quick = load_config(REPO / "examples" / "quickstart.toml")
+    assert quick.loop.tasks == (str(REPO / "examples" / "quickstart_tasks.jsonl"),)
+    reproduce = load_config(REPO / "examples" / "reproduce_cpu.toml")
+    assert reproduce.loop.methods == ("standd", "inpd", "persd", "persd-refine", "persd-combine")
+    assert reproduce.eval.benchmarks == ("humaneval", "mbpp:test")
+
+
+def test_the_reproduction_script_runs_one_config_per_student(tmp_path):
+    """scripts/reproduce_cpu.sh with `echo` in place of localdistill: the runs it would start,
+    each with a config that parses and names its student; bad arguments are refused."""
+    script = REPO / "scripts" / "reproduce_cpu.sh"
+    env = {**os.environ, "RUNS": str(tmp_path / "runs"), "LOCALDISTILL": "echo"}
+    done = subprocess.run(["bash", str(script), str(DATA), "tiny", "demo", "--", "--reuse", "x"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    started = [line for line in done.stdout.splitlines() if line.startswith("run ")]
+    assert started == [f"run {tmp_path}/runs/reproduce-{name}.toml --run {tmp_path}/runs/"
+                       f"reproduce-{name} --reuse x" for name in ("tiny", "demo")]
+    for name, student in (("tiny", "tiny"), ("demo", "demo-student")):
+        config = load_config(tmp_path / "runs" / f"reproduce-{name}.toml")
+        assert config.loop.student == student and config.loop.teacher == "demo-teacher"
+    for args in ([str(tmp_path)], [str(DATA), "large"], []):
+        refused = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                                 env=env, timeout=60)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.report import load_entries, teacher_tokens
+from localdistill.report import compare, load_entries, sign_test, teacher_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -121,3 +121,50 @@ def test_bad_runs_are_one_line_and_exit_2(tmp_path, content, message):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_chain_report_compares_the_adapter_with_the_base_task_by_task(chain):
+    tmp, stdout = chain
+    assert "paired by task" in stdout
+    paired = json.loads((tmp / "out" / "comparisons.json").read_text())
+    assert [(c["a"], c["b"], c["step"]) for c in paired] == [("persd", "base", 0),
+                                                            ("persd", "base", 1)]
+    base, tuned = (json.loads((tmp / n / "summary.json").read_text()) for n in ("base", "tuned"))
+    for c in paired:
+        step = f"step {c['step']}"
+        a, b = tuned["correct_per_task"][step], base["correct_per_task"][step]
+        assert c["a_better"] == sum(a[t] > b[t] for t in a)
+        assert c["b_better"] == sum(a[t] < b[t] for t in a)
+        assert c["difference"] == pytest.approx(
+            tuned["pass_at_k"][step]["pass@1"] - base["pass_at_k"][step]["pass@1"])
+
+
+def test_the_sign_test_is_exact():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(0, 6) == pytest.approx(2 / 64)  # McNemar: 6 discordant tasks, all one way
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert sign_test(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
+
+
+def _summary(run: Path, label: str, correct: dict[str, int], samples: int = 1) -> Path:
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({
+        "model": label, "benchmark": "bench", "tasks": len(correct), "samples": samples,
+        "pass_at_k": {"step 0": {"pass@1": sum(correct.values()) / samples / len(correct)}},
+        "correct_per_task": {"step 0": correct}}))
+    return run
+
+
+def test_paired_comparisons_need_the_same_tasks(tmp_path):
+    tasks = [f"t{i}" for i in range(40)]
+    base = _summary(tmp_path / "base", "m", {t: int(i < 10) for i, t in enumerate(tasks)})
+    better = _summary(tmp_path / "better", "m", {t: int(i < 25) for i, t in enumerate(tasks)})
+    fewer = _summary(tmp_path / "fewer", "m", {t: 1 for t in tasks[:30]})
+    entries = load_entries([base, better, fewer])
+    entries[1].method = "persd"
+    entries[2].method = "standd"
+    (c,) = compare(entries)  # fewer ran on other tasks: not paired with either
+    assert (c.a, c.b, c.a_better, c.b_better) == ("better", "base", 15, 0)
+    assert c.difference == pytest.approx(15 / 40) and c.p_value == pytest.approx(2 / 2 ** 15)
+    assert 0 < c.difference - c.half_width < c.difference

@@ -90,12 +90,14 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
     step, pass@1 against training-set size)."""
     from rich.console import Console
 
-    from localdistill.report import report, table
+    from localdistill.report import compare, comparison_table, report, table
 
     entries, plots = report(list(runs), out)
     console = Console(highlight=False)
     if not console.is_terminal:  # a log or a pipe: keep the table's rows whole
         console.width = 200
     console.print(table(entries))
+    if compare(entries):
+        console.print(comparison_table(compare(entries)))
     for path in plots:
         click.echo(f"plot: {path}")
