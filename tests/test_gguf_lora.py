@@ -228,6 +228,13 @@ def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
         finally:
             llm.close()
 
+    # Our llama.cpp backend (`localdistill generate NAME+ADAPTER`) says it too.
+    question, answer = next(iter(MEMORISED.items()))
+    said = subprocess.run([str(Path(sys.executable).parent / "localdistill"), "generate",
+                           f"tiny+{adapter}", "-p", question, "--max-tokens", "24",
+                           "--temperature", "0"], capture_output=True, text=True, timeout=300)
+    assert said.returncode == 0 and answer in said.stdout, said.stdout + said.stderr
+
     # llama.cpp's server loads it as well: `localdistill serve tiny+ADAPTER`, asked over HTTP.
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "localdistill"), "serve",
@@ -381,3 +388,29 @@ def test_merging_into_a_quantised_base_is_refused(tmp_path):
                                                         "load_in_4bit": True}}))
     with pytest.raises(AdapterError, match="quantised"):
         merge_adapter(base, fake_adapter(tmp_path, GOOD), tmp_path / "merged")
+
+
+def test_loading_an_adapter_keeps_stderr_clean(tmp_path):
+    """llama.cpp prints a line per adapted tensor when it loads a LoRA adapter onto weights it
+    repacks for the CPU (the demo student's Q4_K_M; not the tiny model's Q4_1), right across the
+    progress bars, whatever `verbose` says. Our backend silences them (12 lines before the fix)."""
+    from localdistill.models.demo import ModelNotInstalled
+
+    try:
+        student = weights_path(get_model("demo-student"))
+    except ModelNotInstalled as e:
+        pytest.skip(str(e))
+    # Qwen2.5-Coder-0.5B: hidden 896, MLP 4864; a zero adapter on every layer's MLP projections.
+    pairs = {}
+    for layer in range(24):
+        for name, (fan_in, fan_out) in {"gate_proj": (896, 4864), "up_proj": (896, 4864),
+                                        "down_proj": (4864, 896)}.items():
+            pairs[f"model.layers.{layer}.mlp.{name}"] = (np.zeros((4, fan_in)),
+                                                         np.zeros((fan_out, 4)))
+    adapter = export_gguf_lora(fake_adapter(tmp_path, pairs, r=4, alpha=8), student,
+                               tmp_path / "adapter.gguf")
+    said = subprocess.run([str(Path(sys.executable).parent / "localdistill"), "generate",
+                           f"demo-student+{adapter}", "-p", "Say hi.", "--max-tokens", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert said.returncode == 0 and said.stdout.strip(), said.stderr[-1000:]
+    assert "lora" not in said.stderr.lower(), said.stderr[:500]

@@ -7,7 +7,9 @@ requests in parallel, serve the model (`localdistill serve`) and use the openai 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from localdistill.backends.base import BackendError, Request, Result, Sample
 from localdistill.models import ModelSpec, adapter_path, weights_path
@@ -42,7 +44,8 @@ class LlamaCppBackend:
         if spec.chat_template:
             kwargs["chat_handler"] = _chat_handler(spec.chat_template)
         try:
-            self.llm = Llama(**kwargs)
+            with _quiet_stderr(adapter is not None):
+                self.llm = Llama(**kwargs)
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {path}: {e}") from None
         self.spec = spec
@@ -84,6 +87,27 @@ class LlamaCppBackend:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()
+
+
+@contextmanager
+def _quiet_stderr(quiet: bool):
+    """Silence the C library's own writes to stderr (file descriptor 2) while loading.
+
+    llama.cpp prints a line per adapted tensor when it loads a LoRA adapter on a CPU
+    ("... cannot use buft 'CPU_REPACK', fallback to CPU"), past verbose=False, right across the
+    progress bars. A failed load still raises, and its message reaches the user as one line."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_gguf(path, spec: ModelSpec) -> None:
