@@ -7,7 +7,7 @@ commands; each only parses arguments and calls the library.
 
 from __future__ import annotations
 
-from localdistill.cli import evaluate, experiment, models, pipeline, tasks, train  # noqa: F401 - they register commands
+from localdistill.cli import evaluate, experiment, mine, models, pipeline, tasks, train  # noqa: F401 - they register commands
 from localdistill.cli.base import BadInput, WorkFailed, cli
 
 
