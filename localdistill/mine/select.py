@@ -1,0 +1,288 @@
+"""The selection rules: where a function is and what shape it has, the reasons it is not a
+candidate, and the records of what was selected (see the package docstring). What a candidate
+needs to run on its own is checked in standalone.py."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from localdistill.progress import StageReport
+from localdistill.tasks.record import Task
+
+MIN_BODY_LINES = 3
+MAX_BODY_LINES = 60
+MAX_CONTEXT_LINES = 150  # of helpers and constants carried into one prompt
+
+BANNED_MODULES = frozenset({
+    "aiohttp", "asyncio", "atexit", "concurrent", "ctypes", "fileinput", "ftplib", "gc",
+    "getpass", "glob", "http", "httpx", "importlib", "inspect", "locale", "logging",
+    "multiprocessing", "os", "pathlib", "pickle", "platform", "random", "requests", "secrets",
+    "select", "selectors", "shelve", "shutil", "signal", "smtplib", "socket", "sqlite3", "ssl",
+    "subprocess", "sys", "tempfile", "threading", "time", "urllib", "urllib3", "uuid",
+    "webbrowser",
+})
+BANNED_BUILTINS = frozenset({
+    "__import__", "breakpoint", "compile", "eval", "exec", "exit", "globals", "help", "input",
+    "locals", "open", "quit", "vars",
+})
+NOW_ATTRIBUTES = frozenset({"now", "today", "utcnow"})
+IMMUTABLE_CALLS = frozenset({
+    "bool", "bytes", "complex", "float", "frozenset", "int", "object", "range", "str", "tuple",
+    "collections.namedtuple", "re.compile", "typing.NamedTuple", "typing.NewType",
+    "typing.TypeVar", "typing_extensions.TypeVar",
+})
+MUTABLE_CALLS = frozenset({
+    "bytearray", "dict", "list", "set", "collections.Counter", "collections.OrderedDict",
+    "collections.defaultdict", "collections.deque",
+})
+PLAIN_TYPE_MODULES = frozenset({"collections", "typing", "typing_extensions"})
+_BUILTINS = frozenset(dir(builtins))
+
+# Why a function is not a candidate (the first rule it fails).
+METHOD = "method (classes are not built)"
+NESTED = "nested function"
+CONDITIONAL = "defined under if/try/with"
+TWICE = "defined twice in its module"
+ASYNC_OR_GENERATOR = "async or generator"
+DECORATED = "decorated"
+DUNDER = "module hook (__name__)"
+NO_ARGUMENTS = "takes no arguments"
+VARARGS_ONLY = "takes *args/**kwargs only"
+NO_RETURN = "returns no value"
+OPAQUE_ARGUMENTS = "an argument's annotation is not a plain data type"
+UNCLEAR = "no docstring and unclear name or signature"
+TOO_SHORT = f"body under {MIN_BODY_LINES} lines"
+TOO_LONG = f"body over {MAX_BODY_LINES} lines"
+IMPURE = "uses I/O, network, processes, time or randomness"
+GLOBALS = "reads or writes mutable module globals"
+RELATIVE = "relative import"
+OWN_PACKAGE = "imports its own package"
+THIRD_PARTY = "imports a third-party package"
+NOT_CARRIABLE = "needs a module-level value it cannot carry"
+UNDEFINED = "needs a name its module binds only conditionally or not at all"
+TOO_MUCH_CONTEXT = f"needs over {MAX_CONTEXT_LINES} lines of helpers"
+BROKEN = "does not parse standalone"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A function that makes a task: its prompt (imports, helpers, signature, docstring) and its
+    reference (the real body)."""
+
+    path: str  # relative to the repository, with /
+    line: int  # of the `def`
+    name: str
+    prompt: str
+    reference: str
+
+    @property
+    def task_id(self) -> str:
+        return f"mined/{self.path}::{self.name}"
+
+    def task(self) -> Task:
+        """The task, still without tests (gen-tests makes them)."""
+        return Task(self.task_id, self.prompt, self.name, (), reference=self.reference,
+                    source="mined", metadata={"path": self.path, "line": self.line})
+
+
+@dataclass
+class MineStats:
+    """What `find_candidates` saw: functions seen = candidates + rejected."""
+
+    files: int = 0
+    unparsable: list[str] = field(default_factory=list)  # files that are not valid Python
+    functions: int = 0
+    candidates: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (function, reason)
+    seconds: float = 0.0
+
+    def by_reason(self) -> Counter[str]:
+        return Counter(reason for _, reason in self.rejected)
+
+    def stage_report(self) -> StageReport:
+        counts: dict[str, int | str] = {
+            "python files": self.files, "files not parsed": len(self.unparsable),
+            "functions seen": self.functions, "candidates": self.candidates,
+        }
+        counts |= {f"rejected: {reason}": n for reason, n in self.by_reason().most_common()}
+        return StageReport("mine", counts, seconds=self.seconds)
+
+
+# --- one module ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Module:
+    """A parsed file and what its top level binds."""
+
+    path: str
+    lines: list[str]
+    tree: ast.Module
+    imports: dict[str, tuple[ast.Import | ast.ImportFrom, ast.alias]] = field(default_factory=dict)
+    definitions: dict[str, ast.stmt] = field(default_factory=dict)
+    twice: set[str] = field(default_factory=set)
+    future: list[ast.ImportFrom] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        meanings: dict[str, set[str]] = {}  # name -> what each binding binds it to
+        for node in self.tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+                self.future.append(node)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name != "*":
+                        name = alias.asname or alias.name.split(".")[0]
+                        self.imports[name] = (node, alias)
+                        meanings.setdefault(name, set()).add(_imported(node, alias))
+            elif not _overload(node):  # typing stubs, not the definition
+                for name in _top_level_names(node):
+                    self.definitions[name] = node
+                    meanings.setdefault(name, set()).add(f"line {node.lineno}")
+        self.twice = {name for name, bound in meanings.items() if len(bound) > 1}
+
+    @property
+    def lazy_annotations(self) -> bool:
+        return any(a.name == "annotations" for node in self.future for a in node.names)
+
+    def source(self, node: ast.stmt) -> str:
+        return "\n".join(self.lines[node.lineno - 1 : node.end_lineno])
+
+    def import_root(self, name: str) -> str | None:
+        """The top-level module a name imported at the top level comes from ('.' if relative)."""
+        if name not in self.imports:
+            return None
+        node, alias = self.imports[name]
+        return _root(node, alias)
+
+
+def _imported(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
+    """What an import binds its name to: `import os` and `import os.path` both bind os to os."""
+    if isinstance(node, ast.Import):
+        return alias.name if alias.asname else alias.name.split(".")[0]
+    return f"{'.' * node.level}{node.module or ''}:{alias.name}"
+
+
+def _overload(node: ast.stmt) -> bool:
+    decorators = getattr(node, "decorator_list", [])
+    return any(isinstance(d, ast.Name | ast.Attribute) and ast.unparse(d).endswith("overload")
+               for d in decorators)
+
+
+def _top_level_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and node.value and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
+
+
+def _root(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
+    if isinstance(node, ast.ImportFrom):
+        return "." if node.level else (node.module or "").split(".")[0]
+    return alias.name.split(".")[0]
+
+
+# --- where a function is and what shape it has --------------------------------------------------
+
+
+_Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _functions(tree: ast.Module) -> Iterator[tuple[_Function, str, str]]:
+    """Every function with its qualified name and place: top, conditional, method or nested."""
+    def visit(node: ast.AST, prefix: str, scope: str, top: bool) -> Iterator:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                place = {"class": "method", "function": "nested"}.get(scope)
+                yield child, prefix + child.name, place or ("top" if top else "conditional")
+                yield from visit(child, f"{prefix}{child.name}.<locals>.", "function", False)
+            elif isinstance(child, ast.ClassDef):
+                yield from visit(child, f"{prefix}{child.name}.", "class", False)
+            elif isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                yield from visit(child, prefix, scope, False)
+    yield from visit(tree, "", "module", True)
+
+
+def _placement_problem(place: str, name: str, module: _Module) -> str | None:
+    problems = {"method": METHOD, "nested": NESTED, "conditional": CONDITIONAL}
+    return problems.get(place) or (TWICE if name in module.twice else None)
+
+
+def _shape_problem(function: _Function, module: _Module) -> str | None:
+    own = list(_own_nodes(function))
+    if isinstance(function, ast.AsyncFunctionDef) or any(
+        isinstance(n, ast.Yield | ast.YieldFrom) for n in own
+    ):
+        return ASYNC_OR_GENERATOR
+    if function.decorator_list:
+        return DECORATED
+    if function.name.startswith("__") and function.name.endswith("__"):
+        return DUNDER
+    arguments = function.args
+    named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+    if not named:
+        return VARARGS_ONLY if arguments.vararg or arguments.kwarg else NO_ARGUMENTS
+    if not any(isinstance(n, ast.Return) and n.value is not None for n in own):
+        return NO_RETURN
+    if any(_opaque(a.annotation, module) for a in named if a.annotation):
+        return OPAQUE_ARGUMENTS
+    if ast.get_docstring(function) is None and not _clear(function.name, named):
+        return UNCLEAR
+    lines = _body_lines(function, module)
+    code = [line for line in lines if line.strip() and not line.strip().startswith("#")]
+    if len(code) < MIN_BODY_LINES:
+        return TOO_SHORT
+    if len(code) > MAX_BODY_LINES:
+        return TOO_LONG
+    return None
+
+
+def _own_nodes(function: _Function) -> Iterator[ast.AST]:
+    """The nodes of a function's own body, not those of functions, lambdas or classes in it."""
+    todo = list(function.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _opaque(annotation: ast.expr, module: _Module) -> bool:
+    """Does an argument's annotation name a type whose values are not literals (a class of the
+    repository, say)? Builtins, typing's generics and type aliases are plain."""
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "Foo"
+            try:
+                if _opaque(ast.parse(node.value, mode="eval").body, module):
+                    return True
+            except SyntaxError:
+                return True
+        elif isinstance(node, ast.Name) and node.id not in _BUILTINS:
+            root = module.import_root(node.id)
+            alias = isinstance(module.definitions.get(node.id), ast.Assign | ast.AnnAssign)
+            if root not in PLAIN_TYPE_MODULES and not alias:
+                return True
+    return False
+
+
+def _clear(name: str, arguments: list[ast.arg]) -> bool:
+    words = [w for w in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
+    return len(words) >= 2 and all(a.annotation or len(a.arg) >= 2 for a in arguments)
+
+
+def _signature_end(function: _Function) -> int:
+    """The last line of the prompt part of a function: its docstring's, or its `def` line's."""
+    if ast.get_docstring(function, clean=False) is not None:
+        return function.body[0].end_lineno
+    return function.body[0].lineno - 1
+
+
+def _body_lines(function: _Function, module: _Module) -> list[str]:
+    return module.lines[_signature_end(function) : function.end_lineno]
