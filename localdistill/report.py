@@ -166,7 +166,7 @@ def table(entries: list[Entry]):
         last = e.pass_at_k[f"step {e.steps}"]
         cells = [e.label, e.model.split("+", 1)[0], e.method, _number(e.examples),
                  _short(e.benchmark), f"{e.tasks} × {e.samples}"]
-        cells += [(f"{e.pass_at_k[f'step {s}']['pass@1']:.1%} ± {e.pass1_interval[s]:.1%}"
+        cells += [(f"{e.pass_at_k[f'step {s}']['pass@1']:.1%}" + _plus_minus(e.pass1_interval[s])
                    if s <= e.steps else "") for s in range(steps + 1)]
         cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
@@ -243,11 +243,17 @@ def comparison_table(comparisons: list[Comparison]):
                  "p"):
         result.add_column(name, justify="left" if name in ("benchmark", "a", "b") else "right")
     for c in comparisons:
+        interval = "-" if math.isnan(c.half_width) else (
+            f"{100 * (c.difference - c.half_width):+.1f} .. "
+            f"{100 * (c.difference + c.half_width):+.1f}")
         result.add_row(_short(c.benchmark), str(c.step), c.a, c.b, f"{100 * c.difference:+.1f}",
-                       f"{100 * (c.difference - c.half_width):+.1f} .. "
-                       f"{100 * (c.difference + c.half_width):+.1f}",
-                       str(c.a_better), str(c.b_better), f"{c.p_value:.3f}")
+                       interval, str(c.a_better), str(c.b_better), f"{c.p_value:.3f}")
     return result
+
+
+def _plus_minus(half_width: float) -> str:
+    """` ± 12.3%`, or nothing when one task leaves no spread to measure."""
+    return "" if math.isnan(half_width) else f" ± {half_width:.1%}"
 
 
 def _short(benchmark: str) -> str:
