@@ -11,6 +11,8 @@
    earlier calls); also when the output's repr is not a Python literal that reads back equal
    (NaN, inf, Decimal), shows float rounding noise (`0.30000000000000004`: a correct solution
    that adds in another order fails it), or is too long to make a readable test.
+   A call whose output is an iterator or generator is run again as `list(f(<args>))` (see
+   `materialise`), so lazy functions get tests of their items.
 4. Each call left becomes `assert f(<args>) == <repr of the output>`, a value test: the sandbox
    that judges a student's code later never sees the expected value. A task left with fewer than
    `min_tests` tests, or whose outputs are all None (its reference prints or changes its arguments
@@ -206,6 +208,29 @@ def outputs(
     return first, second
 
 
+def materialise(
+    task: Task, calls: Sequence[str], first: Sequence[Value], second: Sequence[Value],
+    limits: Limits = Limits(),
+) -> tuple[list[str], list[Value], list[Value]]:
+    """Calls whose output was not plain data in both runs are tried again as `list(call)`.
+
+    Much Python returns iterators and generators (itertools-style libraries, most of all), and
+    their items are what a test should check. A call is rewritten only when `list(call)` gives
+    plain data in both runs; otherwise it keeps its first outcome (and is dropped as not data).
+    The test becomes `assert list(f(...)) == [...]`: still a value test, judged outside the
+    sandbox."""
+    calls, first, second = list(calls), list(first), list(second)
+    lazy = [i for i, (a, b) in enumerate(zip(first, second, strict=True))
+            if a.status == b.status == "not_data"]
+    if not lazy:
+        return calls, first, second
+    again_first, again_second = outputs(task, [f"list({calls[i]})" for i in lazy], limits)
+    for i, a, b in zip(lazy, again_first, again_second, strict=True):
+        if a.status == b.status == "ok":
+            calls[i], first[i], second[i] = f"list({calls[i]})", a, b
+    return calls, first, second
+
+
 # Live objects of every small size: later allocations land elsewhere than in the first run.
 _SHIFT_HEAP = "__gen_tests_heap = [(object(), float(n), bytes(n)) for n in range(520)]\n"
 
@@ -337,17 +362,20 @@ def generate_tests(
     running = bar(progress, "run reference", len(to_run))
     records, made = [], {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        runs = pool.map(lambda t: outputs(t, proposals[t.task_id].calls, limits), to_run)
-        for task, (first, second) in zip(to_run, runs, strict=True):
-            made[task.task_id] = (first, second)
+        def run_reference(task: Task) -> tuple[list[str], list[Value], list[Value]]:
+            calls = proposals[task.task_id].calls
+            return materialise(task, calls, *outputs(task, calls, limits), limits)
+
+        for task, done in zip(to_run, pool.map(run_reference, to_run), strict=True):
+            made[task.task_id] = done
             running.advance()
     for task in tasks:
         proposal = proposals[task.task_id]
         report.proposed += proposal.found
         report.parsed += len(proposal.calls)
         report.dropped.update(proposal.dropped)
-        first, second = made.get(task.task_id, ([], []))
-        kept, dropped = make_tests(proposal.calls, first, second)
+        calls, first, second = made.get(task.task_id, ([], [], []))
+        kept, dropped = make_tests(calls, first, second)
         tests = [as_test(call, output) for call, output in kept]
         reason = _skip_reason(task, proposal, kept, dropped, first, min_tests)
         if reason:
@@ -371,7 +399,7 @@ def generate_tests(
         records.append(
             {
                 "key": task.task_id,
-                "calls": list(proposal.calls),
+                "calls": calls,
                 "outcomes": [_describe(a, b) for a, b in zip(first, second, strict=True)],
                 "tests": [] if reason else tests,
                 "skipped": reason,

@@ -27,6 +27,7 @@ from localdistill.gentests import (
     as_test,
     generate_tests,
     make_tests,
+    materialise,
     outputs,
     parse_calls,
 )
@@ -191,6 +192,24 @@ def test_only_deterministic_literal_outputs_become_tests():
     assert result.passed, result.feedback
     # ... and fail on another function.
     assert not run_tests("def f(x):\n    return x\n", tests, "f", "", FAST).passed
+
+
+def test_iterators_are_tested_by_their_items():
+    """Lazy outputs (generators, map objects) get `list(...)` tests; other non-data outputs, an
+    endless generator and a non-iterable object stay dropped."""
+    reference = ("    if n < 0:\n        return (i for i in iter(int, 1))\n"
+                 "    if n == 99:\n        return object()\n"
+                 "    return (i for i in range(n) if i % 2 == 0)\n")
+    task = Task("lazy", "def evens(n):\n", "evens", (), reference=reference)
+    calls = ["evens(5)", "evens(0)", "evens(-1)", "evens(99)"]
+    calls, first, second = materialise(task, calls, *outputs(task, calls, FAST), FAST)
+    kept, dropped = make_tests(calls, first, second)
+    assert kept == [("list(evens(5))", [0, 2, 4]), ("list(evens(0))", [])]
+    assert dropped == {NOT_DATA: 2}
+    tests = [as_test(call, output) for call, output in kept]
+    assert run_tests(task.program(reference), tests, "evens", "", FAST).passed
+    wrong = "def evens(n):\n    return iter(range(n))\n"
+    assert not run_tests(wrong, tests, "evens", "", FAST).passed
 
 
 def test_a_reference_that_loops_forever_costs_only_its_time_limit():
