@@ -12,9 +12,9 @@ prompt: the repair prompt is built from the seen-test verdict alone (tests/test_
 every request sent).
 
 RUN/samples.jsonl has one row per sample and step (the code, the hidden verdict and its feedback,
-the seen verdict, whether the step changed the code); RUN/summary.json has pass@k per step and
-per-task counts. Answers and verdicts go through the run's cache, so a killed evaluation resumes
-without asking the model again.
+the seen verdict, whether this step asked for a repair and whether the repair changed the code);
+RUN/summary.json has pass@k per step and per-task counts. Answers and verdicts go through the
+run's cache, so a killed evaluation resumes without asking the model again.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
     tokens = 0
     samples: list[_Sample] = []
     rows: list[dict] = []
+    repairs: dict[str, int] = {}
     for step in range(config.steps + 1):
         if step == 0:
             todo = [(task, i, attempt_messages(task)) for task in tasks
@@ -110,19 +111,26 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
         fresh = [_judged_later(task, i, step, answers[sample_key(task.task_id, i, step)].text)
                  for task, i, _ in todo]
         _judge(fresh, run, limits, workers, progress, label)
+        before = {s.key: s.completion for s in samples}
         if step == 0:
             samples = fresh
         else:
             replaced = {s.key: s for s in fresh}
             samples = [replaced.get(s.key, s) for s in samples]
-        rows += [_row(s, step) for s in samples]
+            asked = fresh
+            changed = [s for s in asked if _code(s.completion) != _code(before[s.key])]
+            repairs[f"step {step}: repairs asked"] = len(asked)
+            repairs[f"step {step}: repairs that changed the code"] = len(changed)
+            repairs[f"step {step}: repairs now passing the hidden tests"] = sum(
+                s.hidden["passed"] for s in changed)
+        rows += [_row(s, step, before.get(s.key)) for s in samples]
     run.write("samples", rows)
     report.student_tokens = tokens
     summary = _summary(tasks, spec, config, rows, benchmark)
     report.counts = {"tasks": len(tasks), "samples": len(tasks) * config.samples,
                      **{f"{name} {step_name}": f"{value:.1%}"
                         for step_name, values in summary["pass_at_k"].items()
-                        for name, value in values.items()}}
+                        for name, value in values.items()}, **repairs}
     report.finish()
     summary["tokens"] = tokens
     summary["seconds"] = round(time.monotonic() - started, 2)
@@ -162,9 +170,17 @@ def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | Non
         s.seen = verdicts.get(f"{s.key}/seen")
 
 
-def _row(s: _Sample, step: int) -> dict:
+def _code(completion: str) -> str:
+    """A completion with blank lines and trailing spaces ignored, to tell a real change."""
+    return "\n".join(line.rstrip() for line in completion.strip().splitlines() if line.strip())
+
+
+def _row(s: _Sample, step: int, previous: str | None) -> dict:
+    repaired = step > 0 and s.step == step
     return {"task_id": s.task.task_id, "sample": s.index, "step": step,
-            "changed": s.step == step, "answer": s.answer, "completion": s.completion,
+            "repaired": repaired,
+            "changed": repaired and previous is not None and _code(s.completion) != _code(previous),
+            "answer": s.answer, "completion": s.completion,
             "passed": s.hidden["passed"], "status": s.hidden["status"],
             "feedback": s.hidden["feedback"],
             "seen_passed": None if s.seen is None else s.seen["passed"],

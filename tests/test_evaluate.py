@@ -4,6 +4,7 @@ test ever reaches a prompt, and a killed evaluation resumes without asking the m
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -78,19 +79,27 @@ def test_rows_and_summary_per_step(finished):
         (t.task_id, s) for t in TASKS for s in range(3))
     by = {(r["task_id"], r["step"]): r for r in rows}
     assert by[("own/blank", 0)]["seen_passed"] is None
-    assert not by[("own/blank", 1)]["changed"] and not by[("own/blank", 2)]["changed"]
+    assert not by[("own/blank", 1)]["repaired"] and not by[("own/blank", 2)]["repaired"]
     for task in ("own/add_seven", "own/mystery"):
         for step in (1, 2):
             before, now = by[(task, step - 1)], by[(task, step)]
-            assert now["changed"] == (not before["seen_passed"])  # only seen failures repair
-            if not now["changed"]:
-                assert now["completion"] == before["completion"]
+            assert now["repaired"] == (not before["seen_passed"])  # only seen failures repair
+            if not now["repaired"]:
+                assert now["completion"] == before["completion"] and not now["changed"]
+            # changed: the repair's code differs from the step before (not just its wording)
+            assert now["changed"] == (now["repaired"] and now["completion"].strip() !=
+                                      before["completion"].strip())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "tiny" and summary["steps"] == 2 and summary["tasks"] == 3
     for step in range(3):
         passed = sum(by[(t.task_id, step)]["passed"] for t in TASKS)
         assert summary["pass_at_k"][f"step {step}"]["pass@1"] == pytest.approx(passed / 3)
     assert "pass@1 step 2" in stdout
+    for step in (1, 2):  # the table says how many repairs were asked and how many changed code
+        asked = sum(by[(t.task_id, step)]["repaired"] for t in TASKS)
+        changed = sum(by[(t.task_id, step)]["changed"] for t in TASKS)
+        assert re.search(rf"step {step}: repairs asked\W+{asked}\b", stdout)
+        assert re.search(rf"step {step}: repairs that changed the code\W+{changed}\b", stdout)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"]["name"] == "tiny" and manifest["eval"]["steps"] == 2
 
