@@ -117,9 +117,8 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
         else:
             replaced = {s.key: s for s in fresh}
             samples = [replaced.get(s.key, s) for s in samples]
-            asked = fresh
-            changed = [s for s in asked if _code(s.completion) != _code(before[s.key])]
-            repairs[f"step {step}: repairs asked"] = len(asked)
+            changed = [s for s in fresh if _code(s.completion) != _code(before[s.key])]
+            repairs[f"step {step}: repairs asked"] = len(fresh)
             repairs[f"step {step}: repairs that changed the code"] = len(changed)
             repairs[f"step {step}: repairs now passing the hidden tests"] = sum(
                 s.hidden["passed"] for s in changed)
