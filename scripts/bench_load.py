@@ -1,0 +1,188 @@
+"""Load benchmark: does `collect` keep memory flat as the task count grows, and does the sandbox
+keep every core busy?
+
+Memory. Builds N distinct tasks from MBPP (all splits) and HumanEval (variants are the same
+problems under new ids, with a `# variant k` line in the prompt, so no request or verdict is
+shared), then runs the real `localdistill collect` on them with the tiny model as student and
+teacher (few tokens per answer: the point is the number of records flowing through, not the
+answers), once with N/10 tasks (the baseline) and once with N, side by side. It samples the
+resident memory of the whole process tree (the CLI, its sandboxes) twice a second and prints, per
+stage, the peak for both runs and their ratio: flat memory means a ratio near 1 although the
+full run has ten times the tasks.
+
+Sandbox. Runs the N tasks' reference solutions through `tasks check` with one worker and with
+one per core, and prints programs per second, the speed-up, and how busy the cores were
+(CPU time of its process tree over wall time and cores).
+
+    .venv/bin/python scripts/bench_load.py /work/shared/data [--tasks 3000] [--max-tokens 4]
+
+The full default run takes about an hour on a 2-core CPU; `--tasks 300` is a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from localdistill.tasks import load_humaneval
+from localdistill.tasks.jsonl import save_jsonl
+from localdistill.tasks.mbpp import load_mbpp
+
+CLI = str(Path(sys.executable).with_name("localdistill"))
+
+
+def make_tasks(data: Path, count: int, path: Path) -> None:
+    pool = load_mbpp(data / "mbpp.jsonl", "all") + load_humaneval()
+    tasks = []
+    for i in range(count):
+        task, variant = pool[i % len(pool)], i // len(pool)
+        if variant:
+            task = replace(task, task_id=f"{task.task_id}~v{variant}",
+                           prompt=f"# variant {variant}\n{task.prompt}")
+        tasks.append(task)
+    save_jsonl(tasks, path)
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (shared pages counted in each)."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def stage_of(run: Path) -> str:
+    """The stage running now, from the caches' last records and the files written."""
+    for name, stage in (("direct.jsonl", "build"), ("refinements.jsonl", "teacher answers"),
+                        ("executions.jsonl", "refine + verify"), ("attempts.jsonl", "execute")):
+        if (run / name).exists():
+            return stage
+    return "attempt"
+
+
+def collect_memory(tasks: Path, count: int, run: Path, max_tokens: int) -> dict:
+    command = [CLI, "collect", str(tasks), "--limit", str(count), "--student", "tiny",
+               "--teacher", "tiny", "--run", str(run), "--max-tokens", str(max_tokens),
+               # one token more for the teacher: the same model under the same request would be
+               # answered from the cache, and the teacher's stages would not be exercised
+               "--teacher-max-tokens", str(max_tokens + 1), "--rounds", "1",
+               "--unchanged-retries", "0"]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    peaks: dict[str, int] = {}
+    while process.poll() is None:
+        stage = stage_of(run)
+        peaks[stage] = max(peaks.get(stage, 0), tree_rss(process.pid))
+        time.sleep(0.5)
+    if process.returncode:
+        sys.exit(f"collect failed (exit {process.returncode}): {process.stderr.read()[-500:]}")
+    manifest = json.loads((run / "manifest.json").read_text())
+    rows = sum(1 for _ in open(run / "cache" / "requests.jsonl"))
+    return {"peaks": peaks, "seconds": time.monotonic() - started, "requests": rows,
+            "stages": {s: manifest["stages"][s]["seconds"] for s in manifest["stages"]}}
+
+
+def tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record the CPU seconds of `root` and its descendants, each with those of the children it
+    reaped (so a sandboxed program's time counts in its zygote's once it ends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seen[pid] = max(seen.get(pid, 0.0), sum(int(x) for x in fields[11:15]) / tick)
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def check_throughput(tasks: Path, workers: int) -> tuple[float, float]:
+    """Seconds to check every reference, and how busy it kept the cores: the CPU time of the
+    command's process tree (sampled; sandboxes included) over wall time times cores. Other work
+    on the machine does not count, but slows this down."""
+    started = time.monotonic()
+    process = subprocess.Popen([CLI, "tasks", "check", str(tasks), "--workers", str(workers)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, float] = {}
+    while process.poll() is None:
+        tree_cpu(process.pid, seen)
+        time.sleep(0.1)
+    seconds = time.monotonic() - started
+    if process.returncode not in (0, 1):  # 1: some reference failed its tests (reported, fine)
+        sys.exit(f"tasks check failed: {process.stderr.read()[-500:]}")
+    return seconds, sum(seen.values()) / (seconds * (os.cpu_count() or 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="the folder holding mbpp.jsonl")
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument("--skip-collect", action="store_true")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = work / "tasks.jsonl"
+    make_tasks(args.data, args.tasks, tasks)
+    print(f"{args.tasks} tasks in {tasks}")
+
+    if not args.skip_collect:
+        small = max(args.tasks // 10, 1)
+        base = collect_memory(tasks, small, work / f"run-{small}", args.max_tokens)
+        full = collect_memory(tasks, args.tasks, work / f"run-{args.tasks}", args.max_tokens)
+        print(f"\ncollect, tiny student and teacher, {args.max_tokens} tokens per answer")
+        print(f"{'stage':<18}{'peak MB, ' + str(small) + ' tasks':>22}"
+              f"{'peak MB, ' + str(args.tasks) + ' tasks':>22}{'ratio':>8}")
+        for stage in ("attempt", "execute", "refine + verify", "teacher answers", "build"):
+            if stage in base["peaks"] and stage in full["peaks"]:
+                a, b = base["peaks"][stage] / 2**20, full["peaks"][stage] / 2**20
+                print(f"{stage:<18}{a:>22.0f}{b:>22.0f}{b / a:>8.2f}")
+        a, b = max(base["peaks"].values()), max(full["peaks"].values())
+        print(f"{'whole run':<18}{a / 2**20:>22.0f}{b / 2**20:>22.0f}{b / a:>8.2f}")
+        print(f"extra memory per extra task: {(b - a) / (args.tasks - small) / 1024:.1f} KB")
+        print(f"wall: {base['seconds']:.0f} s and {full['seconds']:.0f} s; "
+              f"model requests: {base['requests']} and {full['requests']}")
+
+    cores = os.cpu_count() or 1
+    one, one_busy = check_throughput(tasks, 1)
+    many, many_busy = check_throughput(tasks, cores)
+    print(f"\nsandbox: the {args.tasks} references checked")
+    print(f"  1 worker:  {args.tasks / one:7.1f} programs/s, cores busy {one_busy:.0%}")
+    print(f"  {cores} workers: {args.tasks / many:7.1f} programs/s, cores busy {many_busy:.0%}"
+          f"  (speed-up {one / many:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
