@@ -490,3 +490,12 @@ def test_every_parallel_worker_gets_its_process_cap():
     assert all(r.passed for _, r in run_many(programs, workers=4))
     live = [w for w in _all_workers if w.alive]
     assert live and all(w.cgroup is not None for w in live)
+
+
+def test_tests_too_deep_for_the_parser_fail_and_the_run_goes_on():
+    # A task file (or a model writing tests) can hold a test that makes Python's parser raise
+    # MemoryError or RecursionError: it fails as a test, it does not crash the judge.
+    deep = ["assert f(" + "-" * 200_000 + "1) == 1", "assert f(" + "a." * 100_000 + "b) == 1",
+            "assert f(1) == " + "1+" * 200_000 + "1"]
+    result = run_tests("def f(x):\n    return x\n", [*deep, "assert f(1) == 1"], "f", limits=FAST)
+    assert [o.status for o in result.outcomes] == ["error"] * 3 + ["passed"]

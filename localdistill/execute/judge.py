@@ -59,9 +59,15 @@ class TestPlan:
 def plan_test(source: str, entry_point: str) -> TestPlan:
     """Decide how a test runs; tests that do not parse become exec tests (and fail as such)."""
     try:
-        module = ast.parse(source)
-    except SyntaxError:
+        return _plan(source, entry_point)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        # Too deep or too big for the parser (a hostile task file, a model's garbage test): it
+        # fails in the sandbox, where compiling it raises the same error, never here.
         return TestPlan(source, "exec")
+
+
+def _plan(source: str, entry_point: str) -> TestPlan:
+    module = ast.parse(source)
     if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
         return TestPlan(source, "exec", inputs=_inputs(module, entry_point))
     test = module.body[0].test
