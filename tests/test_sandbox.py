@@ -370,6 +370,7 @@ def test_hostile_suite_is_complete():
         "huge_integer",
         "deep_recursion",
         "daemon_thread_tamper",
+        "write_kernel_settings",
     }
     assert required <= {p.stem for p in HOSTILE}
     assert len(HOSTILE) >= 30

@@ -113,6 +113,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 SANDBOX = "/sandbox"  # the one writable directory, inside the new root
 SHM = "/dev/shm"  # a small tmpfs of its own, for multiprocessing; wiped after every program
 
@@ -168,6 +169,15 @@ def lockdown(base, keep, disk_mb, hide=()):
     mount(b"tmpfs", root + SHM, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m")
     os.makedirs(root + "/proc")
     mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # A fresh /proc holds the kernel's settings, which file modes alone guard: run as root, a
+    # program without capabilities could still write kernel.core_pattern (a program the host
+    # runs as root at the next crash). They are read-only here, as in a container.
+    for name in PROC_READ_ONLY:
+        path = f"{root}/proc/{name}"
+        if os.path.exists(path):
+            mount(path.encode(), path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+                  | MS_NOEXEC)
     os.makedirs(root + SANDBOX)
     mount(b"tmpfs", root + SANDBOX, b"tmpfs", MS_NOSUID | MS_NODEV,
           f"size={int(disk_mb)}m,mode=0700".encode())
