@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -230,7 +231,12 @@ def f(x):
     return x
 def leftovers():
     area = os.listdir(os.path.dirname(os.getcwd()))
-    return sorted(area + (os.listdir('/dev/shm') if LOCKDOWN else []))
+    if LOCKDOWN:
+        area += os.listdir('/dev/shm') + os.listdir('/dev/mqueue')
+        for kind in ('shm', 'msg', 'sem'):
+            with open('/proc/sysvipc/' + kind) as table:
+                area += table.readlines()[1:]
+    return sorted(area)
 def works():
     with open('scratch', 'wb') as out:
         out.write(b'x' * (1 << 20))
@@ -248,6 +254,32 @@ AFTER_TESTS = ["assert f(1) == 1", "assert works() == 1048576",
 def _digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class _HostSegment:
+    """A System V shared memory segment of this machine's, holding a secret."""
+
+    def __init__(self, key: int, secret: bytes) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.shmat.restype = ctypes.c_void_p
+        self.id = self.libc.shmget(key, 4096, 0o1600)  # IPC_CREAT | 0600
+        assert self.id >= 0, os.strerror(ctypes.get_errno())
+        address = self.libc.shmat(self.id, None, 0)
+        ctypes.memmove(address, secret, len(secret))
+        self.libc.shmdt(ctypes.c_void_p(address))
+
+    def remove(self) -> None:
+        self.libc.shmctl(self.id, 0, None)  # IPC_RMID
+
+
+def _ipc_objects() -> list[str]:
+    """This machine's System V IPC objects and POSIX message queues (by key or name)."""
+    found = []
+    for kind in ("shm", "msg", "sem"):
+        lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+        found += [f"{kind} {line.split()[0]}" for line in lines]
+    mqueue = Path("/dev/mqueue")
+    return sorted(found + ([f"mq {p.name}" for p in mqueue.iterdir()] if mqueue.is_dir() else []))
 
 
 @pytest.fixture
@@ -287,6 +319,8 @@ def outside(tmp_path):
     thread.start()
     home_secret = Path(os.path.expanduser("~")) / ".localdistill-hostile-secret"
     home_secret.write_text("hunter2")
+    segment = _HostSegment(0x10CA1D, b"hunter2")
+    ipc_before = _ipc_objects()
     sibling = subprocess.Popen(["sleep", "60"],
                                env={**os.environ, "LOCALDISTILL_HOSTILE_SECRET_TOKEN": "hunter2"})
     os.environ["LOCALDISTILL_HOSTILE_SECRET_TOKEN"] = "hunter2"
@@ -297,10 +331,13 @@ def outside(tmp_path):
     sibling.kill()
     sibling.wait()
     home_secret.unlink(missing_ok=True)
+    ipc_after = _ipc_objects()
+    segment.remove()
     accepted.append(b"stop")  # ends the accept loop
     server.close()
     assert sibling_alive, "a process outside the sandbox was killed"
     assert _digest(OUTSIDE) == before, "files outside the sandbox were changed or created"
+    assert ipc_after == ipc_before, "IPC objects were left in this machine's namespace"
 
 
 @pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
@@ -371,6 +408,7 @@ def test_hostile_suite_is_complete():
         "deep_recursion",
         "daemon_thread_tamper",
         "write_kernel_settings",
+        "ipc_objects",
     }
     assert required <= {p.stem for p in HOSTILE}
     assert len(HOSTILE) >= 30

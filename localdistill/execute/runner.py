@@ -116,6 +116,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 SANDBOX = "/sandbox"  # the one writable directory, inside the new root
 SHM = "/dev/shm"  # a small tmpfs of its own, for multiprocessing; wiped after every program
+MQUEUE = "/dev/mqueue"
 
 
 def lockdown(base, keep, disk_mb, hide=()):
@@ -165,6 +166,8 @@ def lockdown(base, keep, disk_mb, hide=()):
                   b"size=4k,mode=0555")
     for name in DEVICES:
         bind("/dev/" + name, f"{root}/dev/{name}")
+    os.makedirs(root + MQUEUE)  # the POSIX message queues of our IPC namespace, to wipe them
+    mount(b"mqueue", root + MQUEUE, b"mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(root + SHM)
     mount(b"tmpfs", root + SHM, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m")
     os.makedirs(root + "/proc")
@@ -224,6 +227,8 @@ def serve():
             with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         locked = bool(config.get("lockdown"))
+        # never without an IPC namespace of our own: the objects would be this machine's
+        own_ipc = locked and config["lockdown"].get("own_ipc", False)
         if locked:
             lockdown(area, config["lockdown"]["keep"], config["lockdown"]["disk_mb"],
                      config["lockdown"].get("hide", ()))
@@ -272,8 +277,11 @@ def serve():
         except OSError:
             pass
         wipe(area)
-        if locked and os.listdir(SHM):  # the other writable place: the next program starts clean
-            wipe(SHM)
+        if locked:  # the other places a program can leave things: the next one starts clean
+            if os.listdir(SHM):
+                wipe(SHM)
+            if own_ipc:
+                wipe_ipc()
         tell({"job": job["id"], "exit": code, "output": output.decode("utf-8", "replace"),
               "output_bytes": size})
 
@@ -350,6 +358,28 @@ def end_leftovers(pid):
             break
         except InterruptedError:
             continue
+
+
+def wipe_ipc():
+    """Remove the System V IPC objects and POSIX message queues a program left in our IPC
+    namespace (the zygote, uid 0 like the programs, owns them; no capability is needed)."""
+    for name in os.listdir(MQUEUE):
+        try:
+            os.unlink(os.path.join(MQUEUE, name))
+        except OSError:
+            pass
+    for kind, command in (("shm", "shmctl"), ("msg", "msgctl"), ("sem", "semctl")):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as table:
+                ids = [int(line.split()[1]) for line in table.readlines()[1:]]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ids:
+            import ctypes
+
+            remove = getattr(ctypes.CDLL(None), command)
+            for ipc_id in ids:
+                remove(ipc_id, 0, 0, 0)  # IPC_RMID
 
 
 def wipe(base):

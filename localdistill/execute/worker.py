@@ -42,8 +42,11 @@ class Isolation:
     lockdown: bool  # read-only file system, hidden home, no capabilities
 
 
-FULL = ("unshare", "--mount", "--mount-proc", "--net", "--pid", "--fork", "--kill-child")
-NAMESPACES_ONLY = ("unshare", "--net", "--pid", "--fork", "--kill-child")
+# --ipc: System V and POSIX IPC objects a program makes stay in the sandbox (and are wiped), never
+# in this machine's namespace, where they would outlive the run; --uts: its own hostname.
+FULL = ("unshare", "--mount", "--mount-proc", "--net", "--pid", "--ipc", "--uts", "--fork",
+        "--kill-child")
+NAMESPACES_ONLY = ("unshare", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child")
 
 
 class _Worker:
@@ -66,7 +69,8 @@ class _Worker:
             if limits.site_packages:
                 keep.add(os.path.realpath(sys.prefix))
             config["lockdown"] = {"keep": sorted(keep), "disk_mb": limits.max_disk_mb,
-                                  "hide": _benchmark_packages() if limits.site_packages else []}
+                                  "hide": _benchmark_packages() if limits.site_packages else [],
+                                  "own_ipc": "--ipc" in mode.prefix}
         python = [sys.executable, "-I", "-B"] + ([] if limits.site_packages else ["-S"])
         try:
             self.proc = subprocess.Popen(
