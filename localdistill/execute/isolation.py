@@ -81,15 +81,17 @@ def isolation_report() -> list[tuple[str, bool | None, str]]:
         (
             "sandbox PID isolation",
             bool(prefix),
-            "new PID namespace: programs cannot signal other processes, leftovers die with the run"
+            "new PID and IPC namespaces: programs cannot signal other processes nor reach their "
+            "shared memory, leftovers die with the run"
             if prefix
             else "NOT isolated: programs run in our PID namespace (process group only)",
         ),
         (
             "sandbox file system",
             mode.lockdown,
-            "a new root: only /usr, system libraries and Python, read-only; a 256 MB tmpfs to "
-            "write in; no capabilities; undumpable zygote"
+            "a new root: only /usr, system libraries and Python, read-only (benchmark packages "
+            "hidden even with --site-packages; /proc/sys read-only); a 256 MB tmpfs to write in; "
+            "no capabilities; undumpable zygote"
             if mode.lockdown
             else "NOT locked down: programs can write wherever this user can",
         ),
