@@ -233,6 +233,20 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     """Every step of the loop, each resumed where it stopped; returns the report's entries.
     `reuse`: other run directories whose answers to the same requests are taken (`--reuse`)."""
     import os
+
+    from localdistill.models import get_model
+    from localdistill.rundir import DirectoryLock
+
+    if config.loop.models:
+        os.environ["LOCALDISTILL_MODELS"] = config.loop.models
+    for name in config.model_names:  # a wrong name fails now, not after an hour of collecting
+        get_model(name)
+    with DirectoryLock(run_dir):  # a second `run` here is refused before it touches anything
+        return _run_loop(config, run_dir, progress, say, reuse)
+
+
+def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object], None],
+              reuse: tuple[Path, ...]) -> list:
     import shutil
 
     from localdistill.collect import collect
@@ -245,11 +259,6 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     from localdistill.tasks import load_tasks
     from localdistill.train import train
 
-    if config.loop.models:
-        os.environ["LOCALDISTILL_MODELS"] = config.loop.models
-    for name in config.model_names:  # a wrong name fails now, not after an hour of collecting
-        get_model(name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _keep_config(config, run_dir, say)
 
     tasks = [t for spec in config.loop.tasks for t in load_tasks(spec)][:config.loop.limit]

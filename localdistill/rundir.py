@@ -35,19 +35,7 @@ class RunDir:
         for where in self.reuse:
             if not where.is_dir():
                 raise RunDirError(f"--reuse {where}: not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the run's life
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RunDirError(f"{self.path} is in use by another localdistill run (pid "
-                              f"{_holder(self.path)}); wait for it or use another directory") \
-                from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        self._lock = DirectoryLock(self.path)
         self._check_format()
 
     def _check_format(self) -> None:
@@ -127,11 +115,42 @@ class RunDir:
         write_atomic(self.file(name, ".json"), text.encode())
 
     def close(self) -> None:
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+        self._lock.close()
 
     def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DirectoryLock:
+    """One process at a time in a directory (created if missing): `.lock` there, flock'ed and
+    holding the pid; the kernel drops the lock when the process ends, even by kill -9. A second
+    process is refused at once with RunDirError naming the directory and the holder's pid."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path / ".lock", "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise RunDirError(f"{self.path} is in use by another localdistill run (pid "
+                              f"{_holder(self.path)}); wait for it or use another directory") \
+                from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+    def __enter__(self) -> DirectoryLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,8 +1,9 @@
 """The `localdistill` command: thin Click wrappers over library functions.
 
 Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
-bad input. Errors are one line (what, where, how to fix) unless --debug. One module per group of
-commands; each only parses arguments and calls the library.
+bad input, 130 interrupted (Ctrl-C: rerun the command to resume). Errors are one line (what, where,
+how to fix) unless --debug. One module per group of commands; each only parses arguments and calls
+the library.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The `localdistill` command group, its error handling and `doctor`.
 
 Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
-bad input. Errors are one line (what, where, how to fix) unless --debug.
+bad input, 130 interrupted (Ctrl-C: rerun the command to resume). Errors are one line (what, where,
+how to fix) unless --debug.
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C (SIGINT): one line, and the shell's exit code for it (128 + 2)."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted: run the same command again to resume (nothing that "
+                         "finished is lost)")
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
+
+
 class _Group(click.Group):
     """Turns known errors into one line and an exit code; --debug shows the traceback."""
 
@@ -31,6 +45,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise Interrupted() from None
         except Exception as exc:  # noqa: BLE001 - the CLI's one place for this
             if ctx.obj and ctx.obj.get("debug"):
                 raise

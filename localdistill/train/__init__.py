@@ -23,7 +23,7 @@ from pathlib import Path
 
 from localdistill.models import ModelSpec, get_model, weights_path
 from localdistill.progress import Progress, StageReport, bar
-from localdistill.rundir import write_atomic
+from localdistill.rundir import DirectoryLock, write_atomic
 from localdistill.train import data, loop
 from localdistill.train.config import TrainConfig
 
@@ -56,9 +56,14 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
         raise ValueError(f"models.{spec.name}: already has an adapter; train from the base "
                          "model (merge first to stack adapters)")
     out = Path(out)
+    with DirectoryLock(out):  # a second training into OUT is refused, never interleaved
+        return _train(data_set, spec, out, config, progress, restart)
+
+
+def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig,
+           progress: Progress | None, restart: bool) -> TrainResult:
     if restart:
         shutil.rmtree(out / loop.CHECKPOINT, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     report = StageReport("train")
     base = weights_path(spec)
     backend_name = choose_backend(config)
