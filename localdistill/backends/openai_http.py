@@ -1,9 +1,11 @@
 """Any OpenAI-compatible server on this machine: `vllm serve`, llama.cpp's llama-server, ...
 
 Many requests in flight (a thread pool of `max_in_flight`) over a bounded window of the caller's
-requests, so 10,000 of them stream through in flat memory. A server that is starting, restarting
-or overloaded gets retries with exponential backoff. Standard library only, and http.client rather
-than urllib.request: urllib honours HTTP_PROXY, and a loopback request must never go to a proxy.
+requests, so 10,000 of them stream through in flat memory. A server that is overloaded gets
+retries with exponential backoff; one that is down from the start fails fast, but one that stops
+answering after it has answered (a crash, a restart) is waited for, up to `wait_for_server`
+seconds, with a line on stderr saying so. Standard library only, and http.client rather than
+urllib.request: urllib honours HTTP_PROXY, and a loopback request must never go to a proxy.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import http.client
 import json
 import queue
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlparse
 
@@ -22,14 +25,21 @@ from localdistill.models import ModelSpec
 from localdistill.models.config import check_local_url
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+WAIT_POLL = 2.0  # seconds between tries while waiting for a server to come back
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 class OpenAIBackend:
     def __init__(self, spec: ModelSpec, tries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 8.0, extra_body: dict | None = None) -> None:
+                 max_backoff: float = 8.0, extra_body: dict | None = None,
+                 say: Callable[[str], None] = _to_stderr) -> None:
         """`tries` and seconds of backoff, doubling up to `max_backoff`, for a failing server;
         `extra_body`: fields for every request, a server's own settings (llama-cpp-python's server
-        penalises repeats unless sent {"repeat_penalty": 1.0}: llama.cpp and vLLM do not)."""
+        penalises repeats unless sent {"repeat_penalty": 1.0}: llama.cpp and vLLM do not);
+        `say`: where the lines about waiting for a server that went away go."""
         if not spec.url:
             raise BackendError(f"models.{spec.name}.url: required for backend 'openai'")
         check_local_url(spec.url, spec.allow_remote, f"{spec.source or 'models'}: "
@@ -44,6 +54,10 @@ class OpenAIBackend:
         self._served_name = spec.served_name
         self._extra_body = dict(extra_body or {})
         self._closed = False
+        self._say = say
+        self._answered = False  # the server has answered: if it goes away now, wait for it
+        self._outage = threading.Lock()
+        self._down_since: float | None = None
         self._pool = ThreadPoolExecutor(spec.max_in_flight, thread_name_prefix="openai-http")
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
@@ -124,6 +138,7 @@ class OpenAIBackend:
         failures, delay = 0, self.backoff
         while True:
             conn, reused = self._connection()
+            sent = time.monotonic()
             try:
                 conn.request(method, self._path + path,
                              json.dumps(body) if body is not None else None, HEADERS)
@@ -150,15 +165,50 @@ class OpenAIBackend:
             else:
                 self._release(conn, response.will_close)
                 if status < 400:
+                    self._answered = True
+                    self._back(sent)
                     return self._json(path, data)
                 if status != 429 and status < 500:
                     raise self._rejected(path, status, data)
                 why = _detail(data)
+            if status in (0, 503) and self._answered and self.spec.wait_for_server > 0 \
+                    and not self._closed:
+                self._wait(status, why)  # it was answering: a crash or a restart, not a bad url
+                continue
             failures += 1
             if failures >= self.tries or self._closed:
                 raise self._gave_up(status, why, failures)
             time.sleep(delay)
             delay = min(2 * delay, self.max_backoff)
+
+    def _wait(self, status: int, why: object) -> None:
+        """Sleep a little while the server is away; BackendError once it has been away for
+        `wait_for_server` seconds. Every thread in flight comes here: one line says it all."""
+        now, limit = time.monotonic(), self.spec.wait_for_server
+        reason = f"HTTP 503: {why}" if status else _clip(str(why) or type(why).__name__)
+        with self._outage:
+            if self._down_since is None:
+                self._down_since = now
+                self._say(f"the server at {self.url} stopped answering ({reason}); waiting up "
+                          f"to {limit:g} s for it to come back (models.{self.spec.name}."
+                          "wait_for_server)")
+            away = now - self._down_since
+        if away >= limit:
+            raise BackendError(
+                f"the server at {self.url} stopped answering and was not back within {limit:g} s "
+                f"({reason}): restart it and run the same command again (the answers it gave "
+                f"are kept), or raise models.{self.spec.name}.wait_for_server")
+        time.sleep(min(WAIT_POLL, limit - away))
+
+    def _back(self, sent: float) -> None:
+        """The server answered a request `sent` at that time: if it was sent after the server went
+        away, it is back (an answer already on its way when the server died says nothing)."""
+        if self._down_since is None or sent < self._down_since:
+            return
+        with self._outage:
+            if self._down_since is not None and sent >= self._down_since:
+                away, self._down_since = time.monotonic() - self._down_since, None
+                self._say(f"the server at {self.url} is back after {away:.0f} s; going on")
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         try:
@@ -324,6 +374,9 @@ def load(spec: ModelSpec) -> OpenAIBackend | SpreadBackend:
         return OpenAIBackend(spec, extra_body=spec.request_extra)
     import dataclasses
 
-    return SpreadBackend([OpenAIBackend(dataclasses.replace(spec, url=url, more_urls=()),
+    # Several servers: one that goes away hands its work to the others at once, not after
+    # waiting for it.
+    return SpreadBackend([OpenAIBackend(dataclasses.replace(spec, url=url, more_urls=(),
+                                                            wait_for_server=0.0),
                                         extra_body=spec.request_extra)
                           for url in (spec.url, *spec.more_urls)])

@@ -90,6 +90,10 @@ class ModelSpec:
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
     max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
     timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request"})
+    wait_for_server: float = field(default=120.0, metadata={
+        "help": "openai: seconds to wait for a server that stopped answering mid-stage (crashed "
+                "or restarting) to come back before the stage fails; a server that never "
+                "answered fails at once"})
     request_extra: dict = field(default_factory=dict, metadata={
         "help": "openai: fields added to every request body, a server's own settings (e.g. "
                 "repeat_penalty = 1.0 for llama-cpp-python's server, which defaults to 1.1)"})
@@ -209,6 +213,10 @@ def _validate(spec: ModelSpec, where: str) -> None:
         )
     if spec.prompt_lookup and spec.backend != "llama.cpp":
         raise ModelsFileError(f"{where}.prompt_lookup: only for backend 'llama.cpp'")
+    if spec.wait_for_server < 0:
+        raise ModelsFileError(
+            f"{where}.wait_for_server: expected 0 (do not wait) or more seconds, got "
+            f"{spec.wait_for_server:g}")
     for key in ("context_length", "tensor_parallel_size", "max_in_flight"):
         if getattr(spec, key) < 1:
             raise ModelsFileError(f"{where}.{key}: expected at least 1, got {getattr(spec, key)}")
