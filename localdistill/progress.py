@@ -89,8 +89,13 @@ class Progress:
         self._rich.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._rich.stop()
+    def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
+        if error is not None and not self._rich.console.is_terminal:
+            # A log ends with the error's one line, not the bars' last state and a blank line.
+            self._rich.live.transient = True
+            self._rich.live.stop()
+        else:
+            self._rich.stop()
 
 
 def bar(progress: Progress | None, description: str, total: int | None) -> Bar:

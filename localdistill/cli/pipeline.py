@@ -160,7 +160,9 @@ def _methods(value: str) -> tuple[str, ...]:
     chosen = tuple(m.strip().lower() for m in value.split(",") if m.strip())
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
-        raise click.BadParameter(f"expected a comma-separated list of {', '.join(METHODS)}")
+        got = f"unknown data set {unknown[0]!r}; " if unknown else ""
+        raise click.BadParameter(f"{got}expected a comma-separated list of {', '.join(METHODS)}",
+                                 param_hint="--methods")
     return chosen
 
 

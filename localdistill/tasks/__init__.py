@@ -56,6 +56,8 @@ def load_tasks(spec: str) -> list[Task]:
     if match and match["name"] == "humaneval":
         if match["split"]:
             raise TaskSpecError(f"HumanEval has no splits: use 'humaneval', not {spec!r}")
+        if match["path"] and not Path(match["path"]).is_file():
+            raise TaskSpecError(f"no such HumanEval file: {match['path']}")
         return load_humaneval(match["path"] or HUMANEVAL_PATH)
     if match and match["name"] == "alpaca":
         if match["split"]:
@@ -69,9 +71,14 @@ def load_tasks(spec: str) -> list[Task]:
         if split != "all" and split not in MBPP_SPLITS:
             choices = ", ".join([*MBPP_SPLITS, "all"])
             raise TaskSpecError(f"unknown MBPP split {split!r} in {spec!r}: expected {choices}")
-        return load_mbpp(match["path"] or _data_path("MBPP", "mbpp[:split]", "mbpp.jsonl"), split)
+        path = Path(match["path"] or _data_path("MBPP", "mbpp[:split]", "mbpp.jsonl"))
+        if not path.is_file():
+            raise TaskSpecError(f"no such MBPP file: {path}")
+        return load_mbpp(path, split)
     path = Path(spec)
     if path.suffix == ".jsonl":
+        if path.is_dir():
+            raise TaskSpecError(f"{spec}: a directory, not a task file (one JSON object a line)")
         if not path.is_file():
             raise TaskSpecError(f"no such task file: {spec}")
         return load_jsonl(path)

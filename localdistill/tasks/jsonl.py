@@ -59,9 +59,12 @@ def load_jsonl(path: Path | str) -> list[Task]:
 
 def save_jsonl(tasks: Iterable[Task], path: Path | str) -> None:
     """Write tasks so that `load_jsonl` reads back the same tasks (metadata included)."""
-    with open(path, "w", encoding="utf-8") as out:
-        for task in tasks:
-            out.write(json.dumps(task_to_row(task), ensure_ascii=False) + "\n")
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for task in tasks:
+                out.write(json.dumps(task_to_row(task), ensure_ascii=False) + "\n")
+    except OSError as error:  # name the file: a full disk's error names none
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def task_to_row(task: Task) -> dict:

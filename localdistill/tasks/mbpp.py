@@ -11,11 +11,11 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
-import json
-import warnings
 from pathlib import Path
 
+from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
+from localdistill.tasks.rows import INTEGER, TEXT, TEXTS, RowError, check_fields, json_rows, parse
 
 # By the usual convention (the paper's few-shot prompt, test, validation and train splits).
 MBPP_SPLITS: dict[str, range] = {
@@ -32,26 +32,39 @@ def load_mbpp(path: Path | str, split: str = "test") -> list[Task]:
         raise ValueError(
             f"unknown MBPP split {split!r}: expected one of {', '.join(MBPP_SPLITS)}, all"
         )
-    with open(path, encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if split != "all":
-        rows = [row for row in rows if row["task_id"] in MBPP_SPLITS[split]]
-    return [mbpp_task(row) for row in sorted(rows, key=lambda row: row["task_id"])]
+    rows = []
+    for number, row in json_rows(path):
+        check_fields(path, number, row, _FIELDS, "MBPP")
+        if split == "all" or row["task_id"] in MBPP_SPLITS[split]:
+            rows.append((number, row))
+    tasks = []
+    for number, row in sorted(rows, key=lambda numbered: numbered[1]["task_id"]):
+        try:
+            tasks.append(mbpp_task(row))
+        except RowError as error:
+            raise TaskFileError(path, number, error.field, error.problem) from None
+    return tasks
+
+
+_FIELDS = {"task_id": INTEGER, "text": TEXT, "code": TEXT, "test_list": TEXTS,
+           "test_setup_code": TEXT, "challenge_test_list": TEXTS}
 
 
 def mbpp_task(row: dict) -> Task:
-    """One original MBPP row (task_id, text, code, test_list, test_setup_code) as a Task."""
+    """One original MBPP row (task_id, text, code, test_list, test_setup_code) as a Task;
+    RowError when its code or tests are not Python or do not fit together."""
     code = _normalise(row["code"])
-    with warnings.catch_warnings():  # the reference code has regexes like '\d' in plain strings
-        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
-        module = ast.parse(code)
+    module = parse(code, "code")
     tests = [_normalise(test) for test in row["test_list"]]
+    if not tests:
+        raise RowError("test_list", "empty; expected the problem's tests")
+    test_modules = [parse(test, f"test_list[{i}]") for i, test in enumerate(tests)]
     test_setup = _normalise(row["test_setup_code"])
-    function = _entry_function(module, tests[0])
+    function = _entry_function(module, test_modules[0])
     prompt = "".join(
         [
             _imports(module),
-            _supports(module, tests + [test_setup]),
+            _supports(module, [*test_modules, parse(test_setup, "test_setup_code")]),
             _header(function),
             _docstring(row["text"], tests[0]),
         ]
@@ -78,14 +91,14 @@ def _normalise(source: str) -> str:
     return source.replace("\r\n", "\n").strip()
 
 
-def _entry_function(module: ast.Module, first_test: str) -> ast.FunctionDef:
+def _entry_function(module: ast.Module, first_test: ast.Module) -> ast.FunctionDef:
     """The function of the reference code that the first test calls (outermost call first)."""
     defined = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
-    for node in ast.walk(ast.parse(first_test)):  # breadth first: `set(f(x))` finds `f`
+    for node in ast.walk(first_test):  # breadth first: `set(f(x))` finds `f`
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in defined:
                 return defined[node.func.id]
-    raise ValueError(f"the first test calls no function of the reference code: {first_test!r}")
+    raise RowError("test_list[0]", "calls no function of the reference code (`code`)")
 
 
 def _imports(module: ast.Module) -> str:
@@ -93,9 +106,9 @@ def _imports(module: ast.Module) -> str:
     return "".join(ast.unparse(n) + "\n" for n in imports) + ("\n" if imports else "")
 
 
-def _supports(module: ast.Module, tests: list[str]) -> str:
+def _supports(module: ast.Module, tests: list[ast.Module]) -> str:
     """Classes the tests construct inputs with: part of the interface, not of the answer."""
-    used = {n.id for test in tests for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Name)}
+    used = {n.id for test in tests for n in ast.walk(test) if isinstance(n, ast.Name)}
     classes = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name in used]
     return "".join(ast.unparse(n) + "\n\n" for n in classes)
 

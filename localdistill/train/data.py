@@ -41,8 +41,12 @@ def load_rows(path: Path | str) -> list[dict]:
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"{path}: not a saved Hugging Face dataset ({e})") from None
     elif path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -67,8 +71,11 @@ def load_rows(path: Path | str) -> list[dict]:
 
 def _messages(row: dict) -> list[dict] | None:
     messages = row.get("messages")
-    if isinstance(messages, list) and len(messages) >= 2 and messages[-1].get("role") == \
-            "assistant":
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in messages):
+        return None
+    if len(messages) >= 2 and messages[-1]["role"] == "assistant":
         return [{"role": m["role"], "content": m["content"]} for m in messages]
     return None
 
