@@ -60,6 +60,12 @@ class CollectConfig:
             raise ValueError(f"unknown data set {unknown[0]!r} (expected: {', '.join(METHODS)})")
         if self.samples < 1 or self.rounds < 1 or self.unchanged_retries < 0:
             raise ValueError("samples and rounds must be at least 1, unchanged_retries >= 0")
+        for name in ("temperature", "teacher_temperature"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (greedy) or more")
+        for name in ("max_tokens", "teacher_max_tokens", "workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spec: str = "",

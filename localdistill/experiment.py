@@ -76,12 +76,26 @@ class BenchConfig:
     steps: int = field(default=1, metadata={"help": "self-rectification steps (0: one step)"})
     ks: tuple[int, ...] = field(default=(1,), metadata={"help": "the k of pass@k"})
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError("temperature must be 0 (greedy) or more")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+
 
 @dataclass(frozen=True)
 class SandboxConfig:
     workers: int | None = field(default=None, metadata={
         "help": "parallel sandboxes (default: one per core)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0 seconds")
 
 
 @dataclass(frozen=True)

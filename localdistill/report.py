@@ -62,6 +62,9 @@ def load_entry(run: Path) -> Entry:
                           "`localdistill eval --run DIR`") from None
     except ValueError as e:
         raise ReportError(f"{summary_file}: not valid JSON ({e})") from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{summary_file}: expected a JSON object, as `localdistill eval` "
+                          "writes; it was edited or damaged")
     try:
         entry = Entry(run=run, label=run.name, model=summary["model"],
                       benchmark=summary["benchmark"], tasks=summary["tasks"],

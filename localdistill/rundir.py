@@ -11,6 +11,7 @@ One process at a time owns a run directory: a second one is refused with a clear
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -160,13 +161,21 @@ class DirectoryLock:
 class Appender:
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every, self.count = path, every, 0
-        self._file = open(path, "ab")  # noqa: SIM115 - closed by __exit__
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by __exit__
 
     def add(self, record: dict) -> None:
         if "key" not in record:
             raise ValueError(f"{self.path.name}: a record needs a 'key'")
-        self._file.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-        self._file.flush()
+        line = memoryview(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        start = os.fstat(self._file.fileno()).st_size
+        try:
+            while line:
+                line = line[os.write(self._file.fileno(), line):]
+        except OSError as error:
+            # A full disk: take back what got through, so the file stays one record a line.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), start)
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
         self.count += 1
         if self.count % self.every == 0:
             os.fsync(self._file.fileno())
@@ -185,10 +194,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write a file so that a crash leaves either the old content or the new, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:  # a full disk: the old file stays, and no half-written copy
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     os.replace(temporary, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

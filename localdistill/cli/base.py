@@ -7,6 +7,7 @@ how to fix) unless --debug.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import click
@@ -40,9 +41,17 @@ class Interrupted(click.ClickException):
 class _Group(click.Group):
     """Turns known errors into one line and an exit code; --debug shows the traceback."""
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            raise _one_line(error) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:
+            raise _one_line(error) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
@@ -53,6 +62,14 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise _as_click_error(exc) from exc
+
+
+def _one_line(error: click.UsageError) -> click.ClickException:
+    """A usage error in one line (click's own spreads the usage, a hint and the error over four)."""
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        return error  # the help a bare group shows, not an error
+    command = error.ctx.command_path if error.ctx else "localdistill"
+    return BadInput(f"{error.format_message()} (see `{command} --help`)")
 
 
 def _as_click_error(exc: Exception) -> click.ClickException:
@@ -66,6 +83,10 @@ def _as_click_error(exc: Exception) -> click.ClickException:
         return BadInput(message)
     if isinstance(exc, SandboxError | ModelNotInstalled | BackendError):
         return WorkFailed(message)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return WorkFailed(f"cannot write {exc.filename or 'a file'}: {exc.strerror} (a full disk "
+                          "or a file-size limit); free space and run the same command again: "
+                          "what finished is kept")
     if isinstance(exc, ValueError | OSError | KeyError):
         return BadInput(message)
     return WorkFailed(f"{type(exc).__name__}: {message} (run with --debug for the traceback)")
