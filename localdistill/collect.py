@@ -136,7 +136,8 @@ def _with_costs(built: StageReport, reports: list[StageReport],
 def _student(config: CollectConfig) -> ModelSpec:
     spec = get_model(config.student)
     if config.student_adapter:
-        spec = with_trained_adapter(spec, Path(config.student_adapter))
+        adapter = Path(config.student_adapter)
+        spec = with_trained_adapter(spec, adapter, f"{spec.name}+{adapter.name}")
     return spec
 
 

@@ -9,6 +9,8 @@ The run directory:
     RUN/config.toml          the configuration this run was started with
     RUN/collect/             the data pipeline's run (data sets in RUN/collect/data/)
     RUN/train/METHOD/        each adapter (`localdistill train` output)
+    RUN/collect-roundK/METHOD/, RUN/train/METHOD-roundK/
+                             further distillation rounds (`distill_rounds`), PERsD family only
     RUN/eval/MODEL/BENCH/    each evaluation (`localdistill eval` run)
     RUN/report/              report.json and the plots
 
@@ -49,6 +51,10 @@ class LoopConfig:
     methods: tuple[str, ...] = field(default=("standd", "inpd", "persd"), metadata={
         "help": f"data sets to train an adapter on, any of {', '.join(METHODS)}"})
     limit: int | None = field(default=None, metadata={"help": "only the first N training tasks"})
+    distill_rounds: int = field(default=1, metadata={
+        "help": "distillation rounds: in round k+1 each PERsD-family student of round k attempts "
+                "the tasks again, what it still fails is refined, and a new adapter is trained "
+                "on both rounds' rows"})
     models: str | None = field(default=None, metadata={
         "help": "a models.toml to use (relative to this file); default: the usual search"})
 
@@ -59,6 +65,8 @@ class LoopConfig:
                              f"(expected: {', '.join(METHODS)})")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be at least 1")
+        if self.distill_rounds < 1:
+            raise ValueError("distill_rounds must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -261,8 +269,6 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
 
 def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object], None],
               reuse: tuple[Path, ...]) -> list:
-    import shutil
-
     from localdistill.collect import collect
     from localdistill.evaluate import evaluate
     from localdistill.execute import Limits
@@ -271,7 +277,6 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     from localdistill.report import compare, comparison_table, report, table
     from localdistill.rundir import RunDir
     from localdistill.tasks import load_tasks
-    from localdistill.train import train
 
     _keep_config(config, run_dir, say)
 
@@ -283,19 +288,32 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
 
     students = {"base": get_model(config.loop.student)}
     for method in config.loop.methods:
-        out = run_dir / "train" / method
-        data_set = run_dir / "collect" / "data" / method
-        if _trained(out, data_set, config.train):
-            say(f"train {method}: done before, kept")
-        elif not (data_set.with_suffix(".jsonl").read_text().strip()):
-            say(f"train {method}: the data set is empty, no adapter (and no evaluation)")
-            continue
-        else:
-            if (out / "train.json").exists():  # other settings or data: start that one over
-                shutil.rmtree(out)
-            say(train(data_set, config.loop.student, out, config.train, progress).report.table())
-        students[method] = with_trained_adapter(students["base"], out,
-                                                f"{config.loop.student}+{method}")
+        adapter = _train_one(config, method, run_dir / "collect" / "data" / method,
+                             run_dir / "train" / method, progress, say)
+        if adapter:
+            students[method] = with_trained_adapter(students["base"], adapter,
+                                                    f"{config.loop.student}+{method}")
+    for distill_round in range(2, config.loop.distill_rounds + 1):
+        for method in [m for m in config.loop.methods if m in PERSONALISED]:
+            before = _label(method, distill_round - 1)
+            if before not in students:
+                continue  # no adapter in the round before (an empty data set)
+            where = run_dir / f"collect-round{distill_round}" / method
+            earlier = (run_dir / "collect" if distill_round == 2 else
+                       run_dir / f"collect-round{distill_round - 1}" / method)
+            round_config = dataclasses.replace(
+                config.collect, methods=(method,), previous=str(earlier),
+                student_adapter=str(run_dir / "train" / before))
+            say(f"distillation round {distill_round}: the {before} student attempts again")
+            with RunDir(where, reuse) as collect_run:
+                collect(tasks, round_config, collect_run, ",".join(config.loop.tasks), progress,
+                        on_stage=lambda r: say(r.table()))
+            label = _label(method, distill_round)
+            adapter = _train_one(config, label, where / "data" / method,
+                                 run_dir / "train" / label, progress, say)
+            if adapter:
+                students[label] = with_trained_adapter(students["base"], adapter,
+                                                       f"{config.loop.student}+{label}")
 
     settings = EvalConfig(samples=config.eval.samples, temperature=config.eval.temperature,
                           max_tokens=config.eval.max_tokens, seed=config.eval.seed,
@@ -317,6 +335,34 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     for path in plots:
         say(f"plot: {path}")
     return entries
+
+
+PERSONALISED = ("persd", "persd-refine", "persd-combine")  # the data sets that depend on the
+# student's own attempts: the only ones a further distillation round changes
+
+
+def _label(method: str, distill_round: int) -> str:
+    return method if distill_round == 1 else f"{method}-round{distill_round}"
+
+
+def _train_one(config: RunConfig, label: str, data_set: Path, out: Path, progress,
+               say: Callable[[object], None]) -> Path | None:
+    """The adapter trained on `data_set` (kept when trained before on the same data and
+    settings), or None when the data set is empty."""
+    import shutil
+
+    from localdistill.train import train
+
+    if _trained(out, data_set, config.train):
+        say(f"train {label}: done before, kept")
+    elif not data_set.with_suffix(".jsonl").read_text().strip():
+        say(f"train {label}: the data set is empty, no adapter (and no evaluation)")
+        return None
+    else:
+        if (out / "train.json").exists():  # other settings or data: start that one over
+            shutil.rmtree(out)
+        say(train(data_set, config.loop.student, out, config.train, progress).report.table())
+    return out
 
 
 def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:

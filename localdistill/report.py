@@ -46,6 +46,7 @@ class Entry:
     examples: int | None = None  # training-set size
     train_seconds: float | None = None
     teacher_tokens: int | None = None
+    distill_round: int = 1  # of the data set (rows of earlier rounds included)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -108,19 +109,29 @@ def _add_training(entry: Entry, adapter: Path) -> None:
     entry.examples = counts.get("examples")
     entry.train_seconds = trained.get("report", {}).get("seconds")
     entry.teacher_tokens = teacher_tokens(data_set, entry.method)
+    manifest = data_set.parent.parent / "manifest.json"
+    if data_set.parent.name == "data" and manifest.is_file():
+        entry.distill_round = int(json.loads(manifest.read_text()).get("distill_round", 1))
 
 
 def teacher_tokens(data_set: Path, method: str) -> int | None:
     """The teacher tokens it took to make a data set built by `collect` (None: unknown).
 
-    PERsD sets cost every refinement round (failed ones included); StanD every direct answer;
-    InpD only the direct answers to tasks the student failed."""
+    PERsD sets cost every refinement round (failed ones included), of every distillation round
+    whose rows they hold; StanD every direct answer; InpD only the direct answers to tasks the
+    student failed."""
     run = data_set.parent.parent
     if data_set.parent.name != "data" or not (run / "manifest.json").is_file():
         return None
-    stages = json.loads((run / "manifest.json").read_text()).get("stages", {})
+    manifest = json.loads((run / "manifest.json").read_text())
+    stages = manifest.get("stages", {})
     if method.startswith("persd"):
-        return stages.get("refine + verify", {}).get("teacher_tokens")
+        spent = stages.get("refine + verify", {}).get("teacher_tokens")
+        previous = (manifest.get("config") or {}).get("previous")
+        if spent is not None and previous:
+            earlier = teacher_tokens(Path(previous) / "data" / data_set.name, method)
+            return None if earlier is None else spent + earlier
+        return spent
     if method == "standd":
         return stages.get("teacher answers", {}).get("teacher_tokens")
     if method == "inpd":
@@ -144,6 +155,8 @@ def load_entries(runs: list[Path]) -> list[Entry]:
     entries = [load_entry(Path(run)) for run in runs]
     for entry in entries:
         entry.label = entry.method if entry.method != "adapter" else entry.run.name
+        if entry.distill_round > 1:
+            entry.label += f"-round{entry.distill_round}"
     for entry in entries:  # the method names the run, unless two runs of a benchmark share it
         if sum((e.label, e.benchmark) == (entry.label, entry.benchmark) for e in entries) > 1:
             entry.label = entry.run.name

@@ -160,3 +160,60 @@ def test_the_reproduction_script_runs_one_config_per_student(tmp_path):
         refused = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
                                  env=env, timeout=60)
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
+@pytest.mark.timeout(1200)  # two rounds of the whole loop: about 3 minutes on a quiet machine
+def test_a_second_distillation_round_uses_the_first_rounds_student(tmp_path):
+    from localdistill.tasks import load_tasks, save_jsonl
+
+    ids = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
+    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in ids],
+               tmp_path / "tasks.jsonl")
+    text = GOOD.replace('methods = ["inpd", "persd"]', 'methods = ["persd"]\ndistill_rounds = 2')
+    text = text.replace("steps = 1", "steps = 0\nlimit = 2")  # the evaluation is not the point
+    config = _config(tmp_path, text, str(tmp_path / "tasks.jsonl"))
+    assert load_config(config).loop.distill_rounds == 2
+    run = tmp_path / "run"
+    first = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
+                           capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    one, two = run / "collect", run / "collect-round2" / "persd"
+    round1 = [json.loads(x) for x in (one / "data" / "persd.jsonl").read_text().splitlines()]
+    assert round1, "the tiny teacher verified no refinement: nothing to test a second round on"
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["distill_round"] == 2
+    assert manifest["config"]["student_adapter"] == str(run / "train" / "persd")
+    attempts = [json.loads(x) for x in (two / "attempts.jsonl").read_text().splitlines()]
+    assert len(attempts) == len(ids) and all(a["model"] == "tiny+persd" for a in attempts)
+    # Only what the round-1 student still fails goes to the teacher.
+    failed = sum(not json.loads(x)["passed"]
+                 for x in (two / "executions.jsonl").read_text().splitlines())
+    refine_sent = [json.loads(x) for x in (two / "cache" / "sent.jsonl").read_text().splitlines()
+                   if json.loads(x)["stage"].startswith("refine")]
+    assert (failed == 0) == (refine_sent == [])
+    # Round 2's data set holds every round-1 row, and its own rows as round 2.
+    round2 = [json.loads(x) for x in (two / "data" / "persd.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in round1} <= {r["id"] for r in round2}
+    assert {r["distill_round"] for r in round2} <= {1, 2}
+    assert len(round2) == len({r["id"] for r in round2})
+    trained = json.loads((run / "train" / "persd-round2" / "train.json").read_text())
+    assert trained["data_set"] == str(two / "data" / "persd")
+    rows = {r["label"]: r for r in json.loads((run / "report" / "report.json").read_text())}
+    assert set(rows) == {"base", "persd", "persd-round2"}
+    assert rows["persd-round2"]["examples"] == len(round2)
+
+    sent = (two / "cache" / "sent.jsonl").read_text()
+    again = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
+                           capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (two / "cache" / "sent.jsonl").read_text() == sent
+    assert "train persd-round2: done before, kept" in again.stdout
+
+
+def test_the_config_reference_page_is_in_step_with_the_code():
+    page = (REPO / "docs" / "run.md").read_text()
+    from localdistill.experiment import config_reference
+
+    assert page.rstrip().endswith(config_reference().rstrip())
