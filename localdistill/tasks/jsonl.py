@@ -150,7 +150,8 @@ def _parses(source: str, fail, field: str, what: str = "not valid Python") -> No
     try:
         ast.parse(source)
     except SyntaxError as error:
-        raise fail(field, f"{what} ({error.msg} at line {error.lineno})") from None
+        where = f" at line {error.lineno}" if error.lineno else ""  # none for a null byte
+        raise fail(field, f"{what} ({error.msg}{where})") from None
 
 
 def _json_type(value: object) -> str:
