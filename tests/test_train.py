@@ -4,6 +4,7 @@ on the completion only, the loss falls, an interrupted run resumes to the same a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -183,3 +184,21 @@ def test_the_train_command(tmp_path, rows_file):
     missing = subprocess.run([str(SCRIPT), "train", str(tmp_path / "none.jsonl"), "--student",
                               "tiny", "-o", str(tmp_path / "o2")], capture_output=True, text=True)
     assert missing.returncode == 2
+
+
+def test_a_tampered_checkpoint_is_refused_not_executed(tmp_path):
+    """A checkpoint is loaded with weights_only: a pickle that runs code on load (a run directory
+    someone else handed over) is refused in one line, and its code never runs."""
+    import torch
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / loop.CHECKPOINT).mkdir()
+    torch.save({"step": 1, "payload": Payload()}, tmp_path / loop.CHECKPOINT / "state.pt")
+    with pytest.raises(ValueError, match="not a checkpoint localdistill can trust"):
+        loop._resume(None, None, None, tmp_path, "fingerprint")
+    assert not marker.exists()

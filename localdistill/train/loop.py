@@ -156,7 +156,12 @@ def _resume(model, optimizer, schedule, out: Path, fingerprint: str) -> int:
         state_file = old
     if not state_file.exists():
         return 0
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    try:  # weights_only: a checkpoint is tensors and plain values; a pickle that would run
+        # code (a run directory from someone else, tampered with) is refused, not executed
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ValueError(f"{state_file}: not a checkpoint localdistill can trust or read "
+                         f"({type(e).__name__}); delete it or use --restart") from None
     if state.get("fingerprint") != fingerprint:
         raise ValueError(f"{out} holds a checkpoint of another training (other settings, data "
                          "or base model); use another --out, or --restart to start over")
