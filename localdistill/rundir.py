@@ -132,7 +132,7 @@ class DirectoryLock:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path)
         self._file = open(self.path / ".lock", "a+")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,6 +188,18 @@ class Appender:
             os.fsync(self._file.fileno())
         finally:
             self._file.close()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` and its missing parents; the top-most one created is its owner's alone
+    (0700): a run holds prompts, private code and answers. Existing directories are left as
+    they are."""
+    top, probe = None, path
+    while not probe.exists():
+        top, probe = probe, probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    if top is not None:
+        os.chmod(top, 0o700)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -110,3 +110,14 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with RunDir(tmp_path) as run, pytest.raises(RunDirError, match="manifest.json: not valid JSON"):
         run.read_json("manifest")
+
+
+def test_a_new_run_directory_is_its_owners_alone(tmp_path):
+    import stat
+
+    (tmp_path / "shared").mkdir(mode=0o755)
+    before = stat.S_IMODE((tmp_path / "shared").stat().st_mode)
+    with RunDir(tmp_path / "shared" / "runs" / "one"):
+        pass
+    assert stat.S_IMODE((tmp_path / "shared" / "runs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == before  # not ours to change
