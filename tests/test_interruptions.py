@@ -353,10 +353,11 @@ def _lora_products(out: Path) -> dict:
 # --- run ------------------------------------------------------------------------------------------
 
 
-def test_a_second_run_in_the_same_directory_is_refused(work, collected, evaluated, tmp_path):
-    """`localdistill run` (the whole loop), its model answers taken from the runs above; the
+def test_a_second_run_in_the_same_directory_is_refused(work, collected, tmp_path):
+    """`localdistill run` (the whole loop), cheap: the collect run's answers are reused, and the
     PERsD data set of these tasks is empty (the tiny teacher repairs none of the three), so
-    nothing is trained and the loop is cheap."""
+    nothing is trained; the base student's evaluation asks the model, so the first run is still
+    at work when the second starts."""
     config = tmp_path / "loop.toml"
     config.write_text(f"""
 [run]
@@ -380,13 +381,11 @@ rank = 4
 [eval]
 benchmarks = ["mbpp:test={MBPP}"]
 limit = 1
-temperature = 0.0
 max_tokens = 32
 steps = 0
 """)
     run = tmp_path / "run"
-    command = [str(SCRIPT), "run", str(config), "--run", str(run), "--reuse", str(collected[0]),
-               "--reuse", str(evaluated[0])]
+    command = [str(SCRIPT), "run", str(config), "--run", str(run), "--reuse", str(collected[0])]
     refused, first, stdout = _beside_a_second(command, command, run, _env(work), tmp_path)
     _assert_refused(refused, run, first.pid)
     assert "everything is in" in stdout and (run / "report" / "report.json").exists()
