@@ -161,7 +161,9 @@ def write_dataset(rows: list[dict], target: Path) -> None:
         if leftover.exists():
             shutil.rmtree(leftover)
     columns = {c: [r[c] for r in rows] for c in COLUMNS}
-    Dataset.from_dict(columns, features=features()).save_to_disk(str(staging))
+    # one shard even when empty: with none, load_from_disk fails on the empty set
+    Dataset.from_dict(columns, features=features()).save_to_disk(
+        str(staging), num_shards=None if rows else 1)
     if target.exists():
         target.rename(old)
     staging.rename(target)

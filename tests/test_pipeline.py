@@ -244,3 +244,13 @@ def test_tasks_without_tests_are_refused_with_the_way_out(tmp_path):
                             timeout=300)
     assert result.returncode == 2
     assert "gen-tests" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_data_set_loads_back_as_empty(tmp_path):
+    # The tiny teacher often verifies nothing: an empty PERsD set must still be a data set that
+    # the Hugging Face loader reads (with no shard written, load_from_disk raised IndexError).
+    from localdistill.build import write_dataset
+
+    write_dataset([], tmp_path / "data" / "persd")
+    assert load_dataset_rows(tmp_path / "data" / "persd") == []
+    assert load_dataset_rows(tmp_path / "data" / "persd.jsonl") == []
