@@ -401,3 +401,12 @@ def test_every_server_down_is_one_error():
 def test_more_urls_are_checked_like_url():
     with pytest.raises(ModelsFileError, match=r"more_urls\[0\]"):
         openai_spec("http://127.0.0.1:8000/v1", more_urls=["http://10.1.2.3:8000/v1"])
+
+
+def test_an_endless_answer_is_cut_off_not_held_in_memory():
+    from localdistill.backends import openai_http
+
+    huge = b'{"choices": [{"text": "' + b"x" * (openai_http.MAX_RESPONSE + 10) + b'"}]}'
+    with fake_server(lambda path, body: (200, huge)) as (url, seen):
+        assert f"with more than {openai_http.MAX_RESPONSE >> 20} MiB (cut off)" in fails(url)
+    assert len(seen) == 1

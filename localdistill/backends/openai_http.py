@@ -25,6 +25,7 @@ from localdistill.models import ModelSpec
 from localdistill.models.config import check_local_url
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+MAX_RESPONSE = 32 << 20  # bytes of one answer; a completion is kilobytes
 WAIT_POLL = 2.0  # seconds between tries while waiting for a server to come back
 
 
@@ -143,7 +144,10 @@ class OpenAIBackend:
                 conn.request(method, self._path + path,
                              json.dumps(body) if body is not None else None, HEADERS)
                 response = conn.getresponse()
-                status, data = response.status, response.read()
+                status, data = response.status, response.read(MAX_RESPONSE + 1)
+                if len(data) > MAX_RESPONSE:  # a server gone wrong must not fill our memory
+                    conn.close()
+                    raise self._garbage(path, f"more than {MAX_RESPONSE >> 20} MiB (cut off)")
             except TimeoutError:
                 conn.close()
                 raise BackendError(
