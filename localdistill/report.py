@@ -157,8 +157,10 @@ def load_entries(runs: list[Path]) -> list[Entry]:
         entry.label = entry.method if entry.method != "adapter" else entry.run.name
         if entry.distill_round > 1:
             entry.label += f"-round{entry.distill_round}"
-    for entry in entries:  # the method names the run, unless two runs of a benchmark share it
-        if sum((e.label, e.benchmark) == (entry.label, entry.benchmark) for e in entries) > 1:
+    shared = [sum((e.label, e.benchmark) == (entry.label, entry.benchmark) for e in entries) > 1
+              for entry in entries]  # decided before any label changes
+    for entry, clash in zip(entries, shared, strict=True):  # a shared method: the run names it
+        if clash:
             entry.label = entry.run.name
     return entries
 

@@ -168,3 +168,12 @@ def test_paired_comparisons_need_the_same_tasks(tmp_path):
     assert (c.a, c.b, c.a_better, c.b_better) == ("better", "base", 15, 0)
     assert c.difference == pytest.approx(15 / 40) and c.p_value == pytest.approx(2 / 2 ** 15)
     assert 0 < c.difference - c.half_width < c.difference
+
+
+def test_two_base_models_are_named_by_their_runs(tmp_path):
+    # Both are "base" (no adapter): each takes its run's name, the second one too (it kept
+    # "base" when the names were decided one at a time).
+    tasks = {f"t{i}": int(i < 5) for i in range(10)}
+    runs = [_summary(tmp_path / "student", "demo-student", tasks),
+            _summary(tmp_path / "teacher", "demo-teacher", tasks)]
+    assert [e.label for e in load_entries(runs)] == ["student", "teacher"]
