@@ -155,7 +155,7 @@ def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random
         before = progress()
         with open(log, "w") as err:
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_ctrl_c_reaches_it)
             try:
                 if attempt == times:  # the last time, to the end
                     process.wait(timeout=900)
@@ -169,11 +169,13 @@ def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random
                     while progress() <= before and process.poll() is None:
                         assert time.monotonic() < deadline, "no progress within 600 s"
                         time.sleep(0.02)
-                    time.sleep(rng.uniform(0.0, 2.0))
+                    time.sleep(rng.uniform(0.0, 0.5))
                 if process.poll() is not None:
                     break  # it finished before the signal: nothing left to interrupt
                 os.killpg(process.pid, sig)
                 process.wait(timeout=300)
+                if process.returncode == 0:
+                    break  # it finished just before the signal came
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
@@ -192,6 +194,13 @@ def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random
     landed = Counter(sig for sig, _ in stops)
     assert landed[signal.SIGINT] >= 1 and landed[signal.SIGKILL] >= 1, stops
     return stops
+
+
+def _ctrl_c_reaches_it() -> None:
+    """SIGINT as a terminal's Ctrl-C delivers it. A test run started in the background by a
+    shell without job control (as CI may be) inherits SIGINT ignored, and so would the command:
+    it would never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class AskedOnce:
