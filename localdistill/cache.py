@@ -167,6 +167,8 @@ def model_identity(spec: ModelSpec) -> dict:
         identity |= {"served": spec.served_name or spec.url, "extra": spec.request_extra}
     else:
         identity["weights"] = file_digest(weights_path(spec))
+    if spec.parallel > 1:  # batched decoding can round differently (backends/llamacpp_batched.py)
+        identity["parallel"] = spec.parallel
     if spec.adapter:
         identity["adapter"] = file_digest(adapter_path(spec))
     return identity

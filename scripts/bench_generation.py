@@ -1,12 +1,14 @@
-"""Generation benchmark: one request at a time in process vs a parallel-slot server, side by side.
+"""Generation benchmark: one request at a time vs batched decoding, side by side.
 
 The same greedy chat requests (HumanEval prompts, as a teacher would see them) go to a model
-(a) through llama-cpp-python in process, one after another, and (b) through llama.cpp's own server
-(`localdistill serve`: xllamacpp, 4 parallel slots) with 4 requests in flight through the openai
-backend. Prints tokens/s for each, the ratio, and where the greedy outputs differ.
+(a) through llama-cpp-python in process, one after another (the baseline), (b) in process with
+`parallel = N` (backends/llamacpp_batched.py: N sequences in one batch), and (c) through
+llama.cpp's own server (`localdistill serve`: xllamacpp, N parallel slots) with N requests in
+flight through the openai backend. Prints tokens/s for each, the ratio to (a), and where the
+greedy outputs differ from (a).
 
     .venv/bin/localdistill models pull demo
-    .venv/bin/python scripts/bench_generation.py [--model demo-teacher] [--requests 32]
+    .venv/bin/python scripts/bench_generation.py [--model demo-teacher] [--parallel 4]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 from localdistill.backends import open_backend, request_for
 from localdistill.models import get_model
@@ -40,47 +43,63 @@ def run(backend, batch) -> tuple[dict, float, int]:
     return texts, time.perf_counter() - started, tokens
 
 
+def differences(base: dict, other: dict) -> list[str]:
+    lines = []
+    for key, a in base.items():
+        b = other.get(key, "")
+        if a != b:
+            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                      min(len(a), len(b)))
+            lines.append(f"  {key}: first difference at character {at} "
+                         f"({a[at:at + 30]!r} vs {b[at:at + 30]!r})")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo-teacher")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--no-server", action="store_true", help="skip (c)")
     args = parser.parse_args()
 
-    spec = get_model(args.model)
+    spec = replace(get_model(args.model), parallel=1)
     batch = requests(spec, args.requests, args.max_tokens)
     print(f"{args.model}: {len(batch)} greedy chat requests, at most {args.max_tokens} tokens each")
 
+    def report(label: str, texts: dict, seconds: float, tokens: int) -> None:
+        rate = tokens / seconds
+        print(f"{label:<50} {tokens} tokens in {seconds:6.1f} s = {rate:6.1f} tokens/s"
+              + (f"  ({rate / base_rate:.2f}x)" if texts is not base_texts else ""))
+        if texts is not base_texts:
+            lines = differences(base_texts, texts)
+            print(f"  greedy outputs identical to (a) for {len(batch) - len(lines)} of "
+                  f"{len(batch)} requests")
+            print("\n".join(lines[:8]))
+
     backend = open_backend(spec)
-    one_texts, one_time, one_tokens = run(backend, batch)
+    base_texts, seconds, tokens = run(backend, batch)
     backend.close()
-    print(f"(a) llama-cpp-python in process, one at a time: {one_tokens} tokens in "
-          f"{one_time:6.1f} s = {one_tokens / one_time:6.1f} tokens/s")
+    base_rate = tokens / seconds
+    report("(a) llama.cpp in process, one at a time:", base_texts, seconds, tokens)
 
-    server = start_server(spec, parallel=args.parallel)
-    try:
-        client_spec = parse_models(
-            f'[models.s]\nbackend = "openai"\nurl = "{server.url}"\n'
-            f"max_in_flight = {args.parallel}\n", "bench")["s"]
-        client = open_backend(client_spec)
-        par_texts, par_time, par_tokens = run(client, batch)
-        client.close()
-    finally:
-        server.stop()
-    print(f"(b) llama.cpp server, {args.parallel} slots, {args.parallel} in flight:     "
-          f"{par_tokens} tokens in {par_time:6.1f} s = {par_tokens / par_time:6.1f} tokens/s")
-    print(f"ratio (b / a): {(par_tokens / par_time) / (one_tokens / one_time):.2f}x")
+    backend = open_backend(replace(spec, parallel=args.parallel))
+    report(f"(b) llama.cpp in process, parallel = {args.parallel}:", *run(backend, batch))
+    backend.close()
 
-    same = [k for k in one_texts if one_texts[k] == par_texts.get(k)]
-    print(f"greedy outputs identical for {len(same)} of {len(one_texts)} requests")
-    for key in one_texts:
-        if key not in same:
-            a, b = one_texts[key], par_texts.get(key, "")
-            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                      min(len(a), len(b)))
-            print(f"  {key}: first difference at character {at} "
-                  f"({a[at:at + 30]!r} vs {b[at:at + 30]!r})")
+    if not args.no_server:
+        server = start_server(spec, parallel=args.parallel)
+        try:
+            client_spec = parse_models(
+                f'[models.s]\nbackend = "openai"\nurl = "{server.url}"\n'
+                f"max_in_flight = {args.parallel}\n", "bench")["s"]
+            client = open_backend(client_spec)
+            report(f"(c) llama.cpp server, {args.parallel} slots, {args.parallel} in flight:",
+                   *run(client, batch))
+            client.close()
+        finally:
+            server.stop()
     return 0
 
 

@@ -40,3 +40,55 @@ def test_prompt_lookup_gives_the_same_greedy_answers_on_long_prompts():
     for want, have in zip(expected, got, strict=True):
         assert have.samples[0].text == want.samples[0].text
         assert have.samples[0].completion_tokens == want.samples[0].completion_tokens > 0
+
+
+def _answers(spec, requests):
+    backend = open_backend(spec)
+    try:
+        return {r.request.key: r for r in backend.generate(requests)}
+    finally:
+        backend.close()
+
+
+def test_parallel_decoding_gives_the_sequential_answers():
+    """`parallel = N` decodes N requests in one batch; every answer is the one the model gives
+    alone: same text, same token counts, same finish reason. The requests cover chat and raw
+    prompts, a prompt longer than one 512-token batch, stop strings, answers cut by max_tokens
+    and ended by the model, and more requests than slots (slots are refilled as they free)."""
+    spec = replace(get_model("tiny"), threads=2)
+    asks = [
+        ("long", dict(messages=[{"role": "user", "content": f"Copy this code:\n{CODE}"}],
+                      max_tokens=40)),
+        ("stop", dict(messages=[{"role": "user", "content": "Write a function that adds."}],
+                      max_tokens=64, stop=["\n\n"])),
+        ("raw", dict(prompt="def fibonacci(n):\n", max_tokens=30)),
+        ("short", dict(messages=[{"role": "user", "content": "Say yes."}], max_tokens=64)),
+    ] + [(f"task{i}", dict(messages=[{"role": "user", "content": f"Write a function that "
+                                      f"returns the square of {i}."}], max_tokens=24 + 7 * i))
+         for i in range(5)]
+    requests = [replace(request_for(spec, temperature=0.0, **kw), key=key) for key, kw in asks]
+    alone = _answers(spec, requests)
+    together = _answers(replace(spec, parallel=3), requests)
+    assert alone["long"].prompt_tokens > 512
+    assert {a.samples[0].finish_reason for a in alone.values()} == {"stop", "length"}
+    assert "\n\n" not in alone["stop"].samples[0].text
+    for key, want in alone.items():
+        have = together[key]
+        assert have.samples[0] == want.samples[0], key
+        assert have.prompt_tokens == want.prompt_tokens, key
+
+
+def test_parallel_sampling_follows_the_seed():
+    """Sampled answers (temperature > 0) depend on the request's seed, not on which requests
+    shared the batch: the same seeds give the same texts in another order and company."""
+    spec = replace(get_model("tiny"), threads=2, parallel=2)
+    ask = [{"role": "user", "content": "Write a short poem about code."}]
+    first = [replace(request_for(spec, messages=ask, temperature=0.9, max_tokens=24, seed=s),
+                     key=str(s)) for s in (1, 2, 3)]
+    again = [first[2], first[0], replace(first[1], n=2)]
+    a, b = _answers(spec, first), _answers(spec, again)
+    assert len({r.samples[0].text for r in a.values()}) > 1  # the seeds do matter
+    for key in ("1", "3"):
+        assert a[key].samples[0].text == b[key].samples[0].text
+    assert b["2"].samples[0].text == a["2"].samples[0].text  # sample 0 of n=2 uses seed 2
+    assert len(b["2"].samples) == 2

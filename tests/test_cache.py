@@ -27,6 +27,8 @@ def test_a_models_identity_is_its_weights_adapter_and_template_not_its_name(tmp_
     adapter.write_bytes(b"lora two")  # retrained: another adapter, other answers
     assert model_identity(dataclasses.replace(tiny, adapter=str(adapter))) != with_adapter
     assert model_identity(dataclasses.replace(tiny, chat_template="{{ x }}")) != base
+    # batched decoding may round otherwise: its answers are kept apart from one-at-a-time ones
+    assert model_identity(dataclasses.replace(tiny, parallel=4)) != base
 
 
 def test_a_served_models_identity_is_what_the_server_serves():

@@ -85,7 +85,8 @@ def test_slugs():
 
 
 @pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
-def test_the_whole_loop_runs_and_resumes(tmp_path):
+@pytest.mark.timeout(1200)  # the loop three times: about 4 minutes on a quiet machine, and CI's
+def test_the_whole_loop_runs_and_resumes(tmp_path):  # may not be quiet (300 s was not enough)
     from localdistill.tasks import load_tasks, save_jsonl
 
     ids = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")  # as in test_pipeline

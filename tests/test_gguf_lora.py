@@ -235,6 +235,21 @@ def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
                            "--temperature", "0"], capture_output=True, text=True, timeout=300)
     assert said.returncode == 0 and answer in said.stdout, said.stdout + said.stderr
 
+    # ...and so does its batched decoding (`parallel = 2`): the adapter is on the batch's context.
+    from dataclasses import replace
+
+    from localdistill.backends import open_backend, request_for
+
+    spec = replace(get_model("tiny"), adapter=str(adapter), parallel=2, threads=2)
+    backend = open_backend(spec)
+    try:
+        asked = [request_for(spec, messages=[{"role": "user", "content": q}], max_tokens=24,
+                             temperature=0.0) for q in MEMORISED]
+        said = [r.samples[0].text.strip() for r in backend.generate(asked)]
+    finally:
+        backend.close()
+    assert sorted(said) == sorted(MEMORISED.values()), said
+
     # llama.cpp's server loads it as well: `localdistill serve tiny+ADAPTER`, asked over HTTP.
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "localdistill"), "serve",

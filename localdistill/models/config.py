@@ -86,6 +86,12 @@ class ModelSpec:
                 "faster for refinements, which copy the student's code, but 0.73x for answers "
                 "from scratch; 0: off. Keeps the logits of the whole context in memory "
                 "(context_length x vocabulary x 4 bytes)"})
+    parallel: int = field(default=1, metadata={
+        "help": "llama.cpp: requests decoded together in one batch (continuous batching in "
+                "process). On a CPU several sequences cost little more than one: measured on "
+                "the demo models, see docs/pipeline.md. Each takes context_length tokens of "
+                "KV cache. Answers can differ from parallel = 1 after a near tie (other matrix "
+                "kernels round differently), so the run cache keeps them apart"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per model"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
     max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
@@ -213,11 +219,17 @@ def _validate(spec: ModelSpec, where: str) -> None:
         )
     if spec.prompt_lookup and spec.backend != "llama.cpp":
         raise ModelsFileError(f"{where}.prompt_lookup: only for backend 'llama.cpp'")
+    if spec.parallel > 1 and spec.backend != "llama.cpp":
+        raise ModelsFileError(f"{where}.parallel: only for backend 'llama.cpp' (servers: "
+                              "max_in_flight; vLLM batches on its own)")
+    if spec.parallel > 1 and spec.prompt_lookup:
+        raise ModelsFileError(f"{where}: parallel and prompt_lookup cannot be combined; "
+                              "choose one")
     if spec.wait_for_server < 0:
         raise ModelsFileError(
             f"{where}.wait_for_server: expected 0 (do not wait) or more seconds, got "
             f"{spec.wait_for_server:g}")
-    for key in ("context_length", "tensor_parallel_size", "max_in_flight"):
+    for key in ("context_length", "tensor_parallel_size", "max_in_flight", "parallel"):
         if getattr(spec, key) < 1:
             raise ModelsFileError(f"{where}.{key}: expected at least 1, got {getattr(spec, key)}")
 

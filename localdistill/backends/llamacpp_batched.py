@@ -1,0 +1,243 @@
+"""llama.cpp decoding several requests at once in one process (continuous batching).
+
+On a CPU, one decoding step of one sequence is bound by reading every weight from memory; a step
+that carries N sequences reads the weights once for all of them, so N answers cost far less than
+N times one (`scripts/bench_generation.py --parallel` measures it). Used by the llama.cpp backend
+when models.toml sets `parallel = N` (N > 1).
+
+Each of the N slots of one llama.cpp context holds a sequence; a slot that finishes takes the next
+request at once. A request's prompt is rendered and tokenised as llama-cpp-python renders it for
+`create_chat_completion`/`create_completion`, and sampled with the same sampler chain (greedy at
+temperature 0), so a batched answer is an answer of the same model to the same prompt. It is not
+always bit for bit the sequential one: the matrix kernels llama.cpp picks for a batch of N rows
+round differently from those for one row, so a greedy answer can part ways after a near tie.
+That is why `parallel` belongs to the model's identity in the run cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from localdistill.backends.base import BackendError, Request, Result, Sample
+
+
+@dataclass
+class _Job:
+    """One sample of one request, while it occupies a slot."""
+
+    request: Request
+    index: int  # which of the request's n samples
+    prompt: list[int]
+    stops: tuple[str, ...]
+    max_tokens: int
+    sampler: object = None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = ""
+    next_token: int = -1  # sampled, not yet fed to the model
+
+
+class BatchedDecoder:
+    """`parallel` sequences of `llm`'s model decoded together in a context of their own."""
+
+    def __init__(self, llm, parallel: int, context_length: int, threads: int,
+                 chat_template: str | None) -> None:
+        import llama_cpp
+
+        self.lib = llama_cpp
+        self.llm = llm
+        self.parallel = parallel
+        self.context_length = context_length
+        self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        # llama-cpp-python's own settings (attention kernel, KV types...), resized
+        params = type(llm.context_params).from_buffer_copy(llm.context_params)
+        params.n_ctx = context_length * parallel  # each sequence gets context_length
+        params.n_seq_max = parallel
+        params.n_batch = params.n_ubatch = 512
+        params.n_threads = params.n_threads_batch = threads
+        self.n_batch = 512
+        self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not self.ctx:
+            raise BackendError(f"llama.cpp could not make a context for {parallel} sequences "
+                               f"of {context_length} tokens (memory?)")
+        adapter = getattr(llm, "_lora_adapter", None)
+        if adapter is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(llm.lora_scale)
+            if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
+                raise BackendError("llama.cpp could not apply the LoRA adapter to the batch")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
+        self.formatter = _chat_formatter(llm, chat_template)
+
+    # --- requests in, results out -------------------------------------------------------------
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        queue = iter(requests)
+        waiting: deque[_Job] = deque()
+        slots: list[_Job | None] = [None] * self.parallel
+        done: dict[int, list[Sample | None]] = {}  # id(request) -> its samples
+        prompt_tokens: dict[int, int] = {}
+
+        def take() -> _Job | None:
+            if not waiting:
+                request = next(queue, None)
+                if request is None:
+                    return None
+                jobs = self._jobs(request)
+                done[id(request)] = [None] * request.n
+                prompt_tokens[id(request)] = len(jobs[0].prompt)
+                waiting.extend(jobs)
+            return waiting.popleft()
+
+        def finish(slot: int) -> Result | None:
+            job = slots[slot]
+            slots[slot] = None
+            self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+            self.lib.llama_sampler_free(job.sampler)
+            samples = done[id(job.request)]
+            samples[job.index] = Sample(job.text, job.finish_reason, len(job.tokens))
+            if any(s is None for s in samples):
+                return None
+            del done[id(job.request)]
+            return Result(job.request, tuple(samples), prompt_tokens.pop(id(job.request)))
+
+        try:
+            while True:
+                for slot in range(self.parallel):
+                    while slots[slot] is None:
+                        job = take()
+                        if job is None:
+                            break
+                        slots[slot] = job
+                        self._prefill(slot, job)
+                        if job.finish_reason:  # ended at its first token
+                            result = finish(slot)
+                            if result is not None:
+                                yield result
+                active = [s for s in range(self.parallel) if slots[s] is not None]
+                if not active:
+                    return
+                self._step(slots, active)
+                for slot in active:
+                    if slots[slot].finish_reason:
+                        result = finish(slot)
+                        if result is not None:
+                            yield result
+        finally:
+            for slot, job in enumerate(slots):
+                if job is not None:
+                    self.lib.llama_sampler_free(job.sampler)
+                    self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lib.llama_batch_free(self.batch)
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    def _jobs(self, request: Request) -> list[_Job]:
+        stops = tuple(request.stop)
+        if request.messages is not None:
+            rendered = self.formatter(messages=list(request.messages))
+            prompt = self.llm.tokenize(rendered.prompt.encode("utf-8"),
+                                       add_bos=not rendered.added_special, special=True)
+            extra = rendered.stop or []
+            stops += tuple([extra] if isinstance(extra, str) else extra)
+        else:
+            prompt = self.llm.tokenize(request.prompt.encode("utf-8"), special=True)
+        if len(prompt) >= self.context_length:
+            raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of "
+                             f"{self.context_length}")
+        # as llama-cpp-python does: an answer stops where the context ends
+        max_tokens = min(request.max_tokens, self.context_length - len(prompt))
+        return [_Job(request, i, prompt, stops, max_tokens) for i in range(request.n)]
+
+    def _sampler(self, request: Request, index: int):
+        lib = self.lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if request.temperature == 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:  # llama-cpp-python's defaults: top_k 40, min_p 0.05
+            seed = (request.seed + index) if request.seed is not None else 0xFFFFFFFF
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(40))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(request.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(0.05, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(request.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _prefill(self, slot: int, job: _Job) -> None:
+        """The prompt into the slot's sequence (n_batch tokens a decode), then its first token."""
+        job.sampler = self._sampler(job.request, job.index)
+        prompt = job.prompt
+        for start in range(0, len(prompt), self.n_batch):
+            piece = prompt[start:start + self.n_batch]
+            self.batch.n_tokens = 0
+            for i, token in enumerate(piece):
+                self._add(token, start + i, slot, start + i == len(prompt) - 1)
+            self._decode()
+        self._accept(job, self.batch.n_tokens - 1)
+
+    def _step(self, slots: list[_Job | None], active: list[int]) -> None:
+        """One token for every active sequence, in one decode."""
+        self.batch.n_tokens = 0
+        for slot in active:
+            job = slots[slot]
+            self._add(job.next_token, len(job.prompt) + len(job.tokens) - 1, slot, True)
+        self._decode()
+        for i, slot in enumerate(active):
+            self._accept(slots[slot], i)
+
+    def _accept(self, job: _Job, output: int) -> None:
+        """Sample the job's next token from batch output `output`; end the job where it ends."""
+        lib = self.lib
+        token = lib.llama_sampler_sample(job.sampler, self.ctx, output)
+        if lib.llama_vocab_is_eog(self.vocab, token):
+            job.finish_reason = "stop"
+            return
+        job.tokens.append(token)
+        text = self.llm.detokenize(job.tokens, prev_tokens=job.prompt).decode("utf-8", "ignore")
+        cut = min((i for i in (text.find(s) for s in job.stops if s) if i >= 0), default=-1)
+        if cut >= 0:
+            job.text, job.finish_reason = text[:cut], "stop"
+        elif len(job.tokens) >= job.max_tokens:
+            job.text, job.finish_reason = text, "length"
+        else:
+            job.text, job.next_token = text, token
+
+    def _add(self, token: int, pos: int, seq: int, logits: bool) -> None:
+        b, i = self.batch, self.batch.n_tokens
+        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
+        b.seq_id[i][0] = seq
+        b.n_tokens += 1
+
+    def _decode(self) -> None:
+        code = self.lib.llama_decode(self.ctx, self.batch)
+        if code != 0:
+            raise BackendError(f"llama.cpp failed to decode a batch (code {code}; out of "
+                               "context memory? lower `parallel` or `context_length`)")
+
+
+def _chat_formatter(llm, template: str | None):
+    """The chat formatter llama-cpp-python would use for this model (see Llama.__init__)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    if template:  # models.toml's chat_template, as the sequential backend's _chat_handler
+        return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise BackendError("the model has no chat template; set chat_template in models.toml")
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
