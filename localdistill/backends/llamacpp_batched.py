@@ -52,7 +52,6 @@ class BatchedDecoder:
         self.parallel = parallel
         self.context_length = context_length
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         # llama-cpp-python's own settings (attention kernel, KV types...), resized
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         params.n_ctx = context_length * parallel  # each sequence gets context_length
@@ -97,8 +96,7 @@ class BatchedDecoder:
         def finish(slot: int) -> Result | None:
             job = slots[slot]
             slots[slot] = None
-            self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
-            self.lib.llama_sampler_free(job.sampler)
+            self._release(slot, job)
             samples = done[id(job.request)]
             samples[job.index] = Sample(job.text, job.finish_reason, len(job.tokens))
             if any(s is None for s in samples):
@@ -131,8 +129,12 @@ class BatchedDecoder:
         finally:
             for slot, job in enumerate(slots):
                 if job is not None:
-                    self.lib.llama_sampler_free(job.sampler)
-                    self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                    self._release(slot, job)
+
+    def _release(self, slot: int, job: _Job) -> None:
+        """The slot's KV cells and the job's sampler, freed for the next request."""
+        self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        self.lib.llama_sampler_free(job.sampler)
 
     def close(self) -> None:
         if self.ctx:

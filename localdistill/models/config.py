@@ -88,10 +88,11 @@ class ModelSpec:
                 "(context_length x vocabulary x 4 bytes)"})
     parallel: int = field(default=1, metadata={
         "help": "llama.cpp: requests decoded together in one batch (continuous batching in "
-                "process). On a CPU several sequences cost little more than one: measured on "
-                "the demo models, see docs/pipeline.md. Each takes context_length tokens of "
-                "KV cache. Answers can differ from parallel = 1 after a near tie (other matrix "
-                "kernels round differently), so the run cache keeps them apart"})
+                "process). On a CPU several sequences cost little more than one: 1.6-2x the "
+                "tokens/s at 4 on the demo models (README; scripts/bench_generation.py). "
+                "Each takes context_length tokens of KV cache. Answers can differ from "
+                "parallel = 1 after a near tie (other matrix kernels round differently), so "
+                "the run cache keeps them apart"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per model"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
     max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
