@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from localdistill import manifest
 from localdistill.attempt import attempt_messages, check_tasks_have_tests
 from localdistill.backends import request_for
+from localdistill.backends.base import CONTEXT
 from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
@@ -108,6 +109,10 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
         answers = generate(run, spec, requests, "eval", bar(progress, label, len(requests)))
         tokens += sum(a.completion_tokens for a in answers.values())
         report.new_requests += sum(not a.cached for a in answers.values())
+        report.over_context += sum(a.finish_reason == CONTEXT for a in answers.values())
+        if step:  # a repair whose prompt did not fit leaves the code as it was
+            todo = [(task, i, m) for task, i, m in todo
+                    if answers[sample_key(task.task_id, i, step)].finish_reason != CONTEXT]
         fresh = [_judged_later(task, i, step, answers[sample_key(task.task_id, i, step)].text)
                  for task, i, _ in todo]
         _judge(fresh, run, limits, workers, progress, label)

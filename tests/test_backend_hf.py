@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from localdistill.backends import BackendError, Request, open_backend
+from localdistill.backends import Request, Sample, open_backend
+from localdistill.backends.base import CONTEXT
 from localdistill.models.config import parse_models
 
 TOML = """
@@ -109,11 +110,18 @@ def test_chat_template_override(hf):
     assert result.prompt_tokens == len(hf.tokenizer("Say hello.").input_ids)
 
 
-def test_a_prompt_longer_than_the_context_fails_clearly(hf):
+def test_a_prompt_longer_than_the_context_is_answered_empty_and_the_rest_go_on(hf):
+    """One prompt over the context must not stop the batch (it used to raise, and a stage of
+    thousands stopped there at every rerun): it comes back empty, finish_reason "context"."""
     small = copy.copy(hf)
-    small.spec = replace(hf.spec, context_length=4)
-    with pytest.raises(BackendError, match="the prompt is 6 tokens.*context_length"):
-        one(small, Request(prompt=CODE, max_tokens=4, key="long"))
+    small.spec = replace(hf.spec, context_length=8)
+    results = {r.request.key: r for r in small.generate([
+        Request(prompt=CODE * 3, max_tokens=4, key="long"),
+        Request(prompt=CODE, max_tokens=2, key="short")])}
+    assert results["long"].samples == (Sample("", CONTEXT, 0),)
+    assert results["long"].prompt_tokens > 8
+    assert results["short"].samples[0].finish_reason == "length"
+    assert results["short"].samples[0].completion_tokens == 2
 
 
 def test_greedy_agrees_with_llama_cpp_at_first(hf):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from localdistill.backends import open_backend, request_for
+from localdistill.backends import Sample, open_backend, request_for
+from localdistill.backends.base import CONTEXT
 from localdistill.models import get_model
 
 CODE = "\n".join(
@@ -92,3 +93,26 @@ def test_parallel_sampling_follows_the_seed():
         assert a[key].samples[0].text == b[key].samples[0].text
     assert b["2"].samples[0].text == a["2"].samples[0].text  # sample 0 of n=2 uses seed 2
     assert len(b["2"].samples) == 2
+
+
+def test_a_prompt_over_the_context_comes_back_empty_and_the_others_are_answered():
+    """A prompt longer than the context used to raise llama-cpp-python's ValueError, which
+    stopped the whole stage (a collect over 3,000 tasks stopped at the first such refinement
+    prompt, and again at every rerun). Now it is answered with no text, finish_reason "context",
+    by the sequential and the batched decoder alike, and the requests around it go on."""
+    spec = replace(get_model("tiny"), threads=2, context_length=256)
+    requests = [replace(request_for(spec, temperature=0.0, max_tokens=8, **kw), key=key)
+                for key, kw in [
+                    ("short", dict(messages=[{"role": "user", "content": "Say yes."}])),
+                    ("long", dict(messages=[{"role": "user", "content": f"Copy:\n{CODE}"}])),
+                    ("raw long", dict(prompt=CODE)),
+                    ("raw", dict(prompt="def add(a, b):\n"))]]
+    for parallel in (1, 2):
+        got = _answers(replace(spec, parallel=parallel), requests)
+        assert set(got) == {"short", "long", "raw long", "raw"}, parallel
+        for key in ("long", "raw long"):
+            assert got[key].samples == (Sample("", CONTEXT, 0),), (parallel, key)
+            assert got[key].prompt_tokens > 256, (parallel, key)
+        for key in ("short", "raw"):
+            assert got[key].samples[0].completion_tokens > 0, (parallel, key)
+            assert got[key].samples[0].finish_reason in ("stop", "length"), (parallel, key)

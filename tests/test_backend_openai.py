@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from localdistill.backends import open_backend
-from localdistill.backends.base import BackendError, Request, Result
+from localdistill.backends.base import CONTEXT, BackendError, Request, Result, Sample
 from localdistill.backends.openai_http import OpenAIBackend
 from localdistill.models import ModelsFileError, ModelSpec, get_model
 from localdistill.models.config import parse_models
@@ -99,6 +99,43 @@ def test_chat_and_raw_prompts_generate_text_with_token_counts(server_url, what):
     assert sample.text.strip() and result.request.key == "k"
     assert result.prompt_tokens > 0 and 0 < sample.completion_tokens <= 24
     assert result.metadata["model"]  # no served_name: the first model the server lists
+
+
+def test_a_prompt_over_the_servers_context_comes_back_empty_and_the_others_answered(server_url):
+    """The real server (n_ctx 1024) refuses a longer prompt with HTTP 400; that used to stop the
+    stage. Now the request comes back empty with finish_reason "context"; the others go on."""
+    backend = open_backend(openai_spec(server_url))
+    try:
+        got = {r.request.key: r for r in backend.generate([
+            Request(prompt=CODE * 400, max_tokens=8, key="long"),
+            Request(messages=CHAT, max_tokens=8, key="short")])}
+    finally:
+        backend.close()
+    assert got["long"].samples == (Sample("", CONTEXT, 0),)
+    assert got["short"].samples[0].text.strip()
+
+
+@pytest.mark.parametrize("status, body, prompt_tokens", [
+    (400, {"object": "error", "type": "BadRequestError", "code": 400, "message": (  # vLLM
+        "This model's maximum context length is 2048 tokens. However, you requested 3732 "
+        "tokens (3727 in the messages, 5 in the completion). Please reduce the length.")}, 3727),
+    (400, {"error": {"code": 400, "type": "exceed_context_size_error",  # llama.cpp's server
+                     "message": "the request exceeds the available context size, try increasing "
+                                "it", "n_prompt_tokens": 3727, "n_ctx": 2048}}, 3727),
+    (400, {"error": {"message": "prompt is too long", "code": "context_length_exceeded"}}, 0),
+])
+def test_servers_words_for_a_prompt_over_the_context_are_understood(status, body, prompt_tokens):
+    with fake_server(lambda path, _: (status, json.dumps(body).encode())) as (url, seen):
+        backend = OpenAIBackend(openai_spec(url, served_name="m"), backoff=0.01)
+        result = only(backend, Request(prompt="x" * 100))
+    assert result.samples == (Sample("", CONTEXT, 0),) and result.prompt_tokens == prompt_tokens
+    assert len(seen) == 1  # not retried: it would be refused again
+
+
+def test_another_400_still_stops_with_the_servers_message():
+    body = json.dumps({"error": {"message": "temperature must be non-negative"}}).encode()
+    with fake_server(lambda path, _: (400, body)) as (url, _):
+        assert "(HTTP 400: temperature must be non-negative)" in fails(url)
 
 
 def test_n_2_gives_two_samples(server_url):

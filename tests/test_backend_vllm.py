@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from localdistill.backends import BackendError, Request, open_backend
+from localdistill.backends import BackendError, Request, Sample, open_backend
+from localdistill.backends.base import CONTEXT
 from localdistill.models.config import parse_models
 
 TINY = parse_models('[models.tiny-vllm]\nbackend = "vllm"\npath = "demo:tiny"\n'
@@ -63,6 +64,12 @@ class FakeLLM:
     def __init__(self, **kwargs) -> None:
         self.kwargs, self.calls = kwargs, []
         FakeLLM.made.append(self)
+
+    @staticmethod
+    def get_tokenizer():  # one token per character; a chat prompt is its last message
+        return types.SimpleNamespace(
+            encode=lambda text: [1] * len(text),
+            apply_chat_template=lambda messages, **kwargs: [1] * len(messages[-1]["content"]))
 
     def chat(self, messages, sampling_params, **kwargs):
         self.calls.append(("chat", messages, sampling_params, kwargs))
@@ -158,6 +165,24 @@ def test_gguf_and_no_adapter(fake_vllm):
     assert llm.calls[0][0] == "generate" and llm.calls[0][3]["lora_request"] is None
     assert result.texts == ["x#0"]
     assert list(backend.generate([])) == [] and len(llm.calls) == 1  # nothing to call vLLM for
+
+
+def test_a_prompt_over_max_model_len_is_answered_empty_and_kept_out_of_the_batch(fake_vllm):
+    """Real vLLM refuses the whole batch when one prompt is longer than max_model_len (the fake
+    does not: it would answer; the test checks the long prompts never reach it)."""
+    backend = open_backend(TINY)  # context_length 2048: max_model_len
+    (llm,) = fake_vllm
+    requests = [Request(prompt="x" * 3000, key="raw long"), Request(prompt="ok", key="raw"),
+                Request(messages=({"role": "user", "content": "y" * 2048},), key="chat long"),
+                Request(messages=({"role": "user", "content": "fine"},), key="chat")]
+    got = {r.request.key: r for r in backend.generate(requests)}
+    assert set(got) == {"raw long", "raw", "chat long", "chat"}
+    assert got["raw long"].samples == (Sample("", CONTEXT, 0),)
+    assert got["raw long"].prompt_tokens == 3000
+    assert got["chat long"].samples == (Sample("", CONTEXT, 0),)
+    assert got["raw"].texts == ["ok#0"] and got["chat"].texts == ["fine#0"]
+    assert [c[1] for c in llm.calls] == [[[{"role": "user", "content": "fine"}]], ["ok"]]
+    backend.close()
 
 
 @pytest.mark.gpu

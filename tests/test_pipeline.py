@@ -254,3 +254,36 @@ def test_an_empty_data_set_loads_back_as_empty(tmp_path):
     write_dataset([], tmp_path / "data" / "persd")
     assert load_dataset_rows(tmp_path / "data" / "persd") == []
     assert load_dataset_rows(tmp_path / "data" / "persd.jsonl") == []
+
+
+def test_a_task_whose_prompts_do_not_fit_the_context_is_counted_not_fatal(tmp_path):
+    """A prompt longer than the model's context used to stop collect with llama.cpp's error
+    (found by scripts/bench_load.py: one MBPP refinement prompt over the tiny model's 2,048
+    tokens stopped a 3,000-task collect, and would again at every rerun). Now each such request
+    gets no answer, the stage tables count them, and every other task goes on."""
+    from dataclasses import replace
+
+    from localdistill.tasks import save_jsonl
+
+    models = tmp_path / "models.toml"
+    models.write_text('[models.tiny-512]\nbackend = "llama.cpp"\npath = "demo:tiny"\n'
+                      "context_length = 512\n")
+    tasks = [t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in TASK_IDS[:2]]
+    long = replace(tasks[0], task_id="long", prompt="# " + "padding " * 600 + "\n" +
+                   tasks[0].prompt)
+    save_jsonl([*tasks, long], tmp_path / "tasks.jsonl")
+    command = ["tiny-512" if word == "tiny" else word  # as student and as teacher
+               for word in _collect(tmp_path / "tasks.jsonl", tmp_path / "run")]
+    result = subprocess.run([command[0], "--models", str(models), *command[1:]],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    attempts = {a["task_id"]: a for a in _jsonl(tmp_path / "run" / "attempts.jsonl")}
+    assert attempts["long"]["finish_reason"] == "context" and attempts["long"]["answer"] == ""
+    assert all(attempts[t]["finish_reason"] != "context" for t in TASK_IDS[:2])
+    reports = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert reports["attempt"]["over_context"] == 1
+    assert reports["refine + verify"]["over_context"] >= 1  # the long task's refinement
+    assert reports["teacher answers"]["over_context"] == 1
+    assert "prompts over the context (no answer)" in result.stdout
+    direct = {d["task_id"]: d for d in _jsonl(tmp_path / "run" / "direct.jsonl")}
+    assert set(direct) == {*TASK_IDS[:2], "long"} and not direct["long"]["passed"]

@@ -44,10 +44,17 @@ class Request:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
 
+# A sample's finish_reason when the prompt does not fit the model's context: nothing was generated.
+# One such request must not stop a stage of thousands (it would stop again at every rerun): the
+# backend answers it with empty text, and the stage tables count it.
+CONTEXT = "context"
+
+
 @dataclass(frozen=True)
 class Sample:
     text: str
-    finish_reason: str  # "stop" (end of text or a stop string) | "length" (max_tokens reached)
+    # "stop" (end of text or a stop string) | "length" (max_tokens reached) | CONTEXT
+    finish_reason: str
     completion_tokens: int
 
 
@@ -61,6 +68,12 @@ class Result:
     @property
     def texts(self) -> list[str]:
         return [s.text for s in self.samples]
+
+
+def did_not_fit(request: Request, prompt_tokens: int) -> Result:
+    """The result for a request whose prompt (`prompt_tokens` long) leaves no room in the
+    model's context: every sample empty, finish_reason CONTEXT."""
+    return Result(request, (Sample("", CONTEXT, 0),) * request.n, prompt_tokens)
 
 
 class BackendError(RuntimeError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 BATCH_ROWS = 8  # sequences decoded together; more is faster on a GPU, not on a few CPU cores
@@ -61,6 +61,9 @@ class TransformersBackend:
         waiting: list[_Row] = []
         for request in requests:
             job = self._job(request)
+            if isinstance(job, Result):  # the prompt does not fit: nothing to decode
+                yield job
+                continue
             jobs.append(job)
             waiting.extend(job.rows)
             while len(waiting) >= BATCH_ROWS:
@@ -78,14 +81,11 @@ class TransformersBackend:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _job(self, request: Request) -> _Job:
+    def _job(self, request: Request) -> _Job | Result:
         ids = self._prompt_ids(request)
         room = self.spec.context_length - len(ids)
         if room < 1:
-            raise BackendError(
-                f"request {request.key!r}: the prompt is {len(ids)} tokens, no room left in "
-                f"models.{self.spec.name}.context_length ({self.spec.context_length})"
-            )
+            return did_not_fit(request, len(ids))
         # Greedy samples are all the same: decode one and repeat it.
         rows = 1 if request.temperature == 0 else request.n
         job = _Job(request, len(ids))

@@ -7,11 +7,12 @@ Requests run one after another, or `parallel` at a time in one batch when models
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 
@@ -77,12 +78,19 @@ class LlamaCppBackend:
             }
             if request.seed is not None:
                 settings["seed"] = request.seed + i
-            if request.messages is not None:
-                out = self.llm.create_chat_completion(messages=list(request.messages), **settings)
-                text = out["choices"][0]["message"]["content"] or ""
-            else:
-                out = self.llm.create_completion(prompt=request.prompt, **settings)
-                text = out["choices"][0]["text"]
+            try:
+                if request.messages is not None:
+                    out = self.llm.create_chat_completion(messages=list(request.messages),
+                                                          **settings)
+                    text = out["choices"][0]["message"]["content"] or ""
+                else:
+                    out = self.llm.create_completion(prompt=request.prompt, **settings)
+                    text = out["choices"][0]["text"]
+            except ValueError as e:  # llama-cpp-python's words for a prompt over n_ctx
+                too_long = re.match(r"Requested tokens \((\d+)\) exceed context window", str(e))
+                if too_long is None:
+                    raise
+                return did_not_fit(request, int(too_long.group(1)))
             usage = out.get("usage", {})
             prompt_tokens = usage.get("prompt_tokens", 0)
             reason = out["choices"][0].get("finish_reason") or "stop"

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
 
 
 @dataclass
@@ -82,12 +82,17 @@ class BatchedDecoder:
         done: dict[int, list[Sample | None]] = {}  # id(request) -> its samples
         prompt_tokens: dict[int, int] = {}
 
+        unfit: list[Result] = []  # prompts over the context: answered without a slot
+
         def take() -> _Job | None:
-            if not waiting:
+            while not waiting:
                 request = next(queue, None)
                 if request is None:
                     return None
                 jobs = self._jobs(request)
+                if isinstance(jobs, Result):
+                    unfit.append(jobs)
+                    continue
                 done[id(request)] = [None] * request.n
                 prompt_tokens[id(request)] = len(jobs[0].prompt)
                 waiting.extend(jobs)
@@ -109,6 +114,8 @@ class BatchedDecoder:
                 for slot in range(self.parallel):
                     while slots[slot] is None:
                         job = take()
+                        while unfit:
+                            yield unfit.pop()
                         if job is None:
                             break
                         slots[slot] = job
@@ -144,7 +151,7 @@ class BatchedDecoder:
 
     # --- the steps ----------------------------------------------------------------------------
 
-    def _jobs(self, request: Request) -> list[_Job]:
+    def _jobs(self, request: Request) -> list[_Job] | Result:
         stops = tuple(request.stop)
         if request.messages is not None:
             rendered = self.formatter(messages=list(request.messages))
@@ -154,9 +161,8 @@ class BatchedDecoder:
             stops += tuple([extra] if isinstance(extra, str) else extra)
         else:
             prompt = self.llm.tokenize(request.prompt.encode("utf-8"), special=True)
-        if len(prompt) >= self.context_length:
-            raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of "
-                             f"{self.context_length}")
+        if len(prompt) >= self.context_length:  # where llama-cpp-python refuses it too
+            return did_not_fit(request, len(prompt))
         # as llama-cpp-python does: an answer stops where the context ends
         max_tokens = min(request.max_tokens, self.context_length - len(prompt))
         return [_Job(request, i, prompt, stops, max_tokens) for i in range(request.n)]

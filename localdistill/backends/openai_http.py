@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import queue
+import re
 import sys
 import threading
 import time
@@ -20,13 +21,26 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlparse
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import CONTEXT, BackendError, Request, Result, Sample
 from localdistill.models import ModelSpec
 from localdistill.models.config import check_local_url
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_RESPONSE = 32 << 20  # bytes of one answer; a completion is kilobytes
 WAIT_POLL = 2.0  # seconds between tries while waiting for a server to come back
+# How servers refuse a prompt longer than their context (HTTP 400): vLLM ("This model's maximum
+# context length is ...", "... longer than the maximum model length"), llama.cpp's server
+# ("exceeds the available context size", exceed_context_size_error), OpenAI's own code.
+OVER_CONTEXT = re.compile(r"maximum context length|maximum model length|available context size|"
+                          r"exceed_context_size|context_length_exceeded", re.IGNORECASE)
+
+
+class _DidNotFit(BackendError):
+    """The server refused a prompt longer than its context; `prompt_tokens` if it said."""
+
+    def __init__(self, message: str, prompt_tokens: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
 
 
 def _to_stderr(text: str) -> None:
@@ -119,7 +133,10 @@ class OpenAIBackend:
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed + i
-        answer = self._call("POST", path, body)
+        try:
+            answer = self._call("POST", path, body)
+        except _DidNotFit as e:  # one prompt too long must not stop the others
+            return Sample("", CONTEXT, 0), e.prompt_tokens
         try:
             choice = answer["choices"][0]
             text = choice["message"]["content"] if "messages" in body else choice["text"]
@@ -249,6 +266,9 @@ class OpenAIBackend:
                             "OpenAI-compatible server (a url ending in /v1)?")
 
     def _rejected(self, path: str, status: int, data: bytes) -> BackendError:
+        text = data.decode("utf-8", "replace")
+        if status == 400 and OVER_CONTEXT.search(text):
+            return _DidNotFit(f"the server at {self.url}: {_detail(data)}", _prompt_tokens(text))
         hint = "the prompt may be longer than the server's context, or a setting invalid"
         if status == 404:
             hint = "check that the url ends in /v1 and served_name is a model the server has"
@@ -291,6 +311,13 @@ def _detail(data: bytes) -> str:
     except ValueError:
         pass
     return _clip(str(text)) or "no details"
+
+
+def _prompt_tokens(text: str) -> int:
+    """The prompt's length in a server's refusal, where it says (0 where it does not)."""
+    said = re.search(r'"n_prompt_tokens":\s*(\d+)|(\d+) in the messages|prompt \(length (\d+)\)',
+                     text)
+    return int(next(g for g in said.groups() if g)) if said else 0
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 NEEDS = (
@@ -58,8 +58,14 @@ class VLLMBackend:
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         requests = list(requests)
-        chats = [i for i, r in enumerate(requests) if r.messages is not None]
-        prompts = [i for i, r in enumerate(requests) if r.prompt is not None]
+        # vLLM refuses a whole batch when one prompt is longer than max_model_len: those are
+        # answered here, without text, and the rest go in the batch
+        lengths = [self._prompt_length(r) for r in requests]
+        unfit = {i for i, n in enumerate(lengths) if n >= self.spec.context_length}
+        for i in sorted(unfit):
+            yield did_not_fit(requests[i], lengths[i])
+        chats = [i for i, r in enumerate(requests) if r.messages is not None and i not in unfit]
+        prompts = [i for i, r in enumerate(requests) if r.prompt is not None and i not in unfit]
         outputs: dict[int, object] = {}
         if chats:
             answers = self.llm.chat(
@@ -80,7 +86,17 @@ class VLLMBackend:
             )
             outputs.update(zip(prompts, answers, strict=True))
         for i, request in enumerate(requests):
-            yield _result(request, outputs[i])
+            if i not in unfit:
+                yield _result(request, outputs[i])
+
+    def _prompt_length(self, request: Request) -> int:
+        """The prompt's tokens, as vLLM will count them (its tokenizer and chat template)."""
+        tokenizer = self.llm.get_tokenizer()
+        if request.prompt is not None:
+            return len(tokenizer.encode(request.prompt))
+        return len(tokenizer.apply_chat_template(list(request.messages), tokenize=True,
+                                                 add_generation_prompt=True,
+                                                 chat_template=self.spec.chat_template))
 
     def _sampling(self, request: Request):
         return self.vllm.SamplingParams(

@@ -102,6 +102,7 @@ def generate(name: str, prompt: str, raw: bool, system: str | None, samples: int
              max_tokens: int | None, temperature: float | None, seed: int | None) -> None:
     """Generate with a model of models.toml: a quick manual check of a backend."""
     from localdistill.backends import open_backend, request_for
+    from localdistill.backends.base import CONTEXT
     from localdistill.models import get_model
 
     spec = get_model(name)
@@ -116,6 +117,10 @@ def generate(name: str, prompt: str, raw: bool, system: str | None, samples: int
         (result,) = list(backend.generate([request]))
     finally:
         backend.close()
+    if result.samples[0].finish_reason == CONTEXT:
+        tokens = f"{result.prompt_tokens} tokens" if result.prompt_tokens else "too long"
+        raise BadInput(f"the prompt ({tokens}) does not fit models.{spec.name}.context_length "
+                       f"({spec.context_length})")
     for i, sample in enumerate(result.samples):
         if len(result.samples) > 1:
             click.echo(f"--- sample {i + 1} ({sample.finish_reason}, "
