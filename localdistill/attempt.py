@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from localdistill.backends import request_for
-from localdistill.backends.base import CONTEXT
 from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
@@ -60,8 +59,7 @@ def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples:
     report.counts = {"tasks": len(tasks), "attempts": len(records),
                      "cut off at max_tokens": sum(r["finish_reason"] == "length" for r in records)}
     report.student_tokens = sum(a.completion_tokens for a in answers.values())
-    report.new_requests = sum(not a.cached for a in answers.values())
-    report.over_context = sum(a.finish_reason == CONTEXT for a in answers.values())
+    report.count_answers(answers.values())
     return report.finish()
 
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from localdistill.attempt import check_tasks_have_tests
 from localdistill.backends import request_for
-from localdistill.backends.base import CONTEXT
 from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
@@ -58,6 +57,5 @@ def direct_answers(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir,
                      "tasks with a verified answer":
                          len({r["task_id"] for r in records if r["passed"]})}
     report.teacher_tokens = sum(a.completion_tokens for a in answers.values())
-    report.new_requests = sum(not a.cached for a in answers.values())
-    report.over_context = sum(a.finish_reason == CONTEXT for a in answers.values())
+    report.count_answers(answers.values())
     return report.finish()

@@ -108,8 +108,7 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
                     for task, i, messages in todo]
         answers = generate(run, spec, requests, "eval", bar(progress, label, len(requests)))
         tokens += sum(a.completion_tokens for a in answers.values())
-        report.new_requests += sum(not a.cached for a in answers.values())
-        report.over_context += sum(a.finish_reason == CONTEXT for a in answers.values())
+        report.count_answers(answers.values())
         if step:  # a repair whose prompt did not fit leaves the code as it was
             todo = [(task, i, m) for task, i, m in todo
                     if answers[sample_key(task.task_id, i, step)].finish_reason != CONTEXT]

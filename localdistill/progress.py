@@ -115,6 +115,13 @@ class StageReport:
     seconds: float = 0.0
     started: float = field(default_factory=time.monotonic, repr=False)
 
+    def count_answers(self, answers) -> None:
+        """Add a batch of model answers (cache.Answer) to the model calls and to the prompts
+        over the context."""
+        for answer in answers:
+            self.new_requests += not answer.cached
+            self.over_context += answer.finish_reason == "context"  # backends.base.CONTEXT
+
     def finish(self) -> StageReport:
         self.seconds = round(time.monotonic() - self.started, 2)
         return self

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from localdistill.attempt import tasks_for
 from localdistill.backends import request_for
-from localdistill.backends.base import CONTEXT
 from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
@@ -106,8 +105,7 @@ def _round(run, spec, todo, round_, settings, limits, workers, progress, report)
         requests = [_request(spec, item, round_, retry, settings) for item in pending]
         got = generate(run, spec, requests, "refine", bar(progress, label, len(requests)))
         report.teacher_tokens += sum(a.completion_tokens for a in got.values())
-        report.new_requests += sum(not a.cached for a in got.values())
-        report.over_context += sum(a.finish_reason == CONTEXT for a in got.values())
+        report.count_answers(got.values())
         unchanged = []
         for item, request in zip(pending, requests, strict=True):
             answer = got[request.key]
