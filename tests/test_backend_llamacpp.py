@@ -116,3 +116,25 @@ def test_a_prompt_over_the_context_comes_back_empty_and_the_others_are_answered(
         for key in ("short", "raw"):
             assert got[key].samples[0].completion_tokens > 0, (parallel, key)
             assert got[key].samples[0].finish_reason in ("stop", "length"), (parallel, key)
+
+
+def test_a_context_length_llama_cpp_rounds_up_is_kept_and_does_not_crash():
+    """llama.cpp rounds its context up to a multiple of 256 (300 becomes 512) while
+    llama-cpp-python sized its logits buffer by the 300 asked for: a prompt between the two
+    raised a numpy broadcast error ("could not broadcast input array from shape (131,) into
+    shape (0,)") that stopped the stage. Now the prompt under context_length is answered, the one
+    over it (though under 512) comes back as over the context, sequential and batched alike."""
+    spec = replace(get_model("tiny"), threads=2, context_length=300)
+    ask = "Write a Python function that adds two numbers. "
+    requests = [replace(request_for(spec, temperature=0.0, max_tokens=8,
+                                    messages=[{"role": "user", "content": ask * times}]),
+                        key=str(times))
+                for times in (27, 40)]
+    for parallel in (1, 2):
+        got = _answers(replace(spec, parallel=parallel), requests)
+        fits, over = got["27"], got["40"]
+        assert 256 < fits.prompt_tokens < 300, (parallel, fits)
+        assert fits.samples[0].finish_reason in ("stop", "length"), (parallel, fits)
+        assert fits.samples[0].completion_tokens > 0, (parallel, fits)
+        assert over.samples == (Sample("", CONTEXT, 0),), (parallel, over)
+        assert 300 < over.prompt_tokens < 512, (parallel, over)

@@ -27,7 +27,11 @@ class LlamaCppBackend:
         adapter = adapter_path(spec)
         kwargs = {
             "model_path": str(path),
-            "n_ctx": spec.context_length,
+            # llama.cpp rounds the context up to a multiple of 256; llama-cpp-python sizes its
+            # logits buffer by the number asked for and overflows (a numpy broadcast error) on
+            # a prompt between the two. Asked for rounded up, the two agree; the prompt's limit
+            # is still context_length, checked in _one.
+            "n_ctx": -(-spec.context_length // 256) * 256,
             "n_threads": spec.threads or os.cpu_count(),
             "n_gpu_layers": spec.gpu_layers,
             "verbose": False,
@@ -53,6 +57,7 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {path}: {e}") from None
         self.spec = spec
+        self.formatter = None  # renders chat messages as the model sees them, to count tokens
         self.batched = None
         if spec.parallel > 1:
             from localdistill.backends.llamacpp_batched import BatchedDecoder
@@ -67,13 +72,28 @@ class LlamaCppBackend:
         for request in requests:
             yield self._one(request)
 
+    def _prompt_length(self, request: Request) -> int:
+        if request.messages is None:
+            return len(self.llm.tokenize(request.prompt.encode("utf-8"), special=True))
+        if self.formatter is None:
+            from localdistill.backends.llamacpp_batched import _chat_formatter
+
+            self.formatter = _chat_formatter(self.llm, self.spec.chat_template)
+        rendered = self.formatter(messages=list(request.messages))
+        return len(self.llm.tokenize(rendered.prompt.encode("utf-8"),
+                                     add_bos=not rendered.added_special, special=True))
+
     def _one(self, request: Request) -> Result:
+        length = self._prompt_length(request)
+        if length >= self.spec.context_length:
+            return did_not_fit(request, length)
         samples, prompt_tokens = [], 0
         for i in range(request.n):
             settings = {
                 "temperature": request.temperature,
                 "top_p": request.top_p,
-                "max_tokens": request.max_tokens,
+                # an answer stops where the context ends (as in the batched decoder)
+                "max_tokens": min(request.max_tokens, self.spec.context_length - length),
                 "stop": list(request.stop) or None,
             }
             if request.seed is not None:
@@ -86,7 +106,8 @@ class LlamaCppBackend:
                 else:
                     out = self.llm.create_completion(prompt=request.prompt, **settings)
                     text = out["choices"][0]["text"]
-            except ValueError as e:  # llama-cpp-python's words for a prompt over n_ctx
+            except ValueError as e:  # llama-cpp-python's words for a prompt over n_ctx, should
+                # its count of a chat prompt's tokens differ from _prompt_length's
                 too_long = re.match(r"Requested tokens \((\d+)\) exceed context window", str(e))
                 if too_long is None:
                     raise
