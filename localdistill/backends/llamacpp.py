@@ -78,7 +78,12 @@ class LlamaCppBackend:
         if self.formatter is None:
             from localdistill.backends.llamacpp_batched import _chat_formatter
 
-            self.formatter = _chat_formatter(self.llm, self.spec.chat_template)
+            try:
+                self.formatter = _chat_formatter(self.llm, self.spec.chat_template)
+            except BackendError:  # no template: llama-cpp-python falls back to its own format,
+                self.formatter = False  # and counts (against the rounded-up context) itself
+        if self.formatter is False:
+            return 0
         rendered = self.formatter(messages=list(request.messages))
         return len(self.llm.tokenize(rendered.prompt.encode("utf-8"),
                                      add_bos=not rendered.added_special, special=True))
