@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument("--skip-collect", action="store_true")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each table as it is done, into a log file too
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
     tasks = work / "tasks.jsonl"
