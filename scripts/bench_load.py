@@ -16,7 +16,10 @@ one per core, and prints programs per second, the speed-up, and how busy the cor
 
     .venv/bin/python scripts/bench_load.py /work/shared/data [--tasks 3000] [--max-tokens 4]
 
-The full default run takes about an hour on a 2-core CPU; `--tasks 300` is a quick look.
+The full default run takes three to four hours on a 2-core CPU (nothing else running: llama.cpp
+on oversubscribed cores slows down many times); `--tasks 300` is a quick look. With `--keep DIR`
+it can be interrupted: the same command again resumes each collect where it stopped (its stages
+replayed from the run's cache) and keeps the peaks measured so far (`DIR/run-N-peaks.json`).
 """
 
 from __future__ import annotations
@@ -64,49 +67,49 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def stage_of(run: Path) -> str:
-    """The stage running now, from the caches' last records and the files written."""
-    for name, stage in (("direct.jsonl", "build"), ("refinements.jsonl", "teacher answers"),
-                        ("executions.jsonl", "refine + verify"), ("attempts.jsonl", "execute")):
-        if (run / name).exists():
-            return stage
-    return "attempt"
+STAGES = ("attempt", "execute", "refine + verify", "teacher answers", "build")
+
+
+def finished_stages(run: Path) -> int:
+    """How many stages the run's manifest records as finished (each run of `collect` records every
+    stage again when it finishes, those it replays from the cache after an interruption too)."""
+    try:
+        return len(json.loads((run / "manifest.json").read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def collect_memory(tasks: Path, count: int, run: Path, max_tokens: int) -> dict:
-    command = [CLI, "collect", str(tasks), "--limit", str(count), "--student", "tiny",
-               "--teacher", "tiny", "--run", str(run), "--max-tokens", str(max_tokens),
-               # one token more for the teacher: the same model under the same request would be
-               # answered from the cache, and the teacher's stages would not be exercised
-               "--teacher-max-tokens", str(max_tokens + 1), "--rounds", "1",
-               "--unchanged-retries", "0"]
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    peaks: dict[str, int] = {}
-    while process.poll() is None:
-        stage = stage_of(run)
-        peaks[stage] = max(peaks.get(stage, 0), tree_rss(process.pid))
-        time.sleep(0.5)
-    if process.returncode:
-        sys.exit(f"collect failed (exit {process.returncode}): {process.stderr.read()[-500:]}")
-    manifest = json.loads((run / "manifest.json").read_text())
+    """Peak memory per stage of `collect` on `count` tasks. Resumable: the peaks are saved beside
+    the run directory as they rise, a rerun after an interruption resumes the collect (its stages
+    replayed from the cache) and keeps the higher peak of each stage."""
+    saved = run.with_name(run.name + "-peaks.json")
+    peaks: dict[str, int] = json.loads(saved.read_text()) if saved.exists() else {}
+    manifest = run / "manifest.json"
+    done = manifest.exists() and "build" in json.loads(manifest.read_text())["stages"]
+    if not done:
+        command = [CLI, "collect", str(tasks), "--limit", str(count), "--student", "tiny",
+                   "--teacher", "tiny", "--run", str(run), "--max-tokens", str(max_tokens),
+                   # one token more for the teacher: the same model under the same request would
+                   # be answered from the cache, and the teacher's stages would not be exercised
+                   "--teacher-max-tokens", str(max_tokens + 1), "--rounds", "1",
+                   "--unchanged-retries", "0"]
+        before = finished_stages(run)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+        while process.poll() is None:
+            stage = STAGES[min(finished_stages(run) - before, len(STAGES) - 1)]
+            rss = tree_rss(process.pid)
+            if rss > peaks.get(stage, 0):
+                peaks[stage] = rss
+                saved.write_text(json.dumps(peaks))
+            time.sleep(0.5)
+        if process.returncode:
+            sys.exit(f"collect failed (exit {process.returncode}): {process.stderr.read()[-500:]}")
+    history = json.loads(manifest.read_text())["history"]
     rows = sum(1 for _ in open(run / "cache" / "requests.jsonl"))
-    return {"peaks": peaks, "seconds": time.monotonic() - started, "requests": rows,
-            "stages": {s: manifest["stages"][s]["seconds"] for s in manifest["stages"]}}
-
-
-def tree_cpu(root: int, seen: dict[int, float]) -> None:
-    """Record the CPU seconds of `root` and its descendants, each with those of the children it
-    reaped (so a sandboxed program's time counts in its zygote's once it ends)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in _tree(root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seen[pid] = max(seen.get(pid, 0.0), sum(int(x) for x in fields[11:15]) / tick)
+    # wall time: the stages' own seconds, summed over every (interrupted or resumed) run
+    return {"peaks": peaks, "seconds": sum(h["seconds"] for h in history), "requests": rows}
 
 
 def _tree(root: int) -> list[int]:
@@ -127,21 +130,27 @@ def _tree(root: int) -> list[int]:
     return found
 
 
+def cpu_times() -> tuple[int, int]:
+    """The whole machine's (busy, total) CPU ticks since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def check_throughput(tasks: Path, workers: int) -> tuple[float, float]:
-    """Seconds to check every reference, and how busy it kept the cores: the CPU time of the
-    command's process tree (sampled; sandboxes included) over wall time times cores. Other work
-    on the machine does not count, but slows this down."""
+    """Seconds to check every reference, and how busy the cores were meanwhile: the whole
+    machine's busy share of CPU time (a sandboxed program is reaped inside the sandbox, out of
+    the command's accounting), so run it with nothing else on the machine."""
+    busy0, total0 = cpu_times()
     started = time.monotonic()
-    process = subprocess.Popen([CLI, "tasks", "check", str(tasks), "--workers", str(workers)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen: dict[int, float] = {}
-    while process.poll() is None:
-        tree_cpu(process.pid, seen)
-        time.sleep(0.1)
+    process = subprocess.run([CLI, "tasks", "check", str(tasks), "--workers", str(workers)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.monotonic() - started
     if process.returncode not in (0, 1):  # 1: some reference failed its tests (reported, fine)
-        sys.exit(f"tasks check failed: {process.stderr.read()[-500:]}")
-    return seconds, sum(seen.values()) / (seconds * (os.cpu_count() or 1))
+        sys.exit(f"tasks check failed: {process.stderr[-500:]}")
+    busy1, total1 = cpu_times()
+    return seconds, (busy1 - busy0) / max(total1 - total0, 1)
 
 
 def main() -> None:
@@ -166,7 +175,7 @@ def main() -> None:
         print(f"\ncollect, tiny student and teacher, {args.max_tokens} tokens per answer")
         print(f"{'stage':<18}{'peak MB, ' + str(small) + ' tasks':>22}"
               f"{'peak MB, ' + str(args.tasks) + ' tasks':>22}{'ratio':>8}")
-        for stage in ("attempt", "execute", "refine + verify", "teacher answers", "build"):
+        for stage in STAGES:
             if stage in base["peaks"] and stage in full["peaks"]:
                 a, b = base["peaks"][stage] / 2**20, full["peaks"][stage] / 2**20
                 print(f"{stage:<18}{a:>22.0f}{b:>22.0f}{b / a:>8.2f}")
