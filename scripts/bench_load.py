@@ -5,10 +5,10 @@ Memory. Builds N distinct tasks from MBPP (all splits) and HumanEval (variants a
 problems under new ids, with a `# variant k` line in the prompt, so no request or verdict is
 shared), then runs the real `localdistill collect` on them with the tiny model as student and
 teacher (few tokens per answer: the point is the number of records flowing through, not the
-answers), once with N/10 tasks (the baseline) and once with N, side by side. It samples the
-resident memory of the whole process tree (the CLI, its sandboxes) twice a second and prints, per
-stage, the peak for both runs and their ratio: flat memory means a ratio near 1 although the
-full run has ten times the tasks.
+answers), once with every tenth of them (the baseline: the same mix) and once with all N, side by
+side. It samples the resident memory of the whole process tree (the CLI, its sandboxes) twice a
+second and prints, per stage, the peak for both runs and their ratio: flat memory means a ratio
+near 1 although the full run has ten times the tasks.
 
 Sandbox. Runs the N tasks' reference solutions through `tasks check` with one worker and with
 one per core, and prints programs per second, the speed-up, and how busy the cores were
@@ -41,7 +41,10 @@ from localdistill.tasks.mbpp import load_mbpp
 CLI = str(Path(sys.executable).with_name("localdistill"))
 
 
-def make_tasks(data: Path, count: int, path: Path) -> None:
+def make_tasks(data: Path, count: int, small: int, work: Path) -> tuple[Path, Path]:
+    """`count` tasks, and a baseline of `small` drawn evenly from them: the same mix of MBPP and
+    HumanEval, the same longest prompt (a model's buffers grow to the longest prompt it has seen,
+    so the first `small` tasks, all short MBPP ones, would make a baseline that is too light)."""
     pool = load_mbpp(data / "mbpp.jsonl", "all") + load_humaneval()
     tasks = []
     for i in range(count):
@@ -50,7 +53,10 @@ def make_tasks(data: Path, count: int, path: Path) -> None:
             task = replace(task, task_id=f"{task.task_id}~v{variant}",
                            prompt=f"# variant {variant}\n{task.prompt}")
         tasks.append(task)
-    save_jsonl(tasks, path)
+    full, base = work / "tasks.jsonl", work / f"tasks-{small}.jsonl"
+    save_jsonl(tasks, full)
+    save_jsonl(tasks[:: max(count // small, 1)][:small], base)
+    return full, base
 
 
 def tree_rss(root: int) -> int:
@@ -164,13 +170,12 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # each table as it is done, into a log file too
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    tasks = work / "tasks.jsonl"
-    make_tasks(args.data, args.tasks, tasks)
-    print(f"{args.tasks} tasks in {tasks}")
+    small = max(args.tasks // 10, 1)
+    tasks, baseline = make_tasks(args.data, args.tasks, small, work)
+    print(f"{args.tasks} tasks in {tasks}, every {args.tasks // small}th of them in {baseline}")
 
     if not args.skip_collect:
-        small = max(args.tasks // 10, 1)
-        base = collect_memory(tasks, small, work / f"run-{small}", args.max_tokens)
+        base = collect_memory(baseline, small, work / f"run-{small}", args.max_tokens)
         full = collect_memory(tasks, args.tasks, work / f"run-{args.tasks}", args.max_tokens)
         print(f"\ncollect, tiny student and teacher, {args.max_tokens} tokens per answer")
         print(f"{'stage':<18}{'peak MB, ' + str(small) + ' tasks':>22}"

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
+from localdistill.backends.llamacpp_batched import chat_formatter, prompt_tokens
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 
@@ -57,7 +58,10 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {path}: {e}") from None
         self.spec = spec
-        self.formatter = None  # renders chat messages as the model sees them, to count tokens
+        try:  # renders chat messages as the model sees them, to count their tokens
+            self.formatter = chat_formatter(self.llm, spec.chat_template)
+        except BackendError:  # no template: llama-cpp-python falls back to its own format,
+            self.formatter = None  # and counts (against the rounded-up context) itself
         self.batched = None
         if spec.parallel > 1:
             from localdistill.backends.llamacpp_batched import BatchedDecoder
@@ -73,20 +77,9 @@ class LlamaCppBackend:
             yield self._one(request)
 
     def _prompt_length(self, request: Request) -> int:
-        if request.messages is None:
-            return len(self.llm.tokenize(request.prompt.encode("utf-8"), special=True))
-        if self.formatter is None:
-            from localdistill.backends.llamacpp_batched import _chat_formatter
-
-            try:
-                self.formatter = _chat_formatter(self.llm, self.spec.chat_template)
-            except BackendError:  # no template: llama-cpp-python falls back to its own format,
-                self.formatter = False  # and counts (against the rounded-up context) itself
-        if self.formatter is False:
-            return 0
-        rendered = self.formatter(messages=list(request.messages))
-        return len(self.llm.tokenize(rendered.prompt.encode("utf-8"),
-                                     add_bos=not rendered.added_special, special=True))
+        if request.messages is not None and self.formatter is None:
+            return 0  # llama-cpp-python's own format: only it can count
+        return len(prompt_tokens(self.llm, self.formatter, request)[0])
 
     def _one(self, request: Request) -> Result:
         length = self._prompt_length(request)

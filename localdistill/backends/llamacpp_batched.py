@@ -71,7 +71,7 @@ class BatchedDecoder:
                 raise BackendError("llama.cpp could not apply the LoRA adapter to the batch")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
-        self.formatter = _chat_formatter(llm, chat_template)
+        self.formatter = chat_formatter(llm, chat_template)
 
     # --- requests in, results out -------------------------------------------------------------
 
@@ -152,15 +152,8 @@ class BatchedDecoder:
     # --- the steps ----------------------------------------------------------------------------
 
     def _jobs(self, request: Request) -> list[_Job] | Result:
-        stops = tuple(request.stop)
-        if request.messages is not None:
-            rendered = self.formatter(messages=list(request.messages))
-            prompt = self.llm.tokenize(rendered.prompt.encode("utf-8"),
-                                       add_bos=not rendered.added_special, special=True)
-            extra = rendered.stop or []
-            stops += tuple([extra] if isinstance(extra, str) else extra)
-        else:
-            prompt = self.llm.tokenize(request.prompt.encode("utf-8"), special=True)
+        prompt, extra = prompt_tokens(self.llm, self.formatter, request)
+        stops = tuple(request.stop) + extra
         if len(prompt) >= self.context_length:  # where llama-cpp-python refuses it too
             return did_not_fit(request, len(prompt))
         # as llama-cpp-python does: an answer stops where the context ends
@@ -233,7 +226,19 @@ class BatchedDecoder:
                                "context memory? lower `parallel` or `context_length`)")
 
 
-def _chat_formatter(llm, template: str | None):
+def prompt_tokens(llm, formatter, request: Request) -> tuple[list[int], tuple[str, ...]]:
+    """The request's prompt as the model sees it, in tokens, and the stop strings its chat
+    template adds (none for a plain prompt). `formatter`: `chat_formatter`'s, for chat requests."""
+    if request.messages is None:
+        return llm.tokenize(request.prompt.encode("utf-8"), special=True), ()
+    rendered = formatter(messages=list(request.messages))
+    tokens = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+                          special=True)
+    extra = rendered.stop or []
+    return tokens, tuple([extra] if isinstance(extra, str) else extra)
+
+
+def chat_formatter(llm, template: str | None):
     """The chat formatter llama-cpp-python would use for this model (see Llama.__init__)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
