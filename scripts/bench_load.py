@@ -43,8 +43,8 @@ CLI = str(Path(sys.executable).with_name("localdistill"))
 
 def make_tasks(data: Path, count: int, small: int, work: Path) -> tuple[Path, Path]:
     """`count` tasks, and a baseline of `small` drawn evenly from them: the same mix of MBPP and
-    HumanEval, the same longest prompt (a model's buffers grow to the longest prompt it has seen,
-    so the first `small` tasks, all short MBPP ones, would make a baseline that is too light)."""
+    HumanEval prompts (a model's buffers grow to the longest prompt it has seen, so the first
+    `small` tasks, all short MBPP ones, would make a baseline that is too light)."""
     pool = load_mbpp(data / "mbpp.jsonl", "all") + load_humaneval()
     tasks = []
     for i in range(count):
@@ -146,8 +146,8 @@ def cpu_times() -> tuple[int, int]:
 
 def check_throughput(tasks: Path, workers: int) -> tuple[float, float]:
     """Seconds to check every reference, and how busy the cores were meanwhile: the whole
-    machine's busy share of CPU time (a sandboxed program is reaped inside the sandbox, out of
-    the command's accounting), so run it with nothing else on the machine."""
+    machine's busy share of CPU time (the kernel's count of the command's children missed most
+    of the sandboxed programs: it showed 9-14 %), so run it with nothing else on the machine."""
     busy0, total0 = cpu_times()
     started = time.monotonic()
     process = subprocess.run([CLI, "tasks", "check", str(tasks), "--workers", str(workers)],

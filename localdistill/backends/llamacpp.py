@@ -58,16 +58,15 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {path}: {e}") from None
         self.spec = spec
-        try:  # renders chat messages as the model sees them, to count their tokens
-            self.formatter = chat_formatter(self.llm, spec.chat_template)
-        except BackendError:  # no template: llama-cpp-python falls back to its own format,
-            self.formatter = None  # and counts (against the rounded-up context) itself
+        # renders chat messages as the model sees them, to count their tokens; None (no chat
+        # template): llama-cpp-python falls back to its own format and counts it itself
+        self.formatter = chat_formatter(self.llm, spec.chat_template)
         self.batched = None
         if spec.parallel > 1:
             from localdistill.backends.llamacpp_batched import BatchedDecoder
 
             self.batched = BatchedDecoder(self.llm, spec.parallel, spec.context_length,
-                                          kwargs["n_threads"], spec.chat_template)
+                                          kwargs["n_threads"], self.formatter)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         if self.batched is not None:

@@ -43,10 +43,13 @@ class _Job:
 class BatchedDecoder:
     """`parallel` sequences of `llm`'s model decoded together in a context of their own."""
 
-    def __init__(self, llm, parallel: int, context_length: int, threads: int,
-                 chat_template: str | None) -> None:
+    def __init__(self, llm, parallel: int, context_length: int, threads: int, formatter) -> None:
+        """`formatter`: `chat_formatter`'s for the model (None: it has no chat template)."""
         import llama_cpp
 
+        if formatter is None:
+            raise BackendError("the model has no chat template; set chat_template in models.toml")
+        self.formatter = formatter
         self.lib = llama_cpp
         self.llm = llm
         self.parallel = parallel
@@ -71,7 +74,6 @@ class BatchedDecoder:
                 raise BackendError("llama.cpp could not apply the LoRA adapter to the batch")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
-        self.formatter = chat_formatter(llm, chat_template)
 
     # --- requests in, results out -------------------------------------------------------------
 
@@ -239,14 +241,15 @@ def prompt_tokens(llm, formatter, request: Request) -> tuple[list[int], tuple[st
 
 
 def chat_formatter(llm, template: str | None):
-    """The chat formatter llama-cpp-python would use for this model (see Llama.__init__)."""
+    """The chat formatter llama-cpp-python would use for this model (see Llama.__init__); None
+    when the model has no chat template and models.toml gives none."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     if template:  # models.toml's chat_template, as the sequential backend's _chat_handler
         return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
-        raise BackendError("the model has no chat template; set chat_template in models.toml")
+        return None
     eos, bos = llm.token_eos(), llm.token_bos()
     return Jinja2ChatFormatter(
         template=template,
