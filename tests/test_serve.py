@@ -27,7 +27,17 @@ def _chat(port: int, content: str) -> dict:
     return json.loads(conn.getresponse().read())
 
 
-def test_serve_starts_answers_and_stops_on_ctrl_c():
+def _listening_addresses(port: int) -> list[str]:
+    """The local addresses in /proc/net/tcp that listen on `port` (hex, as the kernel writes)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    listening = [row[1] for row in rows if row[3] == "0A"]  # state 0A: LISTEN
+    return [addr for addr in listening if int(addr.split(":")[1], 16) == port]
+
+
+def test_serve_listens_on_loopback_answers_and_stops_on_ctrl_c():
+    # The server runs in its own process, as users run it: llama.cpp's server has been seen to hang
+    # in its destructor now and then, which `serve` survives (it ends the process after a grace
+    # period) but a test that stopped it inside pytest's process could not.
     port = free_port()
     proc = subprocess.Popen([str(SCRIPT), "serve", "tiny", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -35,6 +45,7 @@ def test_serve_starts_answers_and_stops_on_ctrl_c():
         first = proc.stdout.readline()
         assert first.startswith("serving tiny (llama.cpp, 4 parallel) at "
                                 f"http://127.0.0.1:{port}/v1"), first + proc.stderr.read()
+        assert _listening_addresses(port) == ["0100007F:" + f"{port:04X}"]  # 127.0.0.1 only
         answer = _chat(port, "Say hi.")
         assert answer["choices"][0]["message"]["content"]
         assert answer["usage"]["completion_tokens"] <= 8
@@ -45,20 +56,6 @@ def test_serve_starts_answers_and_stops_on_ctrl_c():
     assert "stopping the server" in out
     with pytest.raises(OSError):  # nothing listens any more
         _chat(port, "still there?")
-
-
-def test_the_server_listens_on_loopback_only():
-    spec = parse_models('[models.t]\nbackend = "llama.cpp"\npath = "demo:tiny"\n'
-                        "context_length = 512\n", "t.toml")["t"]
-    server = start_server(spec, parallel=2, timeout=60)
-    try:
-        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-        listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
-        local = [line.split()[1] for line in listening if line.split()[3] == "0A"]  # LISTEN
-        ours = [addr for addr in local if int(addr.split(":")[1], 16) == port]
-        assert ours == ["0100007F:" + f"{port:04X}"]  # 127.0.0.1, nothing else
-    finally:
-        server.stop()
 
 
 def test_vllm_command_line(tmp_path):
