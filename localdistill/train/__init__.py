@@ -72,13 +72,8 @@ def release_memory() -> None:
     import gc
 
     gc.collect()  # PEFT's wrapped model holds reference cycles
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if (torch := _cuda_torch()) is not None:
+        torch.cuda.empty_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the allocator decides for itself
@@ -156,16 +151,20 @@ def _save_adapter(model, target: Path, base: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _cuda_torch():
+    """torch, when it is installed and sees a CUDA GPU; else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
 def reset_peak_memory() -> None:
     """Start the peak that `peak_memory_gib` reports afresh: one process may train several
     adapters (`run` does), and each report should be its own training's peak, not the process's."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    except ImportError:
-        pass
+    if (torch := _cuda_torch()) is not None:
+        torch.cuda.reset_peak_memory_stats()
     try:  # Linux: "5" resets the resident set's high-water mark (VmHWM) to the current size
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -175,13 +174,8 @@ def reset_peak_memory() -> None:
 def peak_memory_gib() -> float:
     """The peak since `reset_peak_memory`: GPU memory on CUDA, else the resident set (where the
     system cannot reset it, the process's peak)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.max_memory_allocated() / 2**30
-    except ImportError:
-        pass
+    if (torch := _cuda_torch()) is not None:
+        return torch.cuda.max_memory_allocated() / 2**30
     try:
         status = Path("/proc/self/status").read_text().splitlines()
         return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 2**20
