@@ -111,7 +111,8 @@ def _with_costs(built: StageReport, reports: list[StageReport],
                 history: list[dict]) -> StageReport:
     """The paper's cost figure (4-6 dollars of ChatGPT for 2.5-3K examples), in our currency:
     the teacher's tokens and minutes per verified example. Minutes are summed over every run of
-    the stage (`history`), so a resumed collect still counts the work done before the kill."""
+    the stage (`history`), so a resumed collect still counts the work done before an
+    interruption (Ctrl-C or SIGTERM; the time of a run killed by SIGKILL is lost)."""
     by_stage = {r.stage: r for r in reports}
 
     def minutes(stage: str) -> float:

@@ -88,7 +88,13 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
     """Evaluate `model` on `tasks` into `run`; returns the summary (also RUN/summary.json)."""
     spec = get_model(model) if isinstance(model, str) else model
     check_tasks_have_tests(tasks)
-    report = StageReport("eval")
+    with manifest.stage(run, "eval") as report:
+        return _evaluate(tasks, spec, run, config, limits, workers, progress, benchmark, report)
+
+
+def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalConfig,
+              limits: Limits, workers: int | None, progress: Progress | None, benchmark: str,
+              report: StageReport) -> dict:
     started = time.monotonic()
     tokens = 0
     samples: list[_Sample] = []
@@ -140,7 +146,7 @@ def evaluate(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir,
     history = manifest.record(run, report=report, model=manifest.model_entry(spec),
                               tasks=manifest.tasks_entry(benchmark, tasks), eval=summary_config(
                                   config))["history"]
-    # Wall time over every invocation that worked on this evaluation (a resumed one included).
+    # Wall time over every invocation that worked on this evaluation (interrupted ones included).
     summary["wall_seconds"] = round(sum(h["seconds"] for h in history if h["stage"] == "eval"), 2)
     run.write_json("summary", summary)
     summary["report"] = report

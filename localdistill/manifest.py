@@ -3,15 +3,16 @@
 It records the versions (localdistill, Python, the libraries that generate and train), the models
 (name, backend, and the identity their answers are cached under: the weights' sha256...), the
 prompt templates' sha256, the task set, the configuration, each stage's latest report, and a
-history line for every time a stage ran (its wall time and the model calls it made). It is
-rewritten atomically after every stage.
+history line for every time a stage ran (its wall time and the model calls it made), an
+interrupted one included. It is rewritten atomically after every stage.
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 
 from localdistill import __version__
@@ -59,8 +60,32 @@ def record(run: RunDir, *, report: StageReport | None = None, **fields: object) 
     manifest.update(fields)
     if report is not None:  # the latest report of each stage, and a line for every run of one
         manifest.setdefault("stages", {})[report.stage] = report.as_dict()
-        manifest.setdefault("history", []).append({
-            "stage": report.stage, "finished": manifest["updated"], "seconds": report.seconds,
-            "new_requests": report.new_requests})
+        _add_history(manifest, report)
     run.write_json("manifest", manifest)
     return manifest
+
+
+@contextmanager
+def stage(run: RunDir, name: str) -> Iterator[StageReport]:
+    """A stage's report, started now. Should the stage be interrupted (Ctrl-C; SIGTERM, which
+    the command line turns into one), the time it ran goes into the history, marked
+    interrupted, so a resumed stage's wall time (summed over the history) counts it. A SIGKILL
+    leaves no chance to write it: that time is lost."""
+    report = StageReport(name)
+    try:
+        yield report
+    except KeyboardInterrupt:
+        if report.seconds:  # finished (and recorded) just before the interruption
+            raise
+        report.finish()
+        manifest = run.read_json("manifest")
+        _add_history(manifest, report, interrupted=True)
+        run.write_json("manifest", manifest)
+        raise
+
+
+def _add_history(manifest: dict, report: StageReport, interrupted: bool = False) -> None:
+    manifest.setdefault("history", []).append({
+        "stage": report.stage, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": report.seconds, "new_requests": report.new_requests,
+        **({"interrupted": True} if interrupted else {})})

@@ -19,6 +19,7 @@ import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from localdistill import manifest
 from localdistill.attempt import tasks_for
 from localdistill.backends import request_for
 from localdistill.cache import generate, judge
@@ -64,35 +65,35 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
     """Refine and verify every failed attempt of the run -> refinements.jsonl."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    report = StageReport("refine + verify")
-    spec = get_model(teacher) if isinstance(teacher, str) else teacher
-    attempts = {a["key"]: a for a in run.records("attempts")}
-    failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
-    by_id = tasks_for(failed, tasks, run)
-    todo = [_Item(e["key"], by_id[e["task_id"]],
-                  shown_code(by_id[e["task_id"]], attempts[e["key"]]["completion"]),
-                  e["feedback"]) for e in failed]
-    records = []
-    settings = {"temperature": temperature, "max_tokens": max_tokens,
-                "unchanged_retries": unchanged_retries, "retry_temperature": retry_temperature}
-    for round_ in range(1, rounds + 1):
-        if not todo:
-            break
-        done = _round(run, spec, todo, round_, settings, limits, workers, progress, report)
-        records += done
-        by_key = {r["attempt_key"]: r for r in done}
-        todo = [_Item(i.attempt_key, i.task, shown_code(i.task, by_key[i.attempt_key]
-                                                        ["completion"]),
-                      by_key[i.attempt_key]["feedback"])
-                for i in todo if not by_key[i.attempt_key]["passed"]]
-    run.write("refinements", records)
-    table = verified_by_round(run)
-    report.counts = {"failed attempts": len(failed)}
-    for round_, (tried, verified) in table.items():
-        report.counts[f"round {round_}: verified / tried"] = f"{verified} / {tried}"
-    report.counts["refinements verified"] = sum(r["passed"] for r in records)
-    report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
-    return report.finish()
+    with manifest.stage(run, "refine + verify") as report:
+        spec = get_model(teacher) if isinstance(teacher, str) else teacher
+        attempts = {a["key"]: a for a in run.records("attempts")}
+        failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
+        by_id = tasks_for(failed, tasks, run)
+        todo = [_Item(e["key"], by_id[e["task_id"]],
+                      shown_code(by_id[e["task_id"]], attempts[e["key"]]["completion"]),
+                      e["feedback"]) for e in failed]
+        records = []
+        settings = {"temperature": temperature, "max_tokens": max_tokens,
+                    "unchanged_retries": unchanged_retries, "retry_temperature": retry_temperature}
+        for round_ in range(1, rounds + 1):
+            if not todo:
+                break
+            done = _round(run, spec, todo, round_, settings, limits, workers, progress, report)
+            records += done
+            by_key = {r["attempt_key"]: r for r in done}
+            todo = [_Item(i.attempt_key, i.task, shown_code(i.task, by_key[i.attempt_key]
+                                                            ["completion"]),
+                          by_key[i.attempt_key]["feedback"])
+                    for i in todo if not by_key[i.attempt_key]["passed"]]
+        run.write("refinements", records)
+        table = verified_by_round(run)
+        report.counts = {"failed attempts": len(failed)}
+        for round_, (tried, verified) in table.items():
+            report.counts[f"round {round_}: verified / tried"] = f"{verified} / {tried}"
+        report.counts["refinements verified"] = sum(r["passed"] for r in records)
+        report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
+        return report.finish()
 
 
 def _round(run, spec, todo, round_, settings, limits, workers, progress, report) -> list[dict]:

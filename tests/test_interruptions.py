@@ -1,7 +1,8 @@
 """Interruptions, for real, through the command line: `collect`, `train` and `eval` are stopped
-again and again at seeded-random points, alternately by SIGKILL and by Ctrl-C (SIGINT to the
-process group, as a terminal sends it), and resumed each time; in the end they hold exactly what a
-run never interrupted holds, with nothing duplicated and no finished answer asked again. A second
+again and again at seeded-random points, in turn by Ctrl-C (SIGINT to the process group, as a
+terminal sends it), SIGKILL and (eval) SIGTERM, and resumed each time; in the end they hold
+exactly what a run never interrupted holds, with nothing duplicated and no finished answer asked
+again, and a resumed evaluation's wall time counts the time of the runs stopped cleanly. A second
 command pointed at a directory in use is refused in one line. A model server killed in the middle
 of a stage is waited for while it restarts; one that never comes back ends the stage in one line,
 keeping every answer it gave.
@@ -142,15 +143,17 @@ def _assert_refused(refused: subprocess.CompletedProcess, held: Path, pid: int) 
 
 def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random.Random,
                           progress: Callable[[], int], times: int, during_start_up: bool = True,
-                          between: Callable[[], None] = lambda: None) -> list[tuple[int, int]]:
+                          between: Callable[[], None] = lambda: None,
+                          signals: tuple[int, ...] = (signal.SIGINT, signal.SIGKILL),
+                          ) -> list[tuple[int, int]]:
     """Run `command` until it finishes, stopping it up to `times` times on the way: first at a
     random moment of its start-up (unless not `during_start_up`), then each time at a random
-    moment after it has made progress (`progress()` grew), alternately by SIGINT and SIGKILL
-    sent to its process group. After each interruption `between()` checks the directory.
+    moment after it has made progress (`progress()` grew), by each of `signals` in turn, sent
+    to its process group. After each interruption `between()` checks the directory.
     Returns (signal, exit code) of each."""
     stops = []
     for attempt in range(times + 1):
-        sig = (signal.SIGINT, signal.SIGKILL)[attempt % 2]
+        sig = signals[attempt % len(signals)]
         log = logs / f"{attempt}.err"
         before = progress()
         with open(log, "w") as err:
@@ -185,14 +188,14 @@ def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random
         if sig == signal.SIGKILL:
             assert process.returncode == -signal.SIGKILL, stderr[-2000:]
         else:
-            # Ctrl-C: a clean exit, exit code 130 and one line saying how to go on.
+            # Ctrl-C or SIGTERM: a clean exit, exit code 130 and one line saying how to go on.
             assert process.returncode == 130, stderr[-2000:]
             assert "Traceback" not in stderr, stderr[-3000:]
             assert stderr.strip().splitlines()[-1] == MESSAGE, stderr[-2000:]
         between()
     assert process.returncode == 0, log.read_text()[-2000:]
     landed = Counter(sig for sig, _ in stops)
-    assert landed[signal.SIGINT] >= 1 and landed[signal.SIGKILL] >= 1, stops
+    assert all(landed[sig] >= 1 for sig in signals), stops
     return stops
 
 
@@ -293,8 +296,10 @@ def test_eval_interrupted_again_and_again_ends_as_if_never_interrupted(evaluated
     run = tmp_path / "run"
     cache = run / "cache"
     asked_once = AskedOnce(run)
-    _interrupt_and_resume(_eval(run), _env(work), tmp_path, random.Random(5), times=3,
-                          progress=lambda: _lines(cache / "requests.jsonl"), between=asked_once)
+    stops = _interrupt_and_resume(
+        _eval(run), _env(work), tmp_path, random.Random(5), times=3,
+        progress=lambda: _lines(cache / "requests.jsonl"), between=asked_once,
+        signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
     asked_once()
     _unique_keys(cache / "requests.jsonl", cache / "executions.jsonl")
     samples = _jsonl(run / "samples.jsonl")
@@ -306,6 +311,15 @@ def test_eval_interrupted_again_and_again_ends_as_if_never_interrupted(evaluated
     assert _without([summary], *timing) == _without(
         [json.loads((reference / "summary.json").read_text())], *timing)
     assert _files(run) == _files(reference)
+    # The SIGTERM came mid-evaluation (after an answer): the time that invocation ran is in
+    # the history, marked interrupted, and the evaluation's wall time counts it.
+    assert stops[1] == (signal.SIGTERM, 130), stops
+    history = [h for h in json.loads((run / "manifest.json").read_text())["history"]
+               if h["stage"] == "eval"]
+    interrupted = [h["seconds"] for h in history if h.get("interrupted")]
+    assert interrupted and all(seconds > 0 for seconds in interrupted), history
+    assert summary["wall_seconds"] == pytest.approx(summary["seconds"] + sum(interrupted),
+                                                    abs=0.05), history
 
 
 # --- train --------------------------------------------------------------------------------------

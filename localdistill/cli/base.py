@@ -1,8 +1,8 @@
 """The `localdistill` command group, its error handling and `doctor`.
 
 Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
-bad input, 130 interrupted (Ctrl-C: rerun the command to resume). Errors are one line (what, where,
-how to fix) unless --debug.
+bad input, 130 interrupted (Ctrl-C or SIGTERM: rerun the command to resume). Errors are one line
+(what, where, how to fix) unless --debug.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class BadInput(click.ClickException):
 
 
 class Interrupted(click.ClickException):
-    """Ctrl-C (SIGINT): one line, and the shell's exit code for it (128 + 2)."""
+    """Ctrl-C (SIGINT), or SIGTERM (see cli.main): one line, and the shell's exit code for
+    Ctrl-C (128 + 2)."""
 
     exit_code = 130
 
