@@ -67,13 +67,34 @@ def _llama_cpp() -> Check:
         f for f in ("AVX2", "AVX512", "AMX") if f"{f} = 1" in info or f"{f}_INT8 = 1" in info
     ]
     gpu = "GPU offload" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
-    warn = " WARNING: built with AMX, may segfault here; rerun setup.sh" if amx else ""
+    missing = [f for f in features if f != "AMX" and _cpu_lacks(f.lower())]
+    if amx:
+        warn = " WARNING: built with AMX, may segfault here; rerun setup.sh"
+    elif missing:
+        warn = (f" WARNING: built with {', '.join(missing)}, which this CPU lacks (Illegal "
+                "instruction at the first eval); rerun setup.sh")
+    else:
+        warn = ""
     return Check(
         "llama.cpp backend",
-        not amx,
+        not (amx or missing),
         f"llama-cpp-python {version}, {gpu}, "
         f"CPU features: {', '.join(features) or 'baseline'}{warn}",
     )
+
+
+def _cpu_lacks(feature: str) -> bool:
+    """True when /proc/cpuinfo lists the CPU's flags and `feature` (avx2, avx512) is not among
+    them; False when this cannot be told (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), None)
+    except OSError:
+        return False
+    if flags is None:
+        return False
+    return (feature + "f" if feature == "avx512" else feature) not in flags
 
 
 def _optional_gpu_backend(name: str, dist: str) -> Check:

@@ -207,6 +207,7 @@ def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: l
         counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
         pass_at_k[f"step {step}"] = {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks}
         per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
-    return {"model": spec.name, "adapter": spec.adapter, "benchmark": benchmark,
+    replayed = {"replayed_from": spec.path} if spec.backend == "replay" else {}
+    return {"model": spec.name, "adapter": spec.adapter, **replayed, "benchmark": benchmark,
             "tasks": len(tasks), "tasks_with_seen_tests": sum(bool(t.seen_tests) for t in tasks),
             **summary_config(config), "pass_at_k": pass_at_k, "correct_per_task": per_task}

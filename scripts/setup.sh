@@ -50,12 +50,23 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependenc
 print(next(m[1] for d in deps if (m := re.match(r"llama-cpp-python(?:\[.*\])?==([^\s;]+)", d))))
 PY
 )
-# Flags verified on these CPUs: AVX-512 on, AMX off, no -march=native.
-cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
--DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
--DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+# No -march=native (GGML_NATIVE): on processors that advertise AMX the native build segfaults at
+# the first eval. Instead each x86 instruction set is switched on only where this CPU has it (an
+# AVX-512 build dies with "Illegal instruction" on a CPU without AVX-512, e.g. many AMD EPYCs),
+# and AMX is always off. Other architectures (ARM, Apple) keep llama.cpp's own defaults.
+cpu_flag() { grep -m1 -qw "$1" <(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true); }
+cmake_args=""
+if [ "$(uname -m)" = x86_64 ] && [ -r /proc/cpuinfo ]; then
+  cmake_args="-DGGML_NATIVE=OFF"
+  for pair in AVX:avx AVX2:avx2 FMA:fma F16C:f16c BMI2:bmi2 AVX_VNNI:avx_vnni AVX512:avx512f \
+              AVX512_VBMI:avx512vbmi AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16; do
+    if cpu_flag "${pair#*:}"; then state=ON; else state=OFF; fi
+    cmake_args="$cmake_args -DGGML_${pair%%:*}=$state"
+  done
+  cmake_args="$cmake_args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+fi
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1; then
-  cmake_args="$cmake_args -DGGML_CUDA=ON"
+  cmake_args="${cmake_args:+$cmake_args }-DGGML_CUDA=ON"
 fi
 cmake_args="${LOCALDISTILL_LLAMA_CMAKE_ARGS:-$cmake_args}"
 # pip's own wheel cache ignores CMAKE_ARGS and would silently reuse a wheel built with default
@@ -64,7 +75,7 @@ key=$(printf '%s|%s|%s' "$llama_version" "$cmake_args" "$("$venv/bin/python" -c 
   | sha256sum | cut -c1-16)
 wheels="${XDG_CACHE_HOME:-$HOME/.cache}/localdistill/llama-wheels/$key"
 if ! ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-  echo "building llama-cpp-python $llama_version (takes 3-4 minutes on 2 cores)"
+  echo "building llama-cpp-python $llama_version with CMAKE_ARGS=\"$cmake_args\" (3-4 minutes on 2 cores)"
   mkdir -p "$wheels.partial"
   (
     export CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"

@@ -160,3 +160,64 @@ def test_bad_input_is_one_line_and_exit_2(finished, tmp_path, args, message):
                             text=True, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replay_judges_recorded_answers_again_without_a_model(finished, tmp_path):
+    """`eval --replay`: the answers of an earlier evaluation, judged again, give the same rows
+    and pass@k; the model named is used for its sampling settings only (backend `replay`)."""
+    tasks, reference, _ = finished
+    answers = reference / "cache" / "requests.jsonl"
+    run = tmp_path / "replayed"
+    result = subprocess.run(_eval(tasks, run, "--replay", str(answers)), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    before = json.loads((reference / "summary.json").read_text())
+    assert summary["pass_at_k"] == before["pass_at_k"]
+    assert summary["correct_per_task"] == before["correct_per_task"]
+    assert summary["replayed_from"] == str(answers.resolve())
+    keep = ("task_id", "step", "answer", "completion", "passed", "repaired", "seen_feedback")
+    assert ([{k: r[k] for k in keep} for r in _jsonl(run / "samples.jsonl")] ==
+            [{k: r[k] for k in keep} for r in _jsonl(reference / "samples.jsonl")])
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["backend"] == "replay"
+    # its cache is its own: keyed by the answers file, never mistaken for the model's answers
+    assert not ({r["key"] for r in _jsonl(run / "cache" / "requests.jsonl")} &
+                {r["key"] for r in _jsonl(answers)})
+
+
+def test_replay_refuses_requests_it_has_no_answer_for(finished, tmp_path):
+    tasks, reference, _ = finished
+    answers = reference / "cache" / "requests.jsonl"
+    other = _eval(tasks, tmp_path / "run", "--replay", str(answers))
+    other[other.index("--max-tokens") + 1] = "32"  # not what the recorded answers were asked
+    result = subprocess.run(other, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "no recorded answer for 3 request(s)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_refuses_a_file_of_several_models_or_no_answers(tmp_path):
+    from localdistill.backends.base import BackendError
+    from localdistill.backends.replay import read_answers
+
+    request = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.0}
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({"model": m, "request": dict(request, seed=i),
+                                         "text": "x"}) + "\n"
+                             for i, m in enumerate(("a", "b"))))
+    with pytest.raises(BackendError, match="answers of several models"):
+        read_answers(mixed)
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text("".join(json.dumps({"model": "a", "request": request, "text": t}) + "\n"
+                             for t in ("x", "y")))
+    with pytest.raises(BackendError, match="two different answers to the same request"):
+        read_answers(clash)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"not": "an answer"}\n')
+    with pytest.raises(BackendError, match=r"broken.jsonl:1: not an answer record"):
+        read_answers(broken)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"model": "a", "request": {}, "te')  # a line cut by a kill
+    with pytest.raises(BackendError, match="holds no answers"):
+        read_answers(cut)

@@ -16,6 +16,7 @@ MODULES = {
     "openai": "localdistill.backends.openai_http",
     "vllm": "localdistill.backends.vllm",
     "transformers": "localdistill.backends.hf",
+    "replay": "localdistill.backends.replay",  # not for models.toml: `eval --replay` only
 }
 
 

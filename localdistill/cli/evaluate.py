@@ -32,6 +32,12 @@ def _ks(value: str) -> tuple[int, ...]:
               help="A name in models.toml (NAME+DIR: with the adapter `train` wrote to DIR).")
 @click.option("--adapter", type=click.Path(exists=True, path_type=Path), default=None,
               help="A `localdistill train` output (or an adapter) to put on the model.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="Score the answers recorded in this file (an earlier evaluation's "
+                   "cache/requests.jsonl) instead of asking the model: to judge again answers "
+                   "whose model or adapter is gone. --adapter then names the training output "
+                   "(train.json) of the adapter that wrote them.")
 @run_option
 @reuse_option
 @click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
@@ -47,7 +53,8 @@ def _ks(value: str) -> tuple[int, ...]:
               help="Comma-separated k of pass@k (those above --samples are left out).")
 @limit_option
 @sandbox_options
-def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path,
+def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path | None,
+                 run_dir: Path,
                  reuse: tuple[Path, ...], samples: int,
                  temperature: float | None, max_tokens: int | None, seed: int, steps: int,
                  ks: tuple[int, ...], limit: int | None, workers: int | None,
@@ -58,13 +65,15 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, run_dir: Path
     from localdistill.evaluate import EvalConfig, evaluate
     from localdistill.execute import Limits
     from localdistill.models import get_model
-    from localdistill.models.config import with_trained_adapter
+    from localdistill.models.config import replayed, with_trained_adapter
     from localdistill.progress import Progress
     from localdistill.rundir import RunDir
     from localdistill.tasks import load_tasks
 
     model = get_model(model_name)
-    if adapter is not None:
+    if replay is not None:
+        model = replayed(model, replay, adapter)
+    elif adapter is not None:
         if model.adapter:
             raise click.BadParameter(f"{model_name} already has an adapter",
                                      param_hint="--adapter")

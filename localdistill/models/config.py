@@ -324,3 +324,26 @@ def with_trained_adapter(spec: ModelSpec, trained: Path, name: str | None = None
         raise ModelsFileError(f"{name or spec.name}: {trained} holds no {kind} for the "
                               f"{spec.backend} backend; train it with `localdistill train`")
     return dataclasses.replace(spec, name=name or spec.name, adapter=str(adapter))
+
+
+def replayed(spec: ModelSpec, answers: Path, trained: Path | None = None) -> ModelSpec:
+    """`spec` answering from the answers recorded in `answers` (backends/replay.py) instead of
+    its weights; `trained`: the training output (its train.json) of the adapter that wrote them,
+    so that reports know the data set, though the adapter itself need not exist any more."""
+    import dataclasses
+
+    answers = answers.expanduser().resolve()
+    if not answers.is_file():
+        raise ModelsFileError(f"--replay {answers}: no such file (expected an evaluation's "
+                              "cache/requests.jsonl)")
+    adapter = None
+    if trained is not None:
+        trained = trained.expanduser().resolve()
+        if not (trained / "train.json").is_file():
+            raise ModelsFileError(f"--replay with --adapter {trained}: holds no train.json "
+                                  "(expected the `localdistill train` output that made the "
+                                  "answers)")
+        adapter = str(trained)
+    name = f"{spec.name}+{trained.name}" if trained else spec.name
+    return dataclasses.replace(spec, name=name, backend="replay", path=str(answers),
+                               hub_id=None, url=None, more_urls=(), adapter=adapter)
