@@ -79,6 +79,8 @@ def load_entry(run: Path) -> Entry:
                                 for step in summary["pass_at_k"]])
     except (KeyError, TypeError) as e:
         raise ReportError(f"{summary_file}: missing or wrong field {e}") from None
+    if summary.get("replayed_from"):  # `eval --replay`: its wall time is the judging only
+        entry.extra["replayed_from"] = summary["replayed_from"]
     if summary.get("adapter"):
         _add_training(entry, Path(summary["adapter"]))
     return entry
@@ -188,7 +190,8 @@ def table(entries: list[Entry]):
                    if s <= e.steps else "") for s in range(steps + 1)]
         cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
-        cells += [_number(e.teacher_tokens), trained, duration(e.eval_seconds)]
+        evaluated = "replayed" if "replayed_from" in e.extra else duration(e.eval_seconds)
+        cells += [_number(e.teacher_tokens), trained, evaluated]
         result.add_row(*cells)
     return result
 
@@ -379,7 +382,7 @@ def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
              "tasks": e.tasks, "samples": e.samples, "pass_at_k": e.pass_at_k,
              "pass1_95_half_width": [None if math.isnan(x) else x
                                      for x in e.pass1_interval], "teacher_tokens": e.teacher_tokens,
-             "train_seconds": e.train_seconds, "eval_seconds": e.eval_seconds}
+             "train_seconds": e.train_seconds, "eval_seconds": e.eval_seconds, **e.extra}
             for e in entries]
     from localdistill.rundir import write_atomic
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.report import compare, load_entries, sign_test, teacher_tokens
+from localdistill.report import compare, load_entries, report, sign_test, table, teacher_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -177,3 +177,25 @@ def test_two_base_models_are_named_by_their_runs(tmp_path):
     runs = [_summary(tmp_path / "student", "demo-student", tasks),
             _summary(tmp_path / "teacher", "demo-teacher", tasks)]
     assert [e.label for e in load_entries(runs)] == ["student", "teacher"]
+
+
+def test_a_replayed_evaluation_says_so_instead_of_a_time(tmp_path):
+    # `eval --replay` judged recorded answers again: its wall time is not the model's.
+    tasks = {f"t{i}": int(i < 5) for i in range(10)}
+    replayed = _summary(tmp_path / "replayed", "demo-student", tasks)
+    summary = json.loads((replayed / "summary.json").read_text())
+    summary |= {"replayed_from": "/x/cache/requests.jsonl", "wall_seconds": 3.0}
+    (replayed / "summary.json").write_text(json.dumps(summary))
+    timed = _summary(tmp_path / "timed", "demo-teacher", tasks)
+    entries, _ = report([replayed, timed], tmp_path / "out")
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(table(entries))
+    rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines()
+            if line.startswith("│")}
+    assert "replayed" in rows["replayed"] and "3.0 s" not in rows["replayed"]
+    assert "replayed" not in rows["timed"]
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written[0]["replayed_from"] == "/x/cache/requests.jsonl"
+    assert "replayed_from" not in written[1]
