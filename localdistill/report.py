@@ -299,19 +299,21 @@ def plot(entries: list[Entry], out: Path) -> list[Path]:
     benchmarks = sorted({e.benchmark for e in entries})
     written = []
 
+    widest = max(sum(e.benchmark == b for e in entries) for b in benchmarks)
     figure, axes = pyplot.subplots(1, len(benchmarks), squeeze=False,
-                                   figsize=(max(6.0, 1.6 * len(entries)) * len(benchmarks), 4.5))
+                                   figsize=(max(6.0, 1.6 * widest) * len(benchmarks), 4.5))
     for panel, benchmark in zip(axes[0], benchmarks, strict=True):
         group = [e for e in entries if e.benchmark == benchmark]
         steps = max(e.steps for e in group)
         width = 0.8 / (steps + 1)
         for step in range(steps + 1):
-            xs = [i + (step - steps / 2) * width for i in range(len(group))]
-            values = [100 * e.pass_at_k[f"step {step}"]["pass@1"] if step <= e.steps else 0
-                      for e in group]
+            # a run evaluated with fewer steps has no bar there (not a bar at zero)
+            shown = [(i, e) for i, e in enumerate(group) if step <= e.steps]
+            xs = [i + (step - steps / 2) * width for i, _ in shown]
+            values = [100 * e.pass_at_k[f"step {step}"]["pass@1"] for _, e in shown]
             bars = panel.bar(xs, values, width, label="one step" if step == 0 else
                              f"after {step} repair step{'s' if step > 1 else ''}")
-            lows, highs = zip(*(_interval(e, step) for e in group), strict=True)
+            lows, highs = zip(*(_interval(e, step) for _, e in shown), strict=True)
             panel.errorbar(xs, values, yerr=[lows, highs], fmt="none", ecolor="0.3",
                            elinewidth=1, capsize=3)
             for bar_, value in zip(bars, values, strict=True):

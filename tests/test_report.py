@@ -199,3 +199,29 @@ def test_a_replayed_evaluation_says_so_instead_of_a_time(tmp_path):
     written = json.loads((tmp_path / "out" / "report.json").read_text())
     assert written[0]["replayed_from"] == "/x/cache/requests.jsonl"
     assert "replayed_from" not in written[1]
+
+
+def test_a_run_with_fewer_steps_gets_no_bar_at_zero(tmp_path, monkeypatch):
+    # One run evaluated with a repair step, one without: the second has no "after repair" bar
+    # (a bar at 0% would read as a model that solves nothing).
+    import matplotlib.axes
+
+    from localdistill.report import plot
+
+    tasks = {f"t{i}": int(i < 5) for i in range(10)}
+    with_repair = _summary(tmp_path / "with_repair", "a", tasks)
+    summary = json.loads((with_repair / "summary.json").read_text())
+    summary["pass_at_k"]["step 1"] = {"pass@1": 0.6}
+    summary["correct_per_task"]["step 1"] = {t: int(i < 6) for i, t in enumerate(tasks)}
+    (with_repair / "summary.json").write_text(json.dumps(summary))
+    one_step = _summary(tmp_path / "one_step", "b", tasks)
+    drawn = []
+    real_bar = matplotlib.axes.Axes.bar
+
+    def bar(self, xs, values, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(values)))
+        return real_bar(self, xs, values, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    plot(load_entries([with_repair, one_step]), tmp_path / "out")
+    assert drawn == [("one step", [50.0, 50.0]), ("after 1 repair step", [60.0])]
