@@ -225,3 +225,13 @@ def test_a_run_with_fewer_steps_gets_no_bar_at_zero(tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
     plot(load_entries([with_repair, one_step]), tmp_path / "out")
     assert drawn == [("one step", [50.0, 50.0]), ("after 1 repair step", [60.0])]
+
+
+def test_inpd_cost_is_unknown_not_zero_without_the_teachers_answers(tmp_path):
+    # A collect run that built only the PERsD sets has no direct answers: an InpD set named
+    # beside it has an unknown cost, not a cost of 0.
+    run = tmp_path / "collect"
+    (run / "data").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"stages": {}}))
+    (run / "executions.jsonl").write_text(json.dumps({"task_id": "t", "passed": False}) + "\n")
+    assert teacher_tokens(run / "data" / "inpd", "inpd") is None
