@@ -137,11 +137,11 @@ def teacher_tokens(data_set: Path, method: str) -> int | None:
     if method == "standd":
         return stages.get("teacher answers", {}).get("teacher_tokens")
     if method == "inpd":
-        if not (run / "direct.jsonl").is_file():  # the teacher answered nothing from scratch
-            return None  # in this collect run: the cost is unknown here, not zero
+        direct = _jsonl(run / "direct.jsonl")
+        if not direct:  # the teacher answered nothing from scratch in this collect run:
+            return None  # the cost is unknown here, not zero
         failed = {r["task_id"] for r in _jsonl(run / "executions.jsonl") if not r["passed"]}
-        hashes = {r["request_hash"] for r in _jsonl(run / "direct.jsonl")
-                  if r["task_id"] in failed}
+        hashes = {r["request_hash"] for r in direct if r["task_id"] in failed}
         return sum(r["completion_tokens"] for r in _jsonl(run / "cache" / "requests.jsonl")
                    if r["key"] in hashes)
     return None

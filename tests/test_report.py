@@ -234,4 +234,5 @@ def test_inpd_cost_is_unknown_not_zero_without_the_teachers_answers(tmp_path):
     (run / "data").mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps({"stages": {}}))
     (run / "executions.jsonl").write_text(json.dumps({"task_id": "t", "passed": False}) + "\n")
+    (run / "direct.jsonl").write_text("")  # written, but empty
     assert teacher_tokens(run / "data" / "inpd", "inpd") is None
