@@ -139,10 +139,7 @@ def _record(h: str, spec: ModelSpec, stage: str, result) -> dict:
     sample = result.samples[0]
     request = result.request
     return {"key": h, "model": spec.name, "stage": stage,
-            "request": {"messages": list(request.messages) if request.messages else None,
-                        "prompt": request.prompt, "temperature": request.temperature,
-                        "top_p": request.top_p, "max_tokens": request.max_tokens,
-                        "seed": request.seed},
+            "request": request.asked(),
             "text": sample.text, "finish_reason": sample.finish_reason,
             "completion_tokens": sample.completion_tokens, "prompt_tokens": result.prompt_tokens}
 

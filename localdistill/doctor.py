@@ -67,7 +67,9 @@ def _llama_cpp() -> Check:
         f for f in ("AVX2", "AVX512", "AMX") if f"{f} = 1" in info or f"{f}_INT8 = 1" in info
     ]
     gpu = "GPU offload" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
-    missing = [f for f in features if f != "AMX" and _cpu_lacks(f.lower())]
+    flags = _cpu_flags()
+    missing = [f for f in features if f != "AMX" and flags is not None
+               and (f.lower() + "f" if f == "AVX512" else f.lower()) not in flags]
     if amx:
         warn = " WARNING: built with AMX, may segfault here; rerun setup.sh"
     elif missing:
@@ -83,18 +85,15 @@ def _llama_cpp() -> Check:
     )
 
 
-def _cpu_lacks(feature: str) -> bool:
-    """True when /proc/cpuinfo lists the CPU's flags and `feature` (avx2, avx512) is not among
-    them; False when this cannot be told (not Linux)."""
+def _cpu_flags() -> set[str] | None:
+    """The CPU's instruction-set flags from /proc/cpuinfo (avx2, avx512f...); None where this
+    cannot be told (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), None)
+            return next((set(line.split(":", 1)[1].split()) for line in f
+                         if line.startswith("flags")), None)
     except OSError:
-        return False
-    if flags is None:
-        return False
-    return (feature + "f" if feature == "avx512" else feature) not in flags
+        return None
 
 
 def _optional_gpu_backend(name: str, dist: str) -> Check:

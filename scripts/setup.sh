@@ -54,13 +54,13 @@ PY
 # the first eval. Instead each x86 instruction set is switched on only where this CPU has it (an
 # AVX-512 build dies with "Illegal instruction" on a CPU without AVX-512, e.g. many AMD EPYCs),
 # and AMX is always off. Other architectures (ARM, Apple) keep llama.cpp's own defaults.
-cpu_flag() { grep -m1 -qw "$1" <(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true); }
 cmake_args=""
 if [ "$(uname -m)" = x86_64 ] && [ -r /proc/cpuinfo ]; then
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2 || true) "
   cmake_args="-DGGML_NATIVE=OFF"
   for pair in AVX:avx AVX2:avx2 FMA:fma F16C:f16c BMI2:bmi2 AVX_VNNI:avx_vnni AVX512:avx512f \
               AVX512_VBMI:avx512vbmi AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16; do
-    if cpu_flag "${pair#*:}"; then state=ON; else state=OFF; fi
+    if [[ "$flags" == *" ${pair#*:} "* ]]; then state=ON; else state=OFF; fi
     cmake_args="$cmake_args -DGGML_${pair%%:*}=$state"
   done
   cmake_args="$cmake_args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"

@@ -43,6 +43,12 @@ class Request:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
+    def asked(self) -> dict:
+        """What the request asks, as a run's cache records it (cache/requests.jsonl)."""
+        return {"messages": list(self.messages) if self.messages else None,
+                "prompt": self.prompt, "temperature": self.temperature, "top_p": self.top_p,
+                "max_tokens": self.max_tokens, "seed": self.seed}
+
 
 # A sample's finish_reason when the prompt does not fit the model's context: nothing was generated.
 # One such request must not stop a stage of thousands (it would stop again at every rerun): the

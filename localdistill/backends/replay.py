@@ -18,10 +18,10 @@ from localdistill.backends.base import BackendError, Request, Result, Sample
 from localdistill.models import ModelSpec, weights_path
 
 
-def content_key(request: dict) -> str:
-    """What a request asks, independent of the model it was asked of."""
-    fields = ("messages", "prompt", "temperature", "top_p", "max_tokens", "seed")
-    return json.dumps({f: request.get(f) for f in fields}, sort_keys=True, ensure_ascii=False)
+def content_key(asked: dict) -> str:
+    """What a request asks (`Request.asked()`, a cache record's "request"), independent of the
+    model it was asked of."""
+    return json.dumps(asked, sort_keys=True, ensure_ascii=False)
 
 
 def read_answers(path: Path) -> tuple[dict[str, dict], str]:
@@ -63,11 +63,7 @@ class ReplayBackend:
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         missing: list[Request] = []
         for request in requests:
-            asked = {"messages": list(request.messages) if request.messages else None,
-                     "prompt": request.prompt, "temperature": request.temperature,
-                     "top_p": request.top_p, "max_tokens": request.max_tokens,
-                     "seed": request.seed}
-            record = self.answers.get(content_key(asked))
+            record = self.answers.get(content_key(request.asked()))
             if record is None:
                 missing.append(request)
                 continue
