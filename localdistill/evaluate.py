@@ -148,6 +148,9 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
                                   config))["history"]
     # Wall time over every invocation that worked on this evaluation (interrupted ones included).
     summary["wall_seconds"] = round(sum(h["seconds"] for h in history if h["stage"] == "eval"), 2)
+    # 0 when every answer came from a cache (this run's or one named by --reuse): the wall time
+    # is then the judging only, not what the model took.
+    summary["model_calls"] = sum(h.get("new_requests", 0) for h in history if h["stage"] == "eval")
     run.write_json("summary", summary)
     summary["report"] = report
     return summary

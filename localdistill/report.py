@@ -81,6 +81,8 @@ def load_entry(run: Path) -> Entry:
         raise ReportError(f"{summary_file}: missing or wrong field {e}") from None
     if summary.get("replayed_from"):  # `eval --replay`: its wall time is the judging only
         entry.extra["replayed_from"] = summary["replayed_from"]
+    elif summary.get("model_calls") == 0:  # every answer from a cache: so is its wall time
+        entry.extra["cached"] = True
     if summary.get("adapter"):
         _add_training(entry, Path(summary["adapter"]))
     return entry
@@ -192,7 +194,8 @@ def table(entries: list[Entry]):
                    if s <= e.steps else "") for s in range(steps + 1)]
         cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
-        evaluated = "replayed" if "replayed_from" in e.extra else duration(e.eval_seconds)
+        evaluated = ("replayed" if "replayed_from" in e.extra else "cached" if e.extra.get("cached")
+                     else duration(e.eval_seconds))
         cells += [_number(e.teacher_tokens), trained, evaluated]
         result.add_row(*cells)
     return result

@@ -186,6 +186,30 @@ def test_replay_judges_recorded_answers_again_without_a_model(finished, tmp_path
                 {r["key"] for r in _jsonl(answers)})
 
 
+def test_an_evaluation_answered_from_a_cache_shows_no_eval_time(finished, tmp_path):
+    """Every answer taken from another run (--reuse): same numbers, no model call, and the
+    report says "cached" where it would show the model's time (it is the judging only)."""
+    from rich.console import Console
+
+    from localdistill.report import report, table
+
+    tasks, reference, _ = finished
+    run = tmp_path / "cached"
+    result = subprocess.run(_eval(tasks, run, "--reuse", str(reference)), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    before = json.loads((reference / "summary.json").read_text())
+    assert summary["correct_per_task"] == before["correct_per_task"]
+    assert summary["model_calls"] == 0 and before["model_calls"] > 0
+    entries, _ = report([reference, run], tmp_path / "out")
+    console = Console(width=250, record=True)
+    console.print(table(entries))
+    rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    assert [row.rstrip(" │").rsplit("│", 1)[1].strip() == "cached" for row in rows] == \
+        [False, True]
+
+
 def test_replay_refuses_requests_it_has_no_answer_for(finished, tmp_path):
     tasks, reference, _ = finished
     answers = reference / "cache" / "requests.jsonl"
