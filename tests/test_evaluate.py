@@ -162,17 +162,21 @@ def test_bad_input_is_one_line_and_exit_2(finished, tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def _evaluated_again(tasks: Path, run: Path, reference: Path, *extra: str) -> tuple[dict, dict]:
+    """Evaluate the tasks again into `run` with `extra` options: its summary, the reference's."""
+    result = subprocess.run(_eval(tasks, run, *extra), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return (json.loads((run / "summary.json").read_text()),
+            json.loads((reference / "summary.json").read_text()))
+
+
 def test_replay_judges_recorded_answers_again_without_a_model(finished, tmp_path):
     """`eval --replay`: the answers of an earlier evaluation, judged again, give the same rows
     and pass@k; the model named is used for its sampling settings only (backend `replay`)."""
     tasks, reference, _ = finished
     answers = reference / "cache" / "requests.jsonl"
     run = tmp_path / "replayed"
-    result = subprocess.run(_eval(tasks, run, "--replay", str(answers)), capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads((run / "summary.json").read_text())
-    before = json.loads((reference / "summary.json").read_text())
+    summary, before = _evaluated_again(tasks, run, reference, "--replay", str(answers))
     assert summary["pass_at_k"] == before["pass_at_k"]
     assert summary["correct_per_task"] == before["correct_per_task"]
     assert summary["replayed_from"] == str(answers.resolve())
@@ -195,11 +199,7 @@ def test_an_evaluation_answered_from_a_cache_shows_no_eval_time(finished, tmp_pa
 
     tasks, reference, _ = finished
     run = tmp_path / "cached"
-    result = subprocess.run(_eval(tasks, run, "--reuse", str(reference)), capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads((run / "summary.json").read_text())
-    before = json.loads((reference / "summary.json").read_text())
+    summary, before = _evaluated_again(tasks, run, reference, "--reuse", str(reference))
     assert summary["correct_per_task"] == before["correct_per_task"]
     assert summary["model_calls"] == 0 and before["model_calls"] > 0
     entries, _ = report([reference, run], tmp_path / "out")
