@@ -27,7 +27,7 @@ from localdistill import manifest
 from localdistill.attempt import attempt_messages, check_tasks_have_tests
 from localdistill.backends import request_for
 from localdistill.backends.base import CONTEXT
-from localdistill.cache import generate, judge
+from localdistill.cache import SENT, generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
@@ -148,9 +148,10 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
                                   config))["history"]
     # Wall time over every invocation that worked on this evaluation (interrupted ones included).
     summary["wall_seconds"] = round(sum(h["seconds"] for h in history if h["stage"] == "eval"), 2)
-    # 0 when every answer came from a cache (this run's or one named by --reuse): the wall time
-    # is then the judging only, not what the model took.
-    summary["model_calls"] = sum(h.get("new_requests", 0) for h in history if h["stage"] == "eval")
+    # Requests ever handed to the model for this evaluation, from the cache's audit trail (an
+    # invocation killed with -9 records no history, but what it sent is there). 0 when every
+    # answer came from a cache (--reuse, --replay): the wall time is then the judging only.
+    summary["model_calls"] = len({r["key"] for r in run.records(SENT) if r.get("stage") == "eval"})
     run.write_json("summary", summary)
     summary["report"] = report
     return summary
