@@ -71,7 +71,9 @@ def _collect(work: Path, run: Path, *extra: str) -> list[str]:
 
 
 def _eval(run: Path) -> list[str]:
-    return [str(SCRIPT), "eval", f"mbpp:test={MBPP}", "--limit", "2", "--model", "tiny",
+    # Six tasks (six answers, then a repair for each failure: the tiny model fails them all):
+    # enough left after the first two stops for the third, SIGKILL, to land before the end.
+    return [str(SCRIPT), "eval", f"mbpp:test={MBPP}", "--limit", "6", "--model", "tiny",
             "--run", str(run), "--temperature", "0", "--max-tokens", "32", "--steps", "1"]
 
 
