@@ -8,7 +8,8 @@ of a stage is waited for while it restarts; one that never comes back ends the s
 keeping every answer it gave.
 
 Small budgets keep it cheap: the tiny model on one thread (llama.cpp spinning on two threads of a
-busy two-core machine is several times slower), three MBPP tasks, a few dozen tokens per answer.
+busy two-core machine is several times slower), three MBPP tasks (six for eval), a few dozen
+tokens per answer.
 """
 
 from __future__ import annotations
