@@ -7,11 +7,16 @@ Every row has the same columns, whatever the method:
                        inference (system + user), then the completion as the assistant's turn
   method, id, task_id, source, student, attempt_key, attempt, feedback, teacher, teacher_round,
   distill_round        where the row comes from (attempt/feedback are empty for StanD/InpD rows;
-                       teacher_round is 0 for the teacher's own answers)
+                       teacher_round is 0 for the teacher's own answers and for the reference
+                       solutions of inpd-matched, whose teacher is then "reference")
 
-The five sets (the paper's names):
+The six sets (the paper's names):
   standd         the teacher's verified answers to every task
   inpd           the same, only for tasks where the student failed an attempt
+  inpd-matched   InpD on exactly PERsD's tasks (the paper's controlled comparison): the teacher's
+                 verified answer to each task persd has rows for, or the task's reference
+                 solution where the teacher has none (teacher "reference"); a task with neither
+                 is left out
   persd          task -> the teacher's verified refinement of the student's failed attempt
   persd-refine   task + the student's attempt + its feedback (prompts/self_repair.jinja, the
                  prompt of multi-step inference) -> the refinement
@@ -32,7 +37,7 @@ from localdistill.refine import shown_code
 from localdistill.rundir import RunDir, write_atomic
 from localdistill.tasks.record import Task
 
-METHODS = ("standd", "inpd", "persd", "persd-refine", "persd-combine")
+METHODS = ("standd", "inpd", "inpd-matched", "persd", "persd-refine", "persd-combine")
 COLUMNS = ("id", "method", "prompt", "completion", "messages", "task_id", "source", "student",
            "attempt_key", "attempt", "feedback", "teacher", "teacher_round", "distill_round")
 
@@ -56,7 +61,8 @@ def answer_text(code: str) -> str:
 
 
 def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] = METHODS,
-          previous: Path | None = None, distill_round: int = 1) -> StageReport:
+          previous: Path | None = None, distill_round: int = 1,
+          keep_copies: bool = True) -> StageReport:
     """Write the data sets named in `methods` to RUN/data/<method>/ and RUN/data/<method>.jsonl.
 
     `previous`: the run directory of the previous distillation round; its rows are kept (with
@@ -68,7 +74,8 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] = METHODS,
     report = StageReport("build")
     attempts = {a["key"]: a for a in run.records("attempts")}
     executions = {e["key"]: e for e in run.records("executions")}
-    refinements = [r for r in run.records("refinements") if r["passed"]]
+    refinements = [r for r in run.records("refinements") if r["passed"]
+                   and (keep_copies or not r.get("copied"))]
     direct = [d for d in run.records("direct") if d["passed"]]
     by_id = tasks_for([*attempts.values(), *direct], tasks, run)
     student = next((a["model"] for a in attempts.values()), None)
@@ -103,15 +110,59 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] = METHODS,
         rows[method] = _unique(rows[method])
     rows["persd-combine"] = [{**r, "method": "persd-combine", "id": f"persd-combine/{r['id']}"}
                              for r in rows["persd"] + rows["persd-refine"]]
+    rows["inpd-matched"], by_reference, left_out = _matched(
+        rows["persd"], direct, by_id, student, distill_round)
+    # The matched comparison is read from the two sizes side by side, so persd's is counted
+    # even when only inpd-matched is written.
+    counted = list(methods)
+    if "inpd-matched" in counted and "persd" not in counted:
+        counted.insert(counted.index("inpd-matched") + 1, "persd")
     if previous is not None:
-        for method in methods:
-            rows[method] = _unique(_previous_rows(Path(previous), method) + rows[method])
+        for method in counted:
+            earlier = _previous_rows(Path(previous), method, required=method in methods)
+            rows[method] = _unique(earlier + rows[method])
 
     data = run.path / "data"
-    for method in methods:
-        write_dataset(rows[method], data / method)
+    for method in counted:
+        if method in methods:
+            write_dataset(rows[method], data / method)
         report.counts[f"{method} examples"] = len(rows[method])
+        if method == "inpd-matched":
+            report.counts["inpd-matched tasks without a teacher answer (reference used)"] = \
+                by_reference
+            report.counts["inpd-matched tasks left out (no teacher answer, no reference)"] = \
+                left_out
     return report.finish()
+
+
+def _matched(persd: list[dict], direct: list[dict], by_id: dict[str, Task],
+             student: str | None, distill_round: int) -> tuple[list[dict], int, int]:
+    """InpD restricted to PERsD's tasks: (rows, tasks given the reference, tasks left out).
+
+    Training on the same tasks as PERsD leaves the answers as the only difference between the
+    two sets, which is the comparison the paper makes. Where the teacher never answered a task
+    correctly from scratch its refinement still did, so the reference stands in (better than
+    dropping the task and shrinking the set below PERsD's)."""
+    rows, by_reference, left_out = [], 0, 0
+    for task_id in dict.fromkeys(r["task_id"] for r in persd):
+        task = by_id[task_id]
+        answers = [d for d in direct if d["task_id"] == task_id]
+        for answer in answers:
+            rows.append(_row("inpd-matched", task, attempt_messages(task),
+                             shown_code(task, answer["completion"]), teacher=answer["teacher"],
+                             student=student, teacher_round=0, distill_round=distill_round,
+                             id_=answer["key"]))
+        if answers:
+            continue
+        if task.reference is None:
+            left_out += 1
+            continue
+        by_reference += 1
+        rows.append(_row("inpd-matched", task, attempt_messages(task),
+                         shown_code(task, task.reference), teacher="reference",
+                         student=student, teacher_round=0, distill_round=distill_round,
+                         id_=f"{task_id}#reference"))
+    return _unique(rows), by_reference, left_out
 
 
 def _row(method: str, task: Task, messages: list[dict], code: str, *, id_: str, teacher: str,
@@ -137,9 +188,11 @@ def _unique(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _previous_rows(previous: Path, method: str) -> list[dict]:
+def _previous_rows(previous: Path, method: str, required: bool = True) -> list[dict]:
     path = previous / "data" / f"{method}.jsonl"
     if not path.is_file():
+        if not required:  # only counted here (persd beside inpd-matched): this round's rows
+            return []
         raise ValueError(f"{path}: the previous round has no {method} data set; build it there "
                          "first (or leave --previous out)")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -21,7 +21,7 @@ from localdistill.execute import Limits
 from localdistill.models import ModelSpec, get_model
 from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
-from localdistill.refine import refine
+from localdistill.refine import DEFAULT, get_strategy, refine
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
@@ -45,6 +45,11 @@ class CollectConfig:
         "help": "refinement rounds in all: the first, plus retries with the new feedback"})
     unchanged_retries: int = field(default=2, metadata={
         "help": "re-asks, sampling, when the teacher hands the student's code back unchanged"})
+    strategy: str = field(default=DEFAULT, metadata={
+        "help": "how the teacher refines (refine/strategies.py; `localdistill probe` compares "
+                "them)"})
+    keep_copies: bool = field(default=True, metadata={
+        "help": "whether verified refinements that are copies of the guide enter the PERsD sets"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "data sets to build"})
     seed: int = field(default=0, metadata={"help": "seed of the first sample"})
     test_timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
@@ -58,6 +63,7 @@ class CollectConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown data set {unknown[0]!r} (expected: {', '.join(METHODS)})")
+        get_strategy(self.strategy)  # an unknown name: StrategyError, one line
         if self.samples < 1 or self.rounds < 1 or self.unchanged_retries < 0:
             raise ValueError("samples and rounds must be at least 1, unchanged_retries >= 0")
         for name in ("temperature", "teacher_temperature"):
@@ -89,11 +95,10 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     done(attempt(tasks, student, run, config.samples, config.temperature, config.max_tokens,
                  config.seed, progress))
     done(execute_attempts(tasks, run, limits, config.workers, progress))
-    done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
-                config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
-                progress=progress))
-    if {"standd", "inpd"} & set(config.methods):
-        failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+    # The teacher's own answers come first: a strategy may show them as guides.
+    failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+    if {"standd", "inpd", "inpd-matched"} & set(config.methods) or _guided_by_teacher(
+            config.strategy, [t for t in tasks if t.task_id in failed]):
         wanted = tasks if "standd" in config.methods else [t for t in tasks
                                                            if t.task_id in failed]
         done(direct_answers(wanted, teacher, run, 1, config.teacher_temperature,
@@ -101,8 +106,12 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
                             progress))
     else:
         run.write("direct", [])
+    done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
+                config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
+                progress=progress, strategy=config.strategy))
     built = build(tasks, run, config.methods,
-                  Path(config.previous) if config.previous else None, distill_round)
+                  Path(config.previous) if config.previous else None, distill_round,
+                  config.keep_copies)
     done(_with_costs(built, reports, run.read_json("manifest").get("history", [])))
     return reports
 
@@ -132,6 +141,12 @@ def _with_costs(built: StageReport, reports: list[StageReport],
     built.counts["minutes of all stages, all runs"] = (
         f"{sum(h['seconds'] for h in history) / 60:.1f}")
     return built
+
+
+def _guided_by_teacher(strategy: str, failed: Sequence[Task]) -> bool:
+    """Whether the strategy shows the teacher's own answers to (some of) the failed tasks."""
+    guide = get_strategy(strategy).guide
+    return guide == "teacher" or (guide == "auto" and any(t.reference is None for t in failed))
 
 
 def _student(config: CollectConfig) -> ModelSpec:

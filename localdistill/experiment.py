@@ -10,7 +10,8 @@ The run directory:
     RUN/collect/             the data pipeline's run (data sets in RUN/collect/data/)
     RUN/train/METHOD/        each adapter (`localdistill train` output)
     RUN/collect-roundK/METHOD/, RUN/train/METHOD-roundK/
-                             further distillation rounds (`distill_rounds`), PERsD family only
+                             further distillation rounds (`distill_rounds`), PERsD family and
+                             inpd-matched only
     RUN/eval/MODEL/BENCH/    each evaluation (`localdistill eval` run)
     RUN/report/              report.json and the plots
 
@@ -52,9 +53,9 @@ class LoopConfig:
         "help": f"data sets to train an adapter on, any of {', '.join(METHODS)}"})
     limit: int | None = field(default=None, metadata={"help": "only the first N training tasks"})
     distill_rounds: int = field(default=1, metadata={
-        "help": "distillation rounds: in round k+1 each PERsD-family student of round k attempts "
-                "the tasks again, what it still fails is refined, and a new adapter is trained "
-                "on both rounds' rows"})
+        "help": "distillation rounds: in round k+1 each PERsD-family (and inpd-matched) student "
+                "of round k attempts the tasks again, what it still fails is refined, and a new "
+                "adapter is trained on both rounds' rows"})
     models: str | None = field(default=None, metadata={
         "help": "a models.toml to use (relative to this file); default: the usual search"})
 
@@ -337,8 +338,14 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     return entries
 
 
-PERSONALISED = ("persd", "persd-refine", "persd-combine")  # the data sets that depend on the
-# student's own attempts: the only ones a further distillation round changes
+# The data sets that depend on the student's own attempts: the only ones a further distillation
+# round changes, so each is collected again (its round-k student attempting) and retrained.
+# inpd-matched is among them although its answers are the teacher's own: its tasks are those
+# whose failed attempts the teacher's refinements repaired, so its task set moves with the
+# student as PERsD's does. It follows its own round-k student (not persd's): what it isolates is
+# personalised task selection with the teacher's generic answers, against PERsD's personalised
+# selection and answers, and that holds in every round only if each picks its own failures.
+PERSONALISED = ("inpd-matched", "persd", "persd-refine", "persd-combine")
 
 
 def _label(method: str, distill_round: int) -> str:

@@ -206,3 +206,12 @@ def _as_body(answer: str, task: Task) -> str:
     text = str(answer).replace("\r\n", "\n").replace("\r", "\n")
     lines = [_body_indent(task) + line if line.strip() else "" for line in text.split("\n")]
     return ("" if task.prompt.endswith("\n") else "\n") + "\n".join(lines) + "\n"
+
+
+def has_code(answer: str, task: Task) -> bool:
+    """Whether `answer` holds any code at all (a fenced block, or lines that parse as Python)
+    rather than prose only: a small teacher asked for code sometimes only explains."""
+    try:
+        return _choose_code(_normalise(answer), task.entry_point) is not None
+    except Exception:  # noqa: BLE001 - as in extract_completion: never stop a run
+        return False

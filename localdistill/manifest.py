@@ -19,7 +19,7 @@ from localdistill import __version__
 from localdistill.cache import model_identity, text_digest
 from localdistill.models import ModelSpec
 from localdistill.progress import StageReport
-from localdistill.prompts import NAMES, load_prompt
+from localdistill.prompts import load_prompt, template_names
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
@@ -38,7 +38,7 @@ def versions() -> dict[str, str]:
 
 def prompt_digests() -> dict[str, str]:
     return {name: text_digest(load_prompt(name).path.read_text(encoding="utf-8"))
-            for name in NAMES}
+            for name in template_names()}
 
 
 def tasks_entry(spec: str, tasks: Sequence[Task]) -> dict:

@@ -1,8 +1,11 @@
 """Prompt templates from `prompts/`: one Jinja2 file per prompt, its variables documented in it.
 
 A template's body is the user message; an optional `{% set system %}...{% endset %}` gives the
-system message. Users change prompts by editing the files (or pointing LOCALDISTILL_PROMPTS at a
-folder of their own, where any file they put overrides ours), never code. A variable that a
+system message, and optional `earlier_user` / `earlier_assistant` blocks put one earlier exchange
+before it (a refinement strategy shows a correct solution as the teacher's own earlier answer
+that way, as the official PersDistill pipeline does). Users change prompts by editing the files
+(or pointing LOCALDISTILL_PROMPTS at a folder of their own, where any file they put overrides
+ours), never code. A variable that a
 template uses and the caller did not give is an error naming the file and the variable.
 """
 
@@ -36,7 +39,13 @@ class Prompt:
         module = template.make_module(values)
         user = str(module).strip()
         system = str(getattr(module, "system", "") or "").strip()
+        earlier = [(role, str(getattr(module, f"earlier_{role}", "") or "").strip())
+                   for role in ("user", "assistant")]
+        if bool(earlier[0][1]) != bool(earlier[1][1]):
+            raise PromptError(f"{self.path}: sets only one of earlier_user and earlier_assistant "
+                              "(an earlier exchange needs both)")
         return ([{"role": "system", "content": system}] if system else []) + [
+            {"role": role, "content": text} for role, text in earlier if text] + [
             {"role": "user", "content": user}]
 
 
@@ -63,8 +72,15 @@ def load_prompt(name: str) -> Prompt:
         raise PromptError(f"{path}:{e.lineno}: not a valid template ({e.message})") from None
     except UnicodeDecodeError:
         raise PromptError(f"{path}: not UTF-8 text") from None
-    used = meta.find_undeclared_variables(parsed) - {"system"}
+    used = meta.find_undeclared_variables(parsed) - {"system", "earlier_user",
+                                                     "earlier_assistant"}
     return Prompt(name, path, frozenset(used))
+
+
+def template_names() -> list[str]:
+    """Every template found (the user's folder and ours), by name: the built-in prompts and
+    those of the refinement strategies."""
+    return sorted({p.stem for d in prompts_dirs() if d.is_dir() for p in d.glob("*.jinja")})
 
 
 def render(name: str, **values: object) -> list[dict[str, str]]:

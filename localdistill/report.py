@@ -123,7 +123,9 @@ def teacher_tokens(data_set: Path, method: str) -> int | None:
 
     PERsD sets cost every refinement round (failed ones included), of every distillation round
     whose rows they hold; StanD every direct answer; InpD only the direct answers to tasks the
-    student failed."""
+    student failed; InpD-matched only those to PERsD's tasks (the tasks a refinement was
+    verified for), of every distillation round whose rows it holds. Its rows that are reference
+    solutions cost the teacher only its failed answers to them."""
     run = data_set.parent.parent
     if data_set.parent.name != "data" or not (run / "manifest.json").is_file():
         return None
@@ -138,14 +140,22 @@ def teacher_tokens(data_set: Path, method: str) -> int | None:
         return spent
     if method == "standd":
         return stages.get("teacher answers", {}).get("teacher_tokens")
-    if method == "inpd":
+    if method in ("inpd", "inpd-matched"):
         direct = _jsonl(run / "direct.jsonl")
         if not direct:  # the teacher answered nothing from scratch in this collect run:
             return None  # the cost is unknown here, not zero
-        failed = {r["task_id"] for r in _jsonl(run / "executions.jsonl") if not r["passed"]}
-        hashes = {r["request_hash"] for r in direct if r["task_id"] in failed}
-        return sum(r["completion_tokens"] for r in _jsonl(run / "cache" / "requests.jsonl")
-                   if r["key"] in hashes)
+        if method == "inpd":
+            wanted = {r["task_id"] for r in _jsonl(run / "executions.jsonl") if not r["passed"]}
+        else:
+            wanted = {r["task_id"] for r in _jsonl(run / "refinements.jsonl") if r["passed"]}
+        hashes = {r["request_hash"] for r in direct if r["task_id"] in wanted}
+        spent = sum(r["completion_tokens"] for r in _jsonl(run / "cache" / "requests.jsonl")
+                    if r["key"] in hashes)
+        previous = (manifest.get("config") or {}).get("previous")
+        if method == "inpd-matched" and previous:  # built again each round, as PERsD is
+            earlier = teacher_tokens(Path(previous) / "data" / data_set.name, method)
+            return None if earlier is None else spent + earlier
+        return spent
     return None
 
 
@@ -219,7 +229,8 @@ class Comparison:
 
 def compare(entries: list[Entry]) -> list[Comparison]:
     """Every trained student against the base student, and each PERsD variant against the
-    from-scratch baselines (StanD, InpD): the paper's claims, per benchmark and step."""
+    from-scratch baselines (StanD, InpD, InpD on PERsD's tasks): the paper's claims, per
+    benchmark and step."""
     pairs = []
     for benchmark in dict.fromkeys(e.benchmark for e in entries):
         group = {e.label: e for e in entries if e.benchmark == benchmark}
@@ -230,7 +241,7 @@ def compare(entries: list[Entry]) -> list[Comparison]:
         for e in group.values():
             if e.method.startswith("persd"):
                 pairs += [(e, other) for other in group.values()
-                          if other.method in ("standd", "inpd")]
+                          if other.method in ("standd", "inpd", "inpd-matched")]
     result = []
     for a, b in pairs:
         for step in range(min(a.steps, b.steps) + 1):

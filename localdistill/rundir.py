@@ -59,19 +59,7 @@ class RunDir:
 
     def records(self, name: str) -> Iterator[dict]:
         """The complete records of `name`.jsonl, in order; a torn last line is skipped."""
-        path = self.file(name)
-        if not path.exists():
-            return
-        with open(path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # the tail of a write a crash cut short
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    yield record
+        return read_records(self.file(name))
 
     def done_keys(self, name: str) -> set[str]:
         return {r["key"] for r in self.records(name) if "key" in r}
@@ -188,6 +176,23 @@ class Appender:
             os.fsync(self._file.fileno())
         finally:
             self._file.close()
+
+
+def read_records(path: Path) -> Iterator[dict]:
+    """The complete records of a JSONL file of a run directory, in order; a torn last line is
+    skipped. Takes no lock: a reader may look at a run that another process is writing."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # the tail of a write a crash cut short
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
 
 
 def make_private_dir(path: Path) -> None:

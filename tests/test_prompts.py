@@ -6,13 +6,20 @@ import re
 
 import pytest
 
-from localdistill.prompts import NAMES, REPO_PROMPTS, PromptError, load_prompt, render
+from localdistill.prompts import (
+    REPO_PROMPTS,
+    PromptError,
+    load_prompt,
+    render,
+    template_names,
+)
 from localdistill.tasks import load_humaneval
 
 TASK = load_humaneval()[2]
 VALUES = {"prompt": TASK.prompt, "description": "", "attempt": "def f():\n    return 1",
           "feedback": "AssertionError\nINPUT: 3.5\nOUTPUT: 3\nEXPECTED: 0.5",
-          "entry_point": TASK.entry_point, "count": 10}
+          "entry_point": TASK.entry_point, "count": 10, "guide": "def f():\n    return 0.5"}
+NAMES = template_names()  # the built-in prompts and every refinement strategy's
 
 
 def _documented(path) -> set[str]:
@@ -32,9 +39,34 @@ def test_each_template_documents_exactly_the_variables_it_uses(name):
 def test_each_template_renders_a_system_and_a_user_message(name):
     needed = {k: v for k, v in VALUES.items() if k in load_prompt(name).variables}
     messages = render(name, **needed)
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert TASK.prompt.strip() in messages[1]["content"]
-    assert "{{" not in messages[1]["content"] and "{%" not in messages[1]["content"]
+    roles = [m["role"] for m in messages]
+    # a strategy may show the guide as the teacher's own earlier answer (guide-turn)
+    assert roles in (["system", "user"], ["system", "user", "assistant", "user"])
+    assert TASK.prompt.strip() in "".join(m["content"] for m in messages[1:])
+    for message in messages:
+        assert "{{" not in message["content"] and "{%" not in message["content"]
+    if "guide" in needed:
+        assert VALUES["guide"] in "".join(m["content"] for m in messages)
+        assert VALUES["attempt"] in messages[-1]["content"]
+        assert VALUES["feedback"] in messages[-1]["content"]
+
+
+def test_the_official_shape_puts_the_guide_in_the_teachers_earlier_turn_only_when_there_is_one():
+    values = {k: VALUES[k] for k in ("prompt", "description", "attempt", "feedback", "guide")}
+    guided = render("refine_guide_turn", **values)
+    assert [m["role"] for m in guided] == ["system", "user", "assistant", "user"]
+    assert VALUES["guide"] in guided[2]["content"] and TASK.prompt.strip() in guided[1]["content"]
+    assert VALUES["guide"] not in guided[3]["content"]
+    blind = render("refine_guide_turn", **{**values, "guide": ""})
+    assert [m["role"] for m in blind] == ["system", "user"]
+    assert TASK.prompt.strip() in blind[1]["content"]
+
+
+def test_an_earlier_exchange_needs_both_turns(tmp_path, monkeypatch):
+    (tmp_path / "attempt.jinja").write_text("{% set earlier_user %}hi{% endset %}Solve {{ prompt }}")
+    monkeypatch.setenv("LOCALDISTILL_PROMPTS", str(tmp_path))
+    with pytest.raises(PromptError, match="sets only one of earlier_user and earlier_assistant"):
+        render("attempt", prompt="def f():")
 
 
 def test_the_refinement_shows_the_students_code_and_the_feedback_verbatim():

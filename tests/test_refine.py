@@ -72,19 +72,20 @@ def test_a_teacher_that_echoes_the_students_code_is_asked_again(tmp_path):
     1.5B demo teacher did); refine must not execute it but ask the real model again."""
     from localdistill.cache import REQUESTS, model_identity, request_hash
     from localdistill.models import get_model
-    from localdistill.refine import _Item, _request
+    from localdistill.refine import get_strategy
+    from localdistill.refine.rounds import FailedAttempt, Settings, _requests
 
     spec = get_model("tiny")
-    settings = {"temperature": None, "max_tokens": 64, "unchanged_retries": 2,
-                "retry_temperature": 0.8}
+    settings = Settings(None, 64, 2, 0.8)
     with RunDir(tmp_path) as run:
         _student(run)
         echoes = []
         for key, task, completion in (("add#0", ADD, "    return a - b\n"),
                                       ("biggest#0", MAX, "\ndef biggest(xs):\n    return xs[0]\n")):
             feedback = next(e["feedback"] for e in run.records("executions") if e["key"] == key)
-            item = _Item(key, task, shown_code(task, completion), feedback)
-            request = _request(spec, item, 1, 0, settings)
+            code = shown_code(task, completion)
+            item = FailedAttempt(key, task, code, feedback, code)
+            [request] = _requests(spec, get_strategy("blind"), item, 1, 0, settings)
             echoes.append({"key": request_hash(model_identity(spec), request), "model": "tiny",
                            "stage": "refine", "text": f"```python\n{item.code}\n```",
                            "finish_reason": "stop", "completion_tokens": 9, "prompt_tokens": 99})

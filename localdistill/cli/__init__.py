@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 
-from localdistill.cli import evaluate, experiment, mine, models, pipeline, tasks, train  # noqa: F401 - they register commands
+from localdistill.cli import evaluate, examples, experiment, mine, models, pipeline, tasks, train  # noqa: F401 - they register commands
 from localdistill.cli.base import BadInput, WorkFailed, cli
 
 

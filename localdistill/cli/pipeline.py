@@ -99,6 +99,14 @@ def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: floa
         show(execute_attempts(tasks, run, Limits(test_timeout=timeout), workers, progress))
 
 
+def _strategy_help() -> str:
+    from localdistill.refine import DEFAULT, STRATEGIES
+
+    return (f"How the teacher refines: {', '.join(STRATEGIES)} (default {DEFAULT}; "
+            "`localdistill probe` compares them; docs/pipeline.md).")
+
+
+strategy_option = click.option("--strategy", default=None, help=_strategy_help())
 teacher_options = _options(
     click.option("--teacher", required=True, help="The teacher, a name in models.toml."),
     click.option("--temperature", type=click.FloatRange(0), default=None,
@@ -116,18 +124,21 @@ teacher_options = _options(
               help="Refinement rounds in all (the first, plus retries with new feedback).")
 @click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
+@strategy_option
 @sandbox_options
 def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: str,
                    temperature: float | None, max_tokens: int | None, rounds: int,
-                   unchanged_retries: int, workers: int | None, timeout: float) -> None:
+                   unchanged_retries: int, strategy: str | None, workers: int | None,
+                   timeout: float) -> None:
     """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
     from localdistill.execute import Limits
-    from localdistill.refine import refine
+    from localdistill.refine import DEFAULT, get_strategy, refine
 
+    chosen = get_strategy(strategy or DEFAULT)
     with _stage(spec, run_dir, reuse=reuse) as (tasks, run, progress, show):
         show(refine(tasks, teacher, run, rounds, temperature, max_tokens,
                     Limits(test_timeout=timeout), workers, unchanged_retries,
-                    progress=progress))
+                    progress=progress, strategy=chosen))
 
 
 @cli.command("direct")
@@ -166,8 +177,14 @@ def _methods(value: str) -> tuple[str, ...]:
     return chosen
 
 
-methods_option = click.option("--methods", default="standd,inpd,persd,persd-refine,persd-combine",
-                              show_default=True, help="The data sets to build.")
+def _all_methods() -> str:
+    from localdistill.build import METHODS
+
+    return ",".join(METHODS)
+
+
+methods_option = click.option("--methods", default=_all_methods, show_default="all of them",
+                              help="The data sets to build.")
 previous_option = click.option(
     "--previous", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
     help="The previous distillation round's run directory: its rows are carried over.")
@@ -209,6 +226,9 @@ def build_command(spec: str, run_dir: Path, methods: str, previous: Path | None)
               help="Refinement rounds in all (the first, plus retries with new feedback).")
 @click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
+@strategy_option
+@click.option("--drop-copies", "keep_copies", flag_value=False, default=None,
+              help="Leave refinements that copy the guide out of the PERsD sets.")
 @methods_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--student-adapter", type=click.Path(exists=True), default=None,
@@ -221,12 +241,63 @@ def collect_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], limit: in
     """The whole data pipeline: attempt, execute, refine + verify, teacher answers, build."""
     from localdistill.collect import CollectConfig, collect
 
+    given = {k: v for k, v in settings.items() if v is not None}  # the rest: CollectConfig's
     config = CollectConfig(methods=_methods(methods), test_timeout=timeout,
-                           previous=str(previous) if previous else None, **settings)
+                           previous=str(previous) if previous else None, **given)
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         collect(tasks, config, run, spec, progress,
                 on_stage=lambda report: show(report, record=False))
     click.echo(f"data sets in {run_dir / 'data'}")
+
+
+@cli.command("probe")
+@tasks_argument
+@click.option("--from", "source_dir", type=click.Path(file_okay=False, exists=True,
+                                                      path_type=Path), required=True,
+              help="A run directory with the student's attempts executed (a collect run, or "
+                   "`attempt` + `execute`); only read.")
+@click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
+@run_option
+@reuse_option
+@click.option("--strategies", default=None,
+              help="Comma-separated strategies to compare (default: all declared).")
+@click.option("--sample", "size", type=click.IntRange(1), default=60, show_default=True,
+              help="Failed attempts to try every strategy on (the same for all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--temperature", type=click.FloatRange(0), default=None,
+              help="Teacher temperature for strategies that set none (default: models.toml).")
+@click.option("--max-tokens", type=click.IntRange(1), default=None,
+              help="Default: the strategy's, else models.toml.")
+@sandbox_options
+def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
+                  reuse: tuple[Path, ...], strategies: str | None, size: int, seed: int,
+                  temperature: float | None, max_tokens: int | None, workers: int | None,
+                  timeout: float) -> None:
+    """Compare refinement strategies on one seeded sample of a run's failed attempts: one table
+    of verified, personalised, copied and unchanged refinements and their cost."""
+    from rich.console import Console
+
+    from localdistill.execute import Limits
+    from localdistill.probe import probe, table
+    from localdistill.refine import STRATEGIES, get_strategy
+    from localdistill.rundir import RunDir
+
+    names = [n.strip() for n in strategies.split(",") if n.strip()] if strategies else list(
+        STRATEGIES)
+    for name in names:
+        get_strategy(name)
+    if source_dir.resolve() == run_dir.resolve():
+        raise click.BadParameter("the probe writes its own run directory; give another --run",
+                                 param_hint="--run")
+    with _stage(spec, run_dir, reuse=(*reuse, source_dir)) as (tasks, run, progress, _):
+        with RunDir(source_dir) as source:
+            rows = probe(tasks, teacher, source, run, names, size, seed, temperature,
+                         max_tokens, Limits(test_timeout=timeout), workers, progress)
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out.width = 170  # a log or a pipe: the whole table, not 80 columns of wrapped names
+    out.print(table(rows))
+    click.echo(f"records in {run_dir}/probe-<strategy>.jsonl, the table in {run_dir}/probe.json")
 
 
 @cli.command("gen-tests")

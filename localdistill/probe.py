@@ -1,0 +1,121 @@
+"""`localdistill probe`: refinement strategies compared on the same failed attempts, before a
+long collect.
+
+Which strategy turns a teacher's refinements into the most useful data differs from teacher to
+teacher: a small one copies the student (unchanged) or copies the guide (not personalised). The
+probe draws one seeded sample of a run's failed attempts and runs each strategy's first round on
+exactly that sample, into its own run directory (the source run is only read), and prints one
+table: verified, personalised, copied, unchanged, answers with no code or cut off, the mean
+similarity to the student's attempt and the gain over the guide's, teacher tokens and seconds
+per verified example, and the CPU minutes the teacher took. Answers go through the probe run's
+cache, so a rerun (or `--reuse` of a collect run that already asked the same) costs nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+from localdistill.execute import Limits
+from localdistill.models import ModelSpec, get_model
+from localdistill.progress import Progress, StageReport
+from localdistill.refine import failed_attempts, get_strategy
+from localdistill.refine.guides import teacher_solutions
+from localdistill.refine.rounds import FailedAttempt, Settings, run_round
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+
+def sample_failures(items: Sequence[FailedAttempt], size: int, seed: int) -> list[FailedAttempt]:
+    """`size` failed attempts drawn with `seed` (all of them when there are fewer), in key order:
+    the same attempts for every strategy, whatever order the run lists them in."""
+    ordered = sorted(items, key=lambda i: i.attempt_key)
+    if size >= len(ordered):
+        return ordered
+    return sorted(random.Random(seed).sample(ordered, size), key=lambda i: i.attempt_key)
+
+
+def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: RunDir,
+          strategies: Sequence[str], size: int = 60, seed: int = 0,
+          temperature: float | None = None, max_tokens: int | None = None,
+          limits: Limits = Limits(), workers: int | None = None,
+          progress: Progress | None = None) -> list[dict]:
+    """One row per strategy (see the module docstring); also written to RUN/probe.json and each
+    strategy's records to RUN/probe-<strategy>.jsonl."""
+    chosen = [get_strategy(name) for name in strategies]  # every name checked before any work
+    spec = get_model(teacher) if isinstance(teacher, str) else teacher
+    teacher_answers = teacher_solutions(source.records("direct"))
+    rows, sample_keys = [], None
+    for strategy in chosen:
+        items = sample_failures(failed_attempts(source, tasks, strategy, teacher_answers),
+                                size, seed)
+        sample_keys = [i.attempt_key for i in items]
+        report = StageReport(f"probe {strategy.name}")
+        cpu = time.process_time()
+        records = run_round(run, spec, strategy, items, 1, Settings(temperature, max_tokens, 0),
+                            limits, workers, progress, report)
+        report.finish()
+        run.write(f"probe-{strategy.name}", records)
+        rows.append(_row(strategy.name, records, report, time.process_time() - cpu))
+    run.write_json("probe", {"teacher": spec.name, "sample": sample_keys, "seed": seed,
+                             "size": size, "rows": rows})
+    return rows
+
+
+def _row(name: str, records: Sequence[dict], report: StageReport, cpu_seconds: float) -> dict:
+    verified = [r for r in records if r["passed"]]
+    answers = [c for r in records for c in r["candidates"]]
+    gains = [r["similarity"] - r["guide_similarity"] for r in verified
+             if r["guide_similarity"] is not None]
+    return {
+        "strategy": name, "tried": len(records), "verified": len(verified),
+        "personalised": sum(bool(r["personalised"]) for r in verified),
+        "copied": sum(bool(r["copied"]) for r in verified),
+        "unchanged": sum(r["unchanged"] for r in records),
+        "answers": len(answers), "no_code": sum(c["no_code"] for c in answers),
+        "cut_off": sum(c["cut_off"] for c in answers),
+        "mean_similarity": _mean([r["similarity"] for r in verified]),
+        "mean_guide_similarity": _mean([r["guide_similarity"] for r in verified
+                                        if r["guide_similarity"] is not None]),
+        "mean_gain": _mean(gains),
+        "teacher_tokens": report.teacher_tokens,
+        "new_requests": report.new_requests,
+        "seconds": report.seconds, "cpu_seconds": round(cpu_seconds, 1)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def table(rows: Sequence[dict]):
+    """The probe's rich table. Time and CPU are this invocation's: a strategy answered from the
+    cache shows "cached" (its tokens still count: they are what the teacher wrote)."""
+    from rich.table import Table
+
+    out = Table(title="refinement strategies on the same failed attempts", title_justify="left")
+    for column in ("strategy", "verified", "personalised", "copied", "unchanged",
+                   "no code / cut off", "sim. to attempt", "gain over guide",
+                   "tokens / verified", "s / verified", "CPU min"):
+        out.add_column(column, justify="left" if column == "strategy" else "right")
+    for r in rows:
+        tried, verified = r["tried"], r["verified"]
+
+        def share(n: int, tried: int = tried) -> str:
+            return f"{n} ({n / tried:.0%})" if tried else "0"
+
+        fresh = r["new_requests"] > 0
+        out.add_row(
+            r["strategy"], share(verified), share(r["personalised"]), share(r["copied"]),
+            share(r["unchanged"]), f"{r['no_code']} / {r['cut_off']} of {r['answers']}",
+            _fmt(r["mean_similarity"]), _fmt(r["mean_gain"], signed=True),
+            f"{r['teacher_tokens'] / verified:,.0f}" if verified else "-",
+            (f"{r['seconds'] / verified:,.1f}" if verified else "-") if fresh else "cached",
+            f"{r['cpu_seconds'] / 60:.1f}" if fresh else "cached")
+    return out
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"

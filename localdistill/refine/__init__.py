@@ -1,0 +1,167 @@
+"""Stages 3 and 4: the teacher refines the failed attempts, and each refinement is verified.
+
+For every failed attempt the teacher gets the chosen strategy's prompt (refine/strategies.py):
+the task, the student's own code and the execution feedback, and, for a guided strategy, a
+correct solution first (the task's reference or the teacher's own verified answer). It answers
+with the student's code corrected; k candidates (the strategy's) run against the task's hidden
+tests and the verified one closest to the student's attempt is kept (refine/rounds.py). One that
+fails goes round again with its own feedback, up to `rounds` rounds in all.
+
+Every kept refinement carries its personalisation (refine/similarity.py): its similarity to the
+student's attempt, the guide's (the baseline it must beat), whether it is a copy of the guide.
+
+refinements.jsonl holds every round's outcome (key "<attempt key>@<round>"); all model answers and
+verdicts go through the run's cache, so a rerun redoes nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+
+from localdistill import manifest
+from localdistill.attempt import tasks_for
+from localdistill.execute import Limits
+from localdistill.models import ModelSpec, get_model
+from localdistill.progress import Progress, StageReport
+from localdistill.refine.guides import guides_for, teacher_solutions
+from localdistill.refine.rounds import FailedAttempt, Settings, run_round
+from localdistill.refine.strategies import (
+    DEFAULT,
+    STRATEGIES,
+    Strategy,
+    StrategyError,
+    get_strategy,
+    register,
+)
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+
+def shown_code(task: Task, completion: str) -> str:
+    """The student's code as the teacher should read it: its own function, or the prompt's
+    header with its body when it wrote only the body."""
+    if f"def {task.entry_point}(" in completion:
+        return completion.strip("\n")
+    return task.program(completion).strip("\n")
+
+
+def same_code(a: str, b: str) -> bool:
+    """Whether two programs are the same code (comments and layout aside)."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError):
+        return " ".join(a.split()) == " ".join(b.split())
+
+
+def failed_attempts(run: RunDir, tasks: Sequence[Task], strategy: Strategy,
+                    teacher_answers: dict[str, str] | None = None) -> list[FailedAttempt]:
+    """The run's failed attempts, each with its task, code, feedback and guide.
+    `teacher_answers`: the teacher's verified answers by task (default: the run's direct.jsonl)."""
+    attempts = {a["key"]: a for a in run.records("attempts")}
+    failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
+    by_id = tasks_for(failed, tasks, run)
+    if teacher_answers is None:
+        # read whatever the guide: the teacher's answer is also the baseline of unguided ones
+        teacher_answers = teacher_solutions(run.records("direct"))
+    guides = guides_for(strategy, [by_id[i] for i in dict.fromkeys(e["task_id"]
+                                                                   for e in failed)],
+                        teacher_answers)
+    items = []
+    for e in failed:
+        task, guide = by_id[e["task_id"]], guides[e["task_id"]]
+        code = shown_code(task, attempts[e["key"]]["completion"])
+        items.append(FailedAttempt(e["key"], task, code, e["feedback"], code, guide.shown,
+                                   guide.source, guide.baseline))
+    return items
+
+
+def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds: int = 2,
+           temperature: float | None = None, max_tokens: int | None = None,
+           limits: Limits = Limits(), workers: int | None = None, unchanged_retries: int = 2,
+           retry_temperature: float = 0.8, progress: Progress | None = None,
+           strategy: str | Strategy = DEFAULT) -> StageReport:
+    """Refine and verify every failed attempt of the run -> refinements.jsonl."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    strategy = get_strategy(strategy)
+    with manifest.stage(run, "refine + verify") as report:
+        spec = get_model(teacher) if isinstance(teacher, str) else teacher
+        todo = failed_attempts(run, tasks, strategy)
+        failed = len(todo)
+        settings = Settings(temperature, max_tokens, unchanged_retries, retry_temperature)
+        records: list[dict] = []
+        for round_ in range(1, rounds + 1):
+            if not todo:
+                break
+            done = run_round(run, spec, strategy, todo, round_, settings, limits, workers,
+                             progress, report)
+            records += done
+            by_key = {r["attempt_key"]: r for r in done}
+            todo = [FailedAttempt(i.attempt_key, i.task,
+                                  shown_code(i.task, by_key[i.attempt_key]["completion"]),
+                                  by_key[i.attempt_key]["feedback"], i.attempt, i.guide,
+                                  i.guide_source, i.baseline)
+                    for i in todo if not by_key[i.attempt_key]["passed"]]
+        run.write("refinements", records)
+        report.counts = {"strategy": strategy.name, "failed attempts": failed}
+        report.counts.update(round_counts(records))
+        report.counts["refinements verified"] = sum(r["passed"] for r in records)
+        report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
+        report.finish()
+        report.counts.update(cost_counts(records, report.teacher_tokens, report.seconds))
+        return report
+
+
+def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
+    """Per round: tried, verified, unchanged, copied, personalised, and the answers that held no
+    code or ran into the token limit (a teacher that explains or loops)."""
+    counts: dict[str, int | str] = {}
+    for round_ in sorted({r["round"] for r in records}):
+        mine = [r for r in records if r["round"] == round_]
+        answers = [c for r in mine for c in r.get("candidates", [])]
+        verified = [r for r in mine if r["passed"]]
+        counts[f"round {round_}: verified / tried"] = f"{len(verified)} / {len(mine)}"
+        counts[f"round {round_}: unchanged"] = sum(r["unchanged"] for r in mine)
+        counts[f"round {round_}: copied (verified, a copy of the guide)"] = sum(
+            bool(r.get("copied")) for r in verified)
+        counts[f"round {round_}: personalised (closer to the attempt than the guide)"] = sum(
+            bool(r.get("personalised")) for r in verified)
+        counts[f"round {round_}: answers with no code / cut off"] = (
+            f"{sum(c['no_code'] for c in answers)} / {sum(c['cut_off'] for c in answers)}")
+    return counts
+
+
+def cost_counts(records: Sequence[dict], teacher_tokens: int, seconds: float) -> dict:
+    verified = sum(r["passed"] for r in records)
+    gains = [r["similarity"] - r["guide_similarity"] for r in records
+             if r["passed"] and r.get("guide_similarity") is not None]
+    return {
+        "mean similarity to the attempt (verified)": _mean([r["similarity"] for r in records
+                                                            if r["passed"]]),
+        "mean personalisation gain (verified)": _mean(gains, signed=True),
+        "teacher tokens per verified example": f"{teacher_tokens / verified:,.0f}"
+        if verified else "-",
+        "seconds per verified example": f"{seconds / verified:,.1f}" if verified else "-"}
+
+
+def _mean(values: Sequence[float], signed: bool = False) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    return f"{mean:+.3f}" if signed else f"{mean:.3f}"
+
+
+def verified_by_round(run: RunDir) -> dict[int, tuple[int, int]]:
+    """{round: (refinements tried, verified)} as refinements.jsonl holds them."""
+    table: dict[int, list[int]] = {}
+    for record in run.records("refinements"):
+        tried_verified = table.setdefault(record["round"], [0, 0])
+        tried_verified[0] += 1
+        tried_verified[1] += bool(record["passed"])
+    return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+
+__all__ = ["DEFAULT", "STRATEGIES", "FailedAttempt", "Strategy", "StrategyError",
+           "failed_attempts", "get_strategy", "refine", "register", "same_code", "shown_code",
+           "verified_by_round"]
