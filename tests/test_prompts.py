@@ -63,7 +63,8 @@ def test_the_official_shape_puts_the_guide_in_the_teachers_earlier_turn_only_whe
 
 
 def test_an_earlier_exchange_needs_both_turns(tmp_path, monkeypatch):
-    (tmp_path / "attempt.jinja").write_text("{% set earlier_user %}hi{% endset %}Solve {{ prompt }}")
+    (tmp_path / "attempt.jinja").write_text(
+        "{% set earlier_user %}hi{% endset %}Solve {{ prompt }}")
     monkeypatch.setenv("LOCALDISTILL_PROMPTS", str(tmp_path))
     with pytest.raises(PromptError, match="sets only one of earlier_user and earlier_assistant"):
         render("attempt", prompt="def f():")

@@ -95,7 +95,8 @@ def test_k_candidates_are_all_verified_and_the_closest_verified_is_kept(tmp_path
     with RunDir(tmp_path) as run:
         _failed_student(run)
         _plant(run, K4, [copy, wrong, close, ATTEMPT.strip()])
-        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0, strategy="test-k4")
+        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                        strategy="test-k4")
         assert report.new_requests == 0  # every answer was planted: the model was not asked
         [record] = run.records("refinements")
     assert [c["passed"] for c in record["candidates"]] == [True, False, True, False]
@@ -121,7 +122,8 @@ def test_a_kept_copy_is_counted_and_can_be_left_out_of_the_persd_sets(tmp_path):
     with RunDir(tmp_path) as run:
         _failed_student(run)
         _plant(run, K4, [copy, ATTEMPT.strip(), ATTEMPT.strip(), ATTEMPT.strip()])
-        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0, strategy=K4)
+        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                        strategy=K4)
         [record] = run.records("refinements")
         assert record["passed"] and record["copied"] and record["personalised"] is False
         assert report.counts["round 1: copied (verified, a copy of the guide)"] == 1
@@ -137,7 +139,8 @@ def test_unchanged_answers_are_detected_and_counted(tmp_path):
     with RunDir(tmp_path) as run:
         _failed_student(run)
         _plant(run, strategy, [ATTEMPT.strip(), "# same code\n" + ATTEMPT.strip()])
-        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0, strategy=strategy)
+        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                        strategy=strategy)
         [record] = run.records("refinements")
     assert record["unchanged"] and not record["passed"]
     assert report.counts["round 1: unchanged"] == 1
