@@ -368,7 +368,10 @@ def _train_one(config: RunConfig, label: str, data_set: Path, out: Path, progres
     else:
         if (out / "train.json").exists():  # other settings or data: start that one over
             shutil.rmtree(out)
-        say(train(data_set, config.loop.student, out, config.train, progress).report.table())
+        report = train(data_set, config.loop.student, out, config.train, progress).report
+        say(report.table())
+        if "warning" in report.counts:
+            say(f"warning: train {label}: {report.counts['warning']}")
     return out
 
 

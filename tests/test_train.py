@@ -213,6 +213,7 @@ def test_the_train_command(tmp_path, rows_file):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "optimiser steps" in result.stdout and f"tiny+{tmp_path / 'out'}" in result.stdout
+    assert f"warning: only {len(ROWS)} examples: too few to expect a gain" in result.stderr
     missing = subprocess.run([str(SCRIPT), "train", str(tmp_path / "none.jsonl"), "--student",
                               "tiny", "-o", str(tmp_path / "o2")], capture_output=True, text=True)
     assert missing.returncode == 2

@@ -52,4 +52,6 @@ def train_command(data_set: Path, student: str, out: Path, target_modules: str, 
     with Progress(Console(stderr=True)) as progress:
         result = train(data_set, student, out, config, progress, restart=restart)
     Console(highlight=False).print(result.report.table())
+    if "warning" in result.report.counts:
+        click.echo(f"warning: {result.report.counts['warning']}", err=True)
     click.echo(f"use it as the model: {student}+{out}")

@@ -119,6 +119,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     plot_loss(out)
     report.counts = {
         "backend": backend_name, "examples": len(examples),
+        **({"warning": small_set_warning(len(examples))} if len(examples) < SMALL_SET else {}),
         "left out (longer than max_length)": too_long, "optimiser steps": result.steps,
         "resumed from step": result.resumed_from,
         "first loss": f"{result.first_loss:.4f}" if result.first_loss is not None else "-",
@@ -132,6 +133,19 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
                "report": report.as_dict()}
     write_atomic(out / "train.json", (json.dumps(summary, indent=2) + "\n").encode())
     return TrainResult(out, adapter, gguf_adapter, report)
+
+
+# Below this many examples an adapter is not expected to help, and can hurt: on the demo pair,
+# 2 PERsD examples (the quickstart of 2026-12-03) cost the 0.5B student 20 points on HumanEval's
+# first 20 tasks, and 20 PERsD examples did nothing measurable on MBPP while StanD's 278 and
+# PERsD-combine's 40 helped (docs/results.md).
+SMALL_SET = 32
+
+
+def small_set_warning(examples: int) -> str:
+    return (f"only {examples} examples: too few to expect a gain, and enough to hurt the student "
+            "on other tasks (docs/results.md); collect from more tasks, or with a guided "
+            "refinement strategy (docs/refinement.md)")
 
 
 def _save_adapter(model, target: Path, base: Path) -> None:
