@@ -78,11 +78,12 @@ def _as_click_error(exc: Exception) -> click.ClickException:
     from localdistill.execute.limits import SandboxError
     from localdistill.models.demo import ModelNotInstalled
     from localdistill.rundir import RunDirError
+    from localdistill.train.launch import TrainingFailed
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, RunDirError):
         return BadInput(message)
-    if isinstance(exc, SandboxError | ModelNotInstalled | BackendError):
+    if isinstance(exc, SandboxError | ModelNotInstalled | BackendError | TrainingFailed):
         return WorkFailed(message)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return WorkFailed(f"cannot write {exc.filename or 'a file'}: {exc.strerror} (a full disk "

@@ -34,6 +34,12 @@ from localdistill.cli.base import cli
               help="Optimiser steps between checkpoints.")
 @click.option("--backend", type=click.Choice(["auto", "peft", "unsloth"]), default="auto",
               show_default=True, help="auto: Unsloth on a CUDA GPU when installed, else PEFT.")
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
+              help="Data-parallel processes (one per GPU; gloo on a CPU), launched for you "
+                   "through torchrun / accelerate; the examples per step stay the same.")
+@click.option("--launch-config", type=click.Path(dir_okay=False), default=None,
+              help="An accelerate config (examples/accelerate/: DDP, DeepSpeed ZeRO-3, FSDP, "
+                   "several machines).")
 @click.option("--restart", is_flag=True, help="Ignore OUT's checkpoint and start over.")
 def train_command(data_set: Path, student: str, out: Path, target_modules: str, restart: bool,
                   **settings) -> None:

@@ -14,6 +14,7 @@ from models.toml with the adapter of the right format for its backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 from localdistill.models import ModelSpec, get_model, weights_path
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
-from localdistill.train import data, loop
+from localdistill.train import data, distributed, loop
 from localdistill.train.config import TrainConfig
 
 
@@ -47,7 +48,8 @@ def choose_backend(config: TrainConfig) -> str:
 def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
           config: TrainConfig = TrainConfig(), progress: Progress | None = None,
           restart: bool = False) -> TrainResult:
-    """Fine-tune `student` on `data_set`; resumes from OUT's last checkpoint unless `restart`."""
+    """Fine-tune `student` on `data_set`; resumes from OUT's last checkpoint unless `restart`.
+    With `config.processes` > 1 the training is launched on that many processes (launch.py)."""
     spec = get_model(student) if isinstance(student, str) else student
     if spec.backend == "openai":
         raise ValueError(f"models.{spec.name}: a served model cannot be trained here; name "
@@ -56,9 +58,16 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
         raise ValueError(f"models.{spec.name}: already has an adapter; train from the base "
                          "model (merge first to stack adapters)")
     out = Path(out)
+    if (config.processes > 1 or config.launch_config) and not distributed.launched():
+        from localdistill.train.launch import launch
+
+        return launch(data_set, spec, out, config, restart)
+    ranks = distributed.joined()
     try:
-        with DirectoryLock(out):  # a second training into OUT is refused, never interleaved
-            return _train(data_set, spec, out, config, progress, restart)
+        # one training into OUT at a time (a second is refused, never interleaved); of a
+        # launch's processes rank 0 holds the lock, the others only read OUT
+        with DirectoryLock(out) if ranks.main else contextlib.nullcontext():
+            return _train(data_set, spec, out, config, progress, restart, ranks)
     finally:
         release_memory()
 
@@ -81,8 +90,8 @@ def release_memory() -> None:
 
 
 def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig,
-           progress: Progress | None, restart: bool) -> TrainResult:
-    if restart:
+           progress: Progress | None, restart: bool, ranks: distributed.Ranks) -> TrainResult:
+    if restart and ranks.main:
         shutil.rmtree(out / loop.CHECKPOINT, ignore_errors=True)
     report = StageReport("train")
     reset_peak_memory()
@@ -104,9 +113,12 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         tokenizer.eos_token_id
     total = len(loop.micro_batches(examples, config)) // config.grad_accumulation
     result = loop.run(model, examples, config, out, pad, fingerprint,
-                      bar(progress, "train", total))
+                      bar(progress if ranks.main else None, "train", total), ranks)
     adapter = out / "adapter"
-    _save_adapter(model, adapter, base)
+    peaks = ranks.each(peak_memory_gib())
+    if not ranks.main:  # rank 0 writes the outputs
+        return TrainResult(out, adapter, None, report)
+    _save_adapter(model, adapter, base, result.whole_state)
     gguf_adapter, gguf_note = None, "-"
     if base.is_file():
         from localdistill.train.gguf_lora import AdapterError, export_gguf_lora
@@ -125,7 +137,10 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         "first loss": f"{result.first_loss:.4f}" if result.first_loss is not None else "-",
         "last loss": f"{result.last_loss:.4f}" if result.last_loss is not None else "-",
         "tokens/s": f"{result.tokens / result.seconds:,.0f}" if result.seconds else "-",
-        "peak memory (GiB)": f"{peak_memory_gib():.2f}",
+        "peak memory (GiB)": f"{peaks[0]:.2f}",
+        **({"processes": ranks.world,
+            "peak memory per process (GiB)": ", ".join(f"{p:.2f}" for p in peaks)}
+           if ranks.world > 1 else {}),
         "adapter": str(adapter), "GGUF adapter": gguf_note}
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
@@ -148,11 +163,12 @@ def small_set_warning(examples: int) -> str:
             "refinement strategy (docs/refinement.md)")
 
 
-def _save_adapter(model, target: Path, base: Path) -> None:
+def _save_adapter(model, target: Path, base: Path, whole_state: dict | None = None) -> None:
     """The PEFT adapter, replaced whole; its config names the local base, never a hub id."""
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging), save_embedding_layers=False)
+    extra = {"state_dict": whole_state} if whole_state is not None else {}
+    model.save_pretrained(str(staging), save_embedding_layers=False, **extra)
     config_file = staging / "adapter_config.json"
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = str(base)

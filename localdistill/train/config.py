@@ -39,6 +39,12 @@ class TrainConfig:
         "help": "trade compute for memory (useful on a GPU with long examples)"})
     backend: str = field(default="auto", metadata={
         "help": "auto (Unsloth on a CUDA GPU when installed, else PEFT), peft or unsloth"})
+    processes: int = field(default=1, metadata={
+        "help": "data-parallel processes through accelerate (one per GPU; gloo on a CPU); the "
+                "examples per optimiser step stay batch_size x grad_accumulation"})
+    launch_config: str | None = field(default=None, metadata={
+        "help": "an accelerate config file for the launch (examples/accelerate/: DDP, "
+                "DeepSpeed ZeRO-3, FSDP, several machines)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -56,6 +62,13 @@ class TrainConfig:
             (self.save_every >= 1, "save_every must be at least 1"),
             (self.backend in ("auto", "peft", "unsloth"), "backend: auto, peft or unsloth"),
             (bool(self.target_modules), "target_modules: at least one module"),
+            (self.processes >= 1, "processes must be at least 1"),
+            (self.grad_accumulation % self.processes == 0,
+             f"grad_accumulation ({self.grad_accumulation}) must be a multiple of processes "
+             f"({self.processes}): each optimiser step's forward passes are shared out evenly, "
+             "so that N processes train the model one would"),
+            (self.processes == 1 or self.backend != "unsloth",
+             "Unsloth trains on one GPU: use backend = peft (or auto) with processes > 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -66,6 +79,9 @@ class TrainConfig:
                              "output layer; vLLM and llama.cpp cannot load such adapters")
 
     def digest(self) -> str:
-        """What a checkpoint must match to be resumed (everything but how often to save)."""
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "save_every"}
+        """What a checkpoint must match to be resumed: everything but how often to save and how
+        many processes share the work (N processes train the model one would, so a run
+        interrupted on N resumes on any number)."""
+        values = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in ("save_every", "processes", "launch_config")}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

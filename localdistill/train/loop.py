@@ -9,6 +9,7 @@ checkpoint made with other settings or other data is refused, never silently mix
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 from localdistill.progress import Bar
 from localdistill.train.config import TrainConfig
 from localdistill.train.data import Example
+from localdistill.train.distributed import Ranks
 
 CHECKPOINT = "checkpoint"
 LOG = "train_log.jsonl"
@@ -34,6 +36,7 @@ class LoopResult:
     last_loss: float | None
     tokens: int  # tokens through the model this call (prompt + completion)
     seconds: float
+    whole_state: dict | None = None  # the gathered weights when they were sharded (ZeRO-3, FSDP)
 
 
 def micro_batches(examples: Sequence[Example], config: TrainConfig) -> list[list[int]]:
@@ -52,12 +55,20 @@ def micro_batches(examples: Sequence[Example], config: TrainConfig) -> list[list
     return batches[:total_steps * config.grad_accumulation]
 
 
+def pass_seed(seed: int, index: int) -> int:
+    """The random seed of the run's forward pass `index` (its LoRA dropout): a function of the
+    pass alone, so whichever process runs it, and after any resume, it draws the same."""
+    return (seed * 1_000_003 + index) % 2**63
+
+
 def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_id: int,
-        fingerprint: str, bar: Bar | None = None) -> LoopResult:
-    """Train `model` (its trainable parameters: the LoRA weights) on `examples`."""
+        fingerprint: str, bar: Bar | None = None, ranks: Ranks | None = None) -> LoopResult:
+    """Train `model` (its trainable parameters: the LoRA weights) on `examples`; with `ranks`
+    of several processes, this process's share of every step (train/distributed.py)."""
     import torch
 
     bar = bar or Bar()
+    ranks = ranks or Ranks()
     device = next(model.parameters()).device
     batches = micro_batches(examples, config)
     total_steps = len(batches) // config.grad_accumulation
@@ -67,11 +78,13 @@ def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_
     warmup = max(1, round(total_steps * config.warmup_ratio))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
-    start = _resume(model, optimizer, schedule, out, fingerprint)
+    ranks.barrier()  # rank 0 has prepared OUT (a --restart removed the checkpoint)
+    start = _resume(model, optimizer, schedule, out, fingerprint, ranks.main)
     if start:
         bar.advance(start)
-    if start == 0:
+    if start == 0 and ranks.main:
         (out / LOG).unlink(missing_ok=True)
+    wrapped, stepper = ranks.prepare(model, optimizer)
     model.train()
     first = last = None
     tokens, started = 0, time.monotonic()
@@ -79,31 +92,41 @@ def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_
         step_batches = batches[step * config.grad_accumulation:(step + 1) *
                                config.grad_accumulation]
         targets = sum(examples[i].completion_tokens for b in step_batches for i in b)
-        loss_sum = 0.0
-        for indices in step_batches:
-            ids, labels, mask = _pad([examples[i] for i in indices], pad_id, device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                ignore_index=-100, reduction="sum") / targets
-            loss.backward()
+        loss_sum, step_tokens = 0.0, 0
+        mine = list(range(ranks.rank, len(step_batches), ranks.world))
+        for j in mine:
+            ids, labels, mask = _pad([examples[i] for i in step_batches[j]], pad_id, device)
+            torch.manual_seed(pass_seed(config.seed, step * config.grad_accumulation + j))
+            with ranks.no_sync(wrapped) if j != mine[-1] else contextlib.nullcontext():
+                logits = wrapped(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                    ignore_index=-100, reduction="sum") / targets
+                # DDP averages the ranks' gradients: N times each share sums to the whole step's
+                ranks.backward(loss * ranks.world)
             loss_sum += loss.item()
-            tokens += int(mask.sum())
-        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        optimizer.step()
+            step_tokens += int(mask.sum())
+        loss_sum, tokens = ranks.total(loss_sum), tokens + int(ranks.total(step_tokens))
+        ranks.clip(trainable, config.max_grad_norm)
+        stepper.step()
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        stepper.zero_grad(set_to_none=True)
         first = loss_sum if first is None else first
         last = loss_sum
         elapsed = time.monotonic() - started
-        _log(out, {"step": step + 1, "loss": round(loss_sum, 5),
-                   "lr": schedule.get_last_lr()[0], "tokens": tokens,
-                   "seconds": round(elapsed, 2)})
+        if ranks.main:
+            _log(out, {"step": step + 1, "loss": round(loss_sum, 5),
+                       "lr": schedule.get_last_lr()[0], "tokens": tokens,
+                       "seconds": round(elapsed, 2)})
         bar.advance(status=f"loss {loss_sum:.3f}  {tokens / max(elapsed, 1e-9):,.0f} tok/s")
         if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
-            _save(model, optimizer, schedule, out, step + 1, fingerprint)
+            lora = ranks.lora_state(model, wrapped)  # collective when the weights are sharded
+            if ranks.main:
+                _save(lora, optimizer, schedule, out, step + 1, fingerprint)
+    ranks.barrier()
     model.eval()
-    return LoopResult(total_steps, start, first, last, tokens, time.monotonic() - started)
+    return LoopResult(total_steps, start, first, last, tokens, time.monotonic() - started,
+                      ranks.whole_state(wrapped))
 
 
 def _pad(batch: Sequence[Example], pad_id: int, device):
@@ -126,14 +149,13 @@ def _log(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _save(model, optimizer, schedule, out: Path, step: int, fingerprint: str) -> None:
+def _save(lora: dict, optimizer, schedule, out: Path, step: int, fingerprint: str) -> None:
     import torch
-    from peft import get_peft_model_state_dict
 
     staging = out / f".{CHECKPOINT}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    torch.save({"adapter": get_peft_model_state_dict(model, save_embedding_layers=False),
+    torch.save({"adapter": lora,
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "step": step, "fingerprint": fingerprint,
                 "rng": torch.get_rng_state()}, staging / "state.pt")
@@ -146,7 +168,7 @@ def _save(model, optimizer, schedule, out: Path, step: int, fingerprint: str) ->
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(model, optimizer, schedule, out: Path, fingerprint: str) -> int:
+def _resume(model, optimizer, schedule, out: Path, fingerprint: str, main: bool = True) -> int:
     import torch
     from peft import set_peft_model_state_dict
 
@@ -170,7 +192,7 @@ def _resume(model, optimizer, schedule, out: Path, fingerprint: str) -> int:
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["rng"])
     log = out / LOG
-    if log.exists():  # steps logged after the checkpoint are redone: drop them
+    if main and log.exists():  # steps logged after the checkpoint are redone: drop them
         kept = [line for line in log.read_text().splitlines()
                 if line and json.loads(line)["step"] <= state["step"]]
         log.write_text("".join(f"{line}\n" for line in kept))
