@@ -3,6 +3,13 @@
     .venv/bin/python scripts/bench_training.py                      # the demo student, PEFT
     .venv/bin/python scripts/bench_training.py --student tiny --steps 4
     .venv/bin/python scripts/bench_training.py --backend unsloth    # on a CUDA GPU with unsloth
+    .venv/bin/python scripts/bench_training.py --student tiny --processes 1,2 --baseline HEAD~1
+
+`--processes 1,2` trains the same steps on 1 and on 2 data-parallel processes (accelerate; gloo
+on a CPU) and prints their tokens/s side by side with each process's peak memory (on 2 cores,
+expect no gain: the point of several processes is several GPUs). `--baseline REV` also trains on
+one process with the code of git revision REV (a worktree of this repository), alternating with
+the current code, and prints the ratio: is the one-process path as fast as it was?
 
 A fixed data set (24 small code examples, the same every run) and a fixed number of optimiser
 steps. Each backend trains in its own process (so each peak memory is its own); the baseline is
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -64,12 +72,78 @@ def examples() -> list[dict]:
     return rows
 
 
+PROCESSES_CHILD = """
+import json, sys
+from localdistill.train import TrainConfig, train
+rows, student, out, steps, processes = sys.argv[1:6]
+more = {"processes": int(processes)} if processes != "1" else {}  # older code has no such field
+config = TrainConfig(max_steps=int(steps), grad_accumulation=4, batch_size=1, backend="peft",
+                     save_every=10**6, **more)
+counts = train(rows, student, out, config, restart=True).report.counts
+peaks = counts.get("peak memory per process (GiB)", counts["peak memory (GiB)"])
+print(json.dumps({"tokens_per_s": float(counts["tokens/s"].replace(",", "")), "peaks": peaks,
+                  "last_loss": counts["last loss"]}))
+"""
+
+
+def _one(rows: Path, student: str, out: Path, steps: int, processes: int,
+         code: Path | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
+    done = subprocess.run([sys.executable, "-c", PROCESSES_CHILD, str(rows), student, str(out),
+                           str(steps), str(processes)], capture_output=True, text=True, env=env,
+                          cwd=code or None)
+    if done.returncode != 0:
+        raise SystemExit(f"{processes} process(es): failed: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_processes(args, rows: Path, tmp: Path) -> None:
+    counts = [int(n) for n in args.processes.split(",")]
+    results = {n: _one(rows, args.student, tmp / f"p{n}", args.steps, n) for n in counts}
+    print(f"student {args.student}, {args.steps} optimiser steps of 4 examples, "
+          f"{os.cpu_count()} cores")
+    base = results[counts[0]]["tokens_per_s"]
+    for n, r in results.items():
+        print(f"{n} process(es): {r['tokens_per_s']:8.0f} tok/s  ({r['tokens_per_s'] / base:.2f}x "
+              f"of {counts[0]})   peak memory per process {r['peaks']} GiB   last loss "
+              f"{r['last_loss']}")
+    if args.baseline:
+        worktree = tmp / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.baseline],
+                       check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        try:
+            now, then = [], []
+            for round_ in range(args.rounds):  # alternated, so drift hits both alike
+                now.append(_one(rows, args.student, tmp / f"now{round_}", args.steps, 1))
+                then.append(_one(rows, args.student, tmp / f"then{round_}", args.steps, 1,
+                                 worktree))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)],
+                           capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        a = sorted(r["tokens_per_s"] for r in now)[len(now) // 2]
+        b = sorted(r["tokens_per_s"] for r in then)[len(then) // 2]
+        print(f"one process, median of {args.rounds}: this code {a:.0f} tok/s, {args.baseline} "
+              f"{b:.0f} tok/s, ratio {a / b:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default="demo-student")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--backend", choices=["peft", "unsloth", "both"], default="peft")
+    parser.add_argument("--processes", default=None,
+                        help="e.g. 1,2: data-parallel process counts to compare")
+    parser.add_argument("--baseline", default=None,
+                        help="a git revision whose one-process training to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, for --baseline")
     args = parser.parse_args()
+    if args.processes:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = Path(tmp) / "rows.jsonl"
+            rows.write_text("".join(json.dumps(r) + "\n" for r in examples()))
+            compare_processes(args, rows, Path(tmp))
+        return
     backends = ["peft", "unsloth"] if args.backend == "both" else [args.backend]
     with tempfile.TemporaryDirectory() as tmp:
         rows = Path(tmp) / "rows.jsonl"
