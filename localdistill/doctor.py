@@ -103,6 +103,23 @@ def _optional_gpu_backend(name: str, dist: str) -> Check:
     return Check(name, True, f"{dist} {version}")
 
 
+def _trainer() -> Check:
+    """Which trainer `train` runs here, on one process and on several (train/launch.py)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerate = _version("accelerate")
+    unsloth = _version("unsloth") is not None
+    one = "Unsloth" if gpus and unsloth else "PEFT on transformers" + (" (GPU)" if gpus else
+                                                                        " (CPU)")
+    several = (f"--processes N: accelerate {accelerate}, DDP over NCCL on up to {gpus} GPUs "
+               "(DeepSpeed/FSDP with --launch-config)" if gpus else
+               f"--processes N: accelerate {accelerate}, DDP over gloo on this CPU "
+               "(for correctness; GPUs are where it pays)")
+    return Check("trainer", accelerate is not None, f"one process: {one}; {several}"
+                 if accelerate else f"one process: {one}; accelerate missing: no --processes")
+
+
 def _models() -> Iterator[Check]:
     try:
         yield Check("tiny model", True, str(tiny_model_path()))
@@ -164,6 +181,7 @@ def checks() -> Iterator[Check]:
         ),
         ("vLLM backend", lambda: [_optional_gpu_backend("vLLM backend", "vllm")]),
         ("Unsloth trainer", lambda: [_optional_gpu_backend("Unsloth trainer", "unsloth")]),
+        ("trainer", lambda: [_trainer()]),
         ("sandbox", lambda: list(_sandbox())),
         ("models", lambda: list(_models())),
         ("HumanEval", lambda: [_humaneval()]),
