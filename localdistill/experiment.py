@@ -382,8 +382,13 @@ def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
         done = json.loads((out / "train.json").read_text())
     except (FileNotFoundError, ValueError):
         return False
-    return done.get("data_set") == str(data_set) and done.get("config") == json.loads(
-        json.dumps(dataclasses.asdict(config)))
+    # how many processes trained it does not change the adapter (train/distributed.py)
+    def model_settings(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k not in ("processes", "launch_config")}
+
+    return done.get("data_set") == str(data_set) and model_settings(
+        done.get("config") or {}) == model_settings(json.loads(json.dumps(
+            dataclasses.asdict(config))))
 
 
 def _keep_config(config: RunConfig, run_dir: Path, say: Callable[[object], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -55,6 +56,9 @@ def train_command(data_set: Path, student: str, out: Path, target_modules: str, 
 
     modules = tuple(m.strip() for m in target_modules.split(",") if m.strip())
     config = TrainConfig(target_modules=modules, **settings)
+    if int(os.environ.get("RANK", "0")) != 0:  # one of the user's `accelerate launch` ranks
+        train(data_set, student, out, config, None, restart=restart)
+        return
     with Progress(Console(stderr=True)) as progress:
         result = train(data_set, student, out, config, progress, restart=restart)
     Console(highlight=False).print(result.report.table())

@@ -63,6 +63,9 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
 
         return launch(data_set, spec, out, config, restart)
     ranks = distributed.joined()
+    if config.grad_accumulation % ranks.world:
+        raise ValueError(f"training settings: grad_accumulation ({config.grad_accumulation}) "
+                         f"must be a multiple of the {ranks.world} processes launched")
     try:
         # one training into OUT at a time (a second is refused, never interleaved); of a
         # launch's processes rank 0 holds the lock, the others only read OUT
