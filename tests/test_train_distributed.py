@@ -135,6 +135,44 @@ def test_a_launch_killed_with_9_leaves_nothing_running_and_resumes_on_one_proces
     assert _gap(one_process, out) < 0.05
 
 
+def _rank_of(pid: int) -> int | None:
+    try:
+        environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+def test_a_rank_that_dies_ends_the_launch_in_one_line_and_the_checkpoint_survives(
+        rows, one_process, tmp_path):
+    """Rank 1 killed mid-run (what the kernel's OOM killer does): the launch ends, exit 1, one
+    line; the last checkpoint is intact and the same command resumes from it."""
+    out = tmp_path / "crash"
+    launcher = subprocess.Popen([str(SCRIPT), "train", str(rows), "--student", "tiny", "-o",
+                                 str(out), *SETTINGS, "--processes", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    step = out / loop.CHECKPOINT / "step"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and launcher.poll() is None:
+        if step.exists() and step.read_text().strip() in ("2", "3", "4"):
+            break
+        time.sleep(0.05)
+    victims = [pid for pid in _processes_of(out) if _rank_of(pid) == 1]
+    assert victims and launcher.poll() is None, "no rank 1 to kill"
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith("Error: training on 2 processes failed")
+    assert not _processes_of(out)
+    saved = int(step.read_text())
+    done = _train(rows, out, "--processes", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "train.json").read_text())["report"]["counts"]
+    assert report["resumed from step"] == saved >= 2
+    assert _gap(one_process, out) < 0.05
+
+
 def test_bad_launches_are_one_line_and_exit_2(rows, tmp_path):
     garbage = tmp_path / "garbage.yaml"
     garbage.write_text("distributed_type: [not, a, type\n")
