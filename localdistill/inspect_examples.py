@@ -136,7 +136,8 @@ def figures(example: Example) -> dict[str, str]:
             "verified": _yes_no(example.passed), "teacher": example.teacher,
             "strategy": example.strategy or "-",
             "similarity to the attempt": _number(example.similarity),
-            "guide's similarity to the attempt": _number(example.guide_similarity),
+            "correct solution's similarity (the guide, or the reference when none was shown)":
+                _number(example.guide_similarity),
             "guide": example.guide_source or ("-" if example.guide is None else "shown"),
             "copy of the guide": _yes_no(example.copied),
             "personalised (closer than the guide)": _yes_no(example.personalised)}
