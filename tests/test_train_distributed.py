@@ -106,18 +106,25 @@ def _processes_of(out: Path) -> list[int]:
     return found
 
 
-def test_a_launch_killed_with_9_leaves_nothing_running_and_resumes_on_one_process(
-        rows, one_process, tmp_path):
-    out = tmp_path / "cut"
+def _launch_until_checkpoint(rows: Path, out: Path, output) -> subprocess.Popen:
+    """A 2-process training, returned once it has checkpointed step 2, 3 or 4 of 6."""
     launcher = subprocess.Popen([str(SCRIPT), "train", str(rows), "--student", "tiny", "-o",
                                  str(out), *SETTINGS, "--processes", "2"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=output, stderr=output, text=True)
     step = out / loop.CHECKPOINT / "step"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and launcher.poll() is None:
         if step.exists() and step.read_text().strip() in ("2", "3", "4"):
             break
         time.sleep(0.05)
+    return launcher
+
+
+def test_a_launch_killed_with_9_leaves_nothing_running_and_resumes_on_one_process(
+        rows, one_process, tmp_path):
+    out = tmp_path / "cut"
+    launcher = _launch_until_checkpoint(rows, out, subprocess.DEVNULL)
+    step = out / loop.CHECKPOINT / "step"
     assert launcher.poll() is None, "training ended before it could be interrupted"
     assert _processes_of(out), "no worker found to be left behind"
     launcher.send_signal(signal.SIGKILL)
@@ -149,15 +156,8 @@ def test_a_rank_that_dies_ends_the_launch_in_one_line_and_the_checkpoint_survive
     """Rank 1 killed mid-run (what the kernel's OOM killer does): the launch ends, exit 1, one
     line; the last checkpoint is intact and the same command resumes from it."""
     out = tmp_path / "crash"
-    launcher = subprocess.Popen([str(SCRIPT), "train", str(rows), "--student", "tiny", "-o",
-                                 str(out), *SETTINGS, "--processes", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = _launch_until_checkpoint(rows, out, subprocess.PIPE)
     step = out / loop.CHECKPOINT / "step"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and launcher.poll() is None:
-        if step.exists() and step.read_text().strip() in ("2", "3", "4"):
-            break
-        time.sleep(0.05)
     victims = [pid for pid in _processes_of(out) if _rank_of(pid) == 1]
     assert victims and launcher.poll() is None, "no rank 1 to kill"
     os.kill(victims[0], signal.SIGKILL)
