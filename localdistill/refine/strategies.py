@@ -105,5 +105,8 @@ register(Strategy(
     "edit-k4", "refine_edit", guide="auto", candidates=4, temperature=0.7,
     stop=(CODE_BLOCK_END,), help="the student's code first, to be edited line by line; the "
     "correct solution only as a hint not to copy; 4 samples at 0.7, the closest verified kept"))
+register(Strategy(
+    "restyle", "refine_restyle", guide="auto", stop=(CODE_BLOCK_END,), help="ours, the other "
+    "way round: the correct solution rewritten in the student's names, structure and style"))
 
 DEFAULT = "blind"
