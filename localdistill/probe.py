@@ -7,8 +7,10 @@ probe draws one seeded sample of a run's failed attempts and runs each strategy'
 exactly that sample, into its own run directory (the source run is only read), and prints one
 table: verified, personalised, copied, unchanged, answers with no code or cut off, the mean
 similarity to the student's attempt and the gain over the guide's, teacher tokens and seconds
-per verified example, and the CPU minutes the teacher took. Answers go through the probe run's
-cache, so a rerun (or `--reuse` of a collect run that already asked the same) costs nothing.
+per verified example, and the CPU minutes the teacher took (summed over every invocation, an
+interrupted one included). Answers go through the probe run's cache, so a rerun (or `--reuse` of
+a collect run that already asked the same) costs nothing, and RUN/probe.json is rewritten after
+each strategy: an interrupted probe keeps the rows it finished.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
     chosen = [get_strategy(name) for name in strategies]  # every name checked before any work
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
     teacher_answers = teacher_solutions(source.records("direct"))
+    # the teacher's time on each strategy, summed over every invocation of the probe (one cut
+    # short by Ctrl-C or SIGTERM included), so a resumed probe still shows what it cost
+    saved = run.read_json("probe")
+    costs: dict[str, dict] = saved.get("costs", {}) if saved.get("seed") == seed else {}
     rows, sample_keys = [], None
     for strategy in chosen:
         items = sample_failures(failed_attempts(source, tasks, strategy, teacher_answers),
@@ -53,17 +59,28 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
         sample_keys = [i.attempt_key for i in items]
         report = StageReport(f"probe {strategy.name}")
         cpu = time.process_time()
-        records = run_round(run, spec, strategy, items, 1, Settings(temperature, max_tokens, 0),
-                            limits, workers, progress, report)
-        report.finish()
+        try:
+            records = run_round(run, spec, strategy, items, 1,
+                                Settings(temperature, max_tokens, 0), limits, workers, progress,
+                                report)
+        finally:
+            report.finish()
+            cost = costs.setdefault(strategy.name, {"cpu_seconds": 0.0, "seconds": 0.0,
+                                                    "new_requests": 0})
+            if report.new_requests:  # an invocation that only read the cache made nothing
+                cost["cpu_seconds"] = round(cost["cpu_seconds"] + time.process_time() - cpu, 1)
+                cost["seconds"] = round(cost["seconds"] + report.seconds, 1)
+                cost["new_requests"] += report.new_requests
+            run.write_json("probe", {**saved, "costs": costs, "seed": seed})
         run.write(f"probe-{strategy.name}", records)
-        rows.append(_row(strategy.name, records, report, time.process_time() - cpu))
-    run.write_json("probe", {"teacher": spec.name, "sample": sample_keys, "seed": seed,
-                             "size": size, "rows": rows})
+        rows.append(_row(strategy.name, records, report.teacher_tokens, costs[strategy.name]))
+        saved = {"teacher": spec.name, "sample": sample_keys, "seed": seed, "size": size,
+                 "rows": rows, "costs": costs}
+        run.write_json("probe", saved)
     return rows
 
 
-def _row(name: str, records: Sequence[dict], report: StageReport, cpu_seconds: float) -> dict:
+def _row(name: str, records: Sequence[dict], teacher_tokens: int, cost: dict) -> dict:
     verified = [r for r in records if r["passed"]]
     answers = [c for r in records for c in r["candidates"]]
     gains = [r["similarity"] - r["guide_similarity"] for r in verified
@@ -79,9 +96,8 @@ def _row(name: str, records: Sequence[dict], report: StageReport, cpu_seconds: f
         "mean_guide_similarity": _mean([r["guide_similarity"] for r in verified
                                         if r["guide_similarity"] is not None]),
         "mean_gain": _mean(gains),
-        "teacher_tokens": report.teacher_tokens,
-        "new_requests": report.new_requests,
-        "seconds": report.seconds, "cpu_seconds": round(cpu_seconds, 1)}
+        "teacher_tokens": teacher_tokens, "new_requests": cost["new_requests"],
+        "seconds": cost["seconds"], "cpu_seconds": cost["cpu_seconds"]}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -89,8 +105,9 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def table(rows: Sequence[dict]):
-    """The probe's rich table. Time and CPU are this invocation's: a strategy answered from the
-    cache shows "cached" (its tokens still count: they are what the teacher wrote)."""
+    """The probe's rich table. Time and CPU are summed over the probe's invocations; a strategy
+    whose every answer came from another run's cache shows "cached" (its tokens still count:
+    they are what the teacher wrote)."""
     from rich.table import Table
 
     out = Table(title="refinement strategies on the same failed attempts", title_justify="left")

@@ -244,9 +244,14 @@ def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_p
                     (tmp_path / f"probe/probe-{name}.jsonl").read_text().splitlines()]
         assert record["attempt_key"] == saved["sample"][0] and record["strategy"] == name
     assert not (tmp_path / "source/refinements.jsonl").exists()  # the source is only read
+    sent = (tmp_path / "probe/cache/sent.jsonl").read_text()
     again = subprocess.run(
         [str(SCRIPT), "probe", str(tasks), "--from", str(tmp_path / "source"), "--teacher",
          "tiny", "--run", str(tmp_path / "probe"), "--strategies", "blind,guide-minimal",
          "--sample", "1", "--seed", "3", "--max-tokens", "64"],
         capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "cached" in again.stdout  # nothing asked twice
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "probe/cache/sent.jsonl").read_text() == sent  # nothing asked twice
+    # what the answers cost is what the first invocation spent: a rerun adds nothing
+    assert json.loads((tmp_path / "probe/probe.json").read_text())["costs"] == saved["costs"]
+    assert all(r["new_requests"] >= 1 and r["cpu_seconds"] > 0 for r in saved["rows"])
