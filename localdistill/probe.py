@@ -58,7 +58,7 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
                                 size, seed)
         sample_keys = [i.attempt_key for i in items]
         report = StageReport(f"probe {strategy.name}")
-        cpu = time.process_time()
+        cpu, sent = time.process_time(), _sent(run)
         try:
             records = run_round(run, spec, strategy, items, 1,
                                 Settings(temperature, max_tokens, 0), limits, workers, progress,
@@ -67,10 +67,11 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
             report.finish()
             cost = costs.setdefault(strategy.name, {"cpu_seconds": 0.0, "seconds": 0.0,
                                                     "new_requests": 0})
-            if report.new_requests:  # an invocation that only read the cache made nothing
+            asked = _sent(run) - sent  # counted as handed over: an interrupted call counts too
+            if asked:  # an invocation that only read the cache made nothing
                 cost["cpu_seconds"] = round(cost["cpu_seconds"] + time.process_time() - cpu, 1)
                 cost["seconds"] = round(cost["seconds"] + report.seconds, 1)
-                cost["new_requests"] += report.new_requests
+                cost["new_requests"] += asked
             run.write_json("probe", {**saved, "costs": costs, "seed": seed})
         run.write(f"probe-{strategy.name}", records)
         rows.append(_row(strategy.name, records, report.teacher_tokens, costs[strategy.name]))
@@ -78,6 +79,13 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
                  "rows": rows, "costs": costs}
         run.write_json("probe", saved)
     return rows
+
+
+def _sent(run: RunDir) -> int:
+    """Requests ever handed to the model in this run (cache/sent.jsonl, written before each)."""
+    from localdistill.cache import SENT
+
+    return sum(1 for _ in run.records(SENT))
 
 
 def _row(name: str, records: Sequence[dict], teacher_tokens: int, cost: dict) -> dict:
