@@ -90,7 +90,7 @@ def test_a_teacher_that_echoes_the_students_code_is_asked_again(tmp_path):
                            "stage": "refine", "text": f"```python\n{item.code}\n```",
                            "finish_reason": "stop", "completion_tokens": 9, "prompt_tokens": 99})
         run.append(REQUESTS, echoes)
-        report = refine([ADD, MAX], spec, run, rounds=1, max_tokens=64)
+        report = refine([ADD, MAX], spec, run, rounds=1, max_tokens=64, strategy="blind")
         records = {r["key"]: r for r in run.records("refinements")}
         assert report.new_requests >= 2  # the echoes came from the cache, the retries did not
         for record in records.values():
