@@ -189,8 +189,11 @@ def test_a_changed_template_reasks_only_what_depends_on_it(finished, tmp_path):
     shutil.copytree(reference, run)
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    text = (REPO / "prompts" / "refine.jinja").read_text()
-    (prompts / "refine.jinja").write_text(text.rstrip() + " Explain nothing.\n")
+    from localdistill.refine import DEFAULT, get_strategy
+
+    template = f"{get_strategy(DEFAULT).template}.jinja"  # the default strategy's prompt
+    text = (REPO / "prompts" / template).read_text()
+    (prompts / template).write_text(text.rstrip() + " Explain nothing.\n")
     sent_before = len(_jsonl(run / "cache" / "sent.jsonl"))
     result = subprocess.run(_collect(tasks_file, run), capture_output=True, text=True,
                             timeout=900, env={**os.environ, "LOCALDISTILL_PROMPTS": str(prompts)})
