@@ -56,6 +56,9 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
     for strategy in chosen:
         items = sample_failures(failed_attempts(source, tasks, strategy, teacher_answers),
                                 size, seed)
+        if not items:
+            raise ValueError(f"--from {source.path}: no failed attempts to refine (run "
+                             "`attempt` and `execute` there first, or `collect`)")
         sample_keys = [i.attempt_key for i in items]
         report = StageReport(f"probe {strategy.name}")
         cpu, sent = time.process_time(), _sent(run)

@@ -254,4 +254,10 @@ def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_p
     assert (tmp_path / "probe/cache/sent.jsonl").read_text() == sent  # nothing asked twice
     # what the answers cost is what the first invocation spent: a rerun adds nothing
     assert json.loads((tmp_path / "probe/probe.json").read_text())["costs"] == saved["costs"]
+    (tmp_path / "empty").mkdir()
+    empty = subprocess.run(
+        [str(SCRIPT), "probe", str(tasks), "--from", str(tmp_path / "empty"), "--teacher",
+         "tiny", "--run", str(tmp_path / "probe2")], capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 2 and "no failed attempts to refine" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1
     assert all(r["new_requests"] >= 1 and r["cpu_seconds"] > 0 for r in saved["rows"])
