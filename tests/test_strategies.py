@@ -228,11 +228,10 @@ def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_p
     save_jsonl([MAX, ADD], tasks)
     with RunDir(tmp_path / "source") as run:
         _failed_student(run, (MAX, ADD))
-    result = subprocess.run(
-        [str(SCRIPT), "probe", str(tasks), "--from", str(tmp_path / "source"), "--teacher",
-         "tiny", "--run", str(tmp_path / "probe"), "--strategies", "blind,guide-minimal",
-         "--sample", "1", "--seed", "3", "--max-tokens", "64"],
-        capture_output=True, text=True, timeout=600)
+    probe = [str(SCRIPT), "probe", str(tasks), "--from", str(tmp_path / "source"), "--teacher",
+             "tiny", "--run", str(tmp_path / "probe"), "--strategies", "blind,guide-minimal",
+             "--sample", "1", "--seed", "3", "--max-tokens", "64"]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "refinement strategies on the same failed attempts" in result.stdout
     assert "blind" in result.stdout and "guide-minimal" in result.stdout
@@ -245,11 +244,7 @@ def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_p
         assert record["attempt_key"] == saved["sample"][0] and record["strategy"] == name
     assert not (tmp_path / "source/refinements.jsonl").exists()  # the source is only read
     sent = (tmp_path / "probe/cache/sent.jsonl").read_text()
-    again = subprocess.run(
-        [str(SCRIPT), "probe", str(tasks), "--from", str(tmp_path / "source"), "--teacher",
-         "tiny", "--run", str(tmp_path / "probe"), "--strategies", "blind,guide-minimal",
-         "--sample", "1", "--seed", "3", "--max-tokens", "64"],
-        capture_output=True, text=True, timeout=600)
+    again = subprocess.run(probe, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "probe/cache/sent.jsonl").read_text() == sent  # nothing asked twice
     # what the answers cost is what the first invocation spent: a rerun adds nothing
