@@ -99,14 +99,12 @@ def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: floa
         show(execute_attempts(tasks, run, Limits(test_timeout=timeout), workers, progress))
 
 
-def _strategy_help() -> str:
-    from localdistill.refine import DEFAULT, STRATEGIES
-
-    return (f"How the teacher refines: {', '.join(STRATEGIES)} (default {DEFAULT}; "
-            "`localdistill probe` compares them; docs/pipeline.md).")
-
-
-strategy_option = click.option("--strategy", default=None, help=_strategy_help())
+# Static help: listing the registry here would import the refine stage with every command.
+strategy_option = click.option(
+    "--strategy", default=None,
+    help="How the teacher refines: a strategy of localdistill/refine/strategies.py (default: "
+         "its DEFAULT; the list and the measurements: docs/refinement.md; `localdistill probe` "
+         "compares them on your own failures).")
 teacher_options = _options(
     click.option("--teacher", required=True, help="The teacher, a name in models.toml."),
     click.option("--temperature", type=click.FloatRange(0), default=None,
