@@ -386,7 +386,16 @@ def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
     def model_settings(values: dict) -> dict:
         return {k: v for k, v in values.items() if k not in ("processes", "launch_config")}
 
-    return done.get("data_set") == str(data_set) and model_settings(
+    if "data_digest" in done:  # the same rows, wherever the run directory now is
+        from localdistill.train.data import load_rows, rows_digest
+
+        try:
+            same_data = done["data_digest"] == rows_digest(load_rows(data_set))
+        except ValueError:  # gone, or empty now
+            same_data = False
+    else:  # trained before train.json kept the digest
+        same_data = done.get("data_set") == str(data_set)
+    return same_data and model_settings(
         done.get("config") or {}) == model_settings(json.loads(json.dumps(
             dataclasses.asdict(config))))
 

@@ -84,50 +84,54 @@ def test_slugs():
     assert slug("/home/me/tasks/own.jsonl") == "own"
 
 
-@pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
-@pytest.mark.timeout(1200)  # the loop three times: about 4 minutes on a quiet machine, and CI's
-def test_the_whole_loop_runs_and_resumes(tmp_path):  # may not be quiet (300 s was not enough)
-    from localdistill.tasks import load_tasks, save_jsonl
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
-    ids = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")  # as in test_pipeline
-    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in ids],
-               tmp_path / "tasks.jsonl")
-    config = _config(tmp_path, GOOD, str(tmp_path / "tasks.jsonl"))
-    run = tmp_path / "run"
-    first = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
-                           capture_output=True, text=True, timeout=1200)
-    assert first.returncode == 0, first.stderr[-3000:]
-    rows = {r["label"]: r for r in json.loads((run / "report" / "report.json").read_text())}
+
+@pytest.mark.timeout(1200)  # two further runs: retraining and evaluating two adapters
+def test_the_whole_loop_runs_moves_and_resumes(tiny_loop, tmp_path):
+    """The loop of conftest.py, run once for the session; here its run directory is moved (a
+    copy) and run again: nothing is asked or trained again; then a changed training setting
+    retrains and re-evaluates the adapters, and nothing else."""
+    import shutil
+
+    rows = {r["label"]: r for r in json.loads((tiny_loop.run / "report" / "report.json")
+                                              .read_text())}
     assert set(rows) == {"base", "inpd", "persd"}
     for label in rows:
-        summary = json.loads((run / "eval" / label / "tasks" / "summary.json").read_text())
+        summary = json.loads((tiny_loop.run / "eval" / label / "tasks" / "summary.json")
+                             .read_text())
         assert rows[label]["pass_at_k"] == summary["pass_at_k"] and summary["steps"] == 1
     assert rows["persd"]["examples"] == len(
-        (run / "collect" / "data" / "persd.jsonl").read_text().splitlines())
-    assert not (run / "collect" / "data" / "standd").exists()  # not compared: not built
-    assert (run / "report" / "pass_at_1_by_method.png").is_file()
-    assert "localdistill report" in first.stdout
+        (tiny_loop.run / "collect" / "data" / "persd.jsonl").read_text().splitlines())
+    assert not (tiny_loop.run / "collect" / "data" / "standd").exists()  # not compared: not built
+    assert (tiny_loop.run / "report" / "pass_at_1_by_method.png").is_file()
+    assert "localdistill report" in tiny_loop.stdout
 
-    sent = (run / "collect" / "cache" / "sent.jsonl").read_text()
-    again = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
+    run = tmp_path / "run"
+    shutil.copytree(tiny_loop.run, run, symlinks=True)
+    sent = _text(run / "collect" / "cache" / "sent.jsonl")
+    again = subprocess.run([str(SCRIPT), "run", str(tiny_loop.config), "--run", str(run)],
                            capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (run / "collect" / "cache" / "sent.jsonl").read_text() == sent  # nothing asked again
+    assert _text(run / "collect" / "cache" / "sent.jsonl") == sent  # nothing asked again
     assert "train persd: done before, kept" in again.stdout
+    assert "train inpd: done before, kept" in again.stdout
     for label in rows:
         cache = run / "eval" / label / "tasks" / "cache"
+        assert _text(cache / "sent.jsonl") == _text(
+            tiny_loop.run / "eval" / label / "tasks" / "cache" / "sent.jsonl")
         assert len((cache / "sent.jsonl").read_text().splitlines()) == len(
             (cache / "requests.jsonl").read_text().splitlines())
 
     # A changed training setting retrains and re-evaluates the adapters, and nothing else.
     base_requests = (run / "eval" / "base" / "tasks" / "cache" / "sent.jsonl").read_text()
-    changed = _config(tmp_path, GOOD.replace("rank = 4", "rank = 8"),
-                      str(tmp_path / "tasks.jsonl"))
+    changed = _config(tmp_path, GOOD.replace("rank = 4", "rank = 8"), str(tiny_loop.tasks))
     third = subprocess.run([str(SCRIPT), "run", str(changed), "--run", str(run)],
                            capture_output=True, text=True, timeout=1200)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "the configuration changed" in third.stdout
-    assert (run / "collect" / "cache" / "sent.jsonl").read_text() == sent
+    assert _text(run / "collect" / "cache" / "sent.jsonl") == sent
     assert (run / "eval" / "base" / "tasks" / "cache" / "sent.jsonl").read_text() == \
         base_requests
     assert json.loads((run / "train" / "persd" / "train.json").read_text())["config"]["rank"] == 8
@@ -163,22 +167,23 @@ def test_the_reproduction_script_runs_one_config_per_student(tmp_path):
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
-@pytest.mark.timeout(1200)  # two rounds of the whole loop: about 3 minutes on a quiet machine
-def test_a_second_distillation_round_uses_the_first_rounds_student(tmp_path):
-    from localdistill.tasks import load_tasks, save_jsonl
+@pytest.mark.timeout(1200)  # the second round: a collect, a training, an evaluation
+def test_a_second_distillation_round_uses_the_first_rounds_student(tiny_loop, tmp_path):
+    """The loop of conftest.py (round 1, copied), run again with distill_rounds = 2: round 1 is
+    kept, round 2's student is round 1's PERsD adapter."""
+    import shutil
 
-    ids = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
-    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in ids],
-               tmp_path / "tasks.jsonl")
-    text = GOOD.replace('methods = ["inpd", "persd"]', 'methods = ["persd"]\ndistill_rounds = 2')
-    text = text.replace("steps = 1", "steps = 0\nlimit = 2")  # the evaluation is not the point
-    config = _config(tmp_path, text, str(tmp_path / "tasks.jsonl"))
-    assert load_config(config).loop.distill_rounds == 2
     run = tmp_path / "run"
+    shutil.copytree(tiny_loop.run, run, symlinks=True)
+    ids = [json.loads(x)["task_id"] for x in tiny_loop.tasks.read_text().splitlines()]
+    text = GOOD.replace('methods = ["inpd", "persd"]',
+                        'methods = ["inpd", "persd"]\ndistill_rounds = 2')
+    config = _config(tmp_path, text, str(tiny_loop.tasks))
+    assert load_config(config).loop.distill_rounds == 2
     first = subprocess.run([str(SCRIPT), "run", str(config), "--run", str(run)],
                            capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "train persd: done before, kept" in first.stdout  # round 1 is not redone
 
     one, two = run / "collect", run / "collect-round2" / "persd"
     round1 = [json.loads(x) for x in (one / "data" / "persd.jsonl").read_text().splitlines()]
@@ -202,7 +207,7 @@ def test_a_second_distillation_round_uses_the_first_rounds_student(tmp_path):
     trained = json.loads((run / "train" / "persd-round2" / "train.json").read_text())
     assert trained["data_set"] == str(two / "data" / "persd")
     rows = {r["label"]: r for r in json.loads((run / "report" / "report.json").read_text())}
-    assert set(rows) == {"base", "persd", "persd-round2"}
+    assert set(rows) == {"base", "inpd", "persd", "persd-round2"}  # InpD is not personalised
     assert rows["persd-round2"]["examples"] == len(round2)
 
     sent = (two / "cache" / "sent.jsonl").read_text()

@@ -10,12 +10,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import MBPP, REPO, TASK_IDS, collect_command, four_mbpp_tasks, needs_mbpp
 
 from localdistill.attempt import attempt_messages
 from localdistill.build import COLUMNS, METHODS, load_dataset_rows
@@ -25,43 +25,15 @@ from localdistill.models import get_model, weights_path
 from localdistill.prompts import render
 from localdistill.tasks import load_tasks
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = Path(sys.executable).parent / "localdistill"
-DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
-MBPP = DATA / "mbpp.jsonl"
-# MBPP training tasks the tiny model, as teacher, answers correctly for some and not others; the
-# student (the same model held to a few tokens) fails them all, so every stage has work.
-TASK_IDS = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
-STUDENT_TOKENS, TEACHER_TOKENS = "24", "160"
-
-pytestmark = pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
-
-
-def _task_file(tmp: Path) -> Path:
-    from localdistill.tasks import save_jsonl
-
-    tasks = [t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in TASK_IDS]
-    assert len(tasks) == len(TASK_IDS)
-    path = tmp / "tasks.jsonl"
-    save_jsonl(tasks, path)
-    return path
-
-
-def _collect(tasks: Path, run: Path, *extra: str, env: dict | None = None) -> list[str]:
-    return [str(SCRIPT), "collect", str(tasks), "--student", "tiny", "--teacher", "tiny",
-            "--run", str(run), "--max-tokens", STUDENT_TOKENS, "--teacher-max-tokens",
-            TEACHER_TOKENS, *extra]
+pytestmark = needs_mbpp
+_task_file, _collect = four_mbpp_tasks, collect_command
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted run: what every other test compares with."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    tasks = _task_file(tmp)
-    run = tmp / "run"
-    result = subprocess.run(_collect(tasks, run), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return tasks, run, result.stdout
+def finished(tiny_collect):
+    """One uninterrupted run (made once for the session, conftest.py): what every other test
+    compares with."""
+    return tiny_collect.tasks, tiny_collect.run, tiny_collect.stdout
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -5,23 +5,15 @@ and compare them. Every figure in the report must come from those runs' own file
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import SCRIPT, needs_mbpp
 
 from localdistill.report import compare, load_entries, report, sign_test, table, teacher_tokens
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = Path(sys.executable).parent / "localdistill"
-DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
-MBPP = DATA / "mbpp.jsonl"
-# As in test_pipeline: the tiny student fails all four, the tiny teacher repairs some.
-TASK_IDS = ("mbpp/601", "mbpp/602", "mbpp/606", "mbpp/616")
-
-pytestmark = pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
+pytestmark = needs_mbpp
 
 
 def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -32,19 +24,17 @@ def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    from localdistill.tasks import load_tasks, save_jsonl
-
+def chain(tiny_loop, tiny_collect, tmp_path_factory):
+    """The loop's runs (conftest.py: collect on four MBPP training tasks, an adapter trained on the
+    PERsD set, the base and the adapter evaluated with a repair step), reported again by the
+    `report` command, in a directory laid out as the test reads it."""
     tmp = tmp_path_factory.mktemp("report")
-    tasks = tmp / "tasks.jsonl"
-    save_jsonl([t for t in load_tasks(f"mbpp:train={MBPP}") if t.task_id in TASK_IDS], tasks)
-    _run("collect", str(tasks), "--student", "tiny", "--teacher", "tiny", "--run",
-         str(tmp / "collect"), "--max-tokens", "24", "--teacher-max-tokens", "160")
-    _run("train", str(tmp / "collect" / "data" / "persd"), "--student", "tiny", "-o",
-         str(tmp / "persd"), "--max-steps", "2", "--grad-accumulation", "1", "--rank", "4")
-    for name, extra in (("base", ()), ("tuned", ("--adapter", str(tmp / "persd")))):
-        _run("eval", str(tasks), "--model", "tiny", *extra, "--run", str(tmp / name),
-             "--temperature", "0", "--max-tokens", "48", "--steps", "1")
+    loop = tiny_loop.run
+    for name, where in (("collect", loop / "collect"), ("persd", loop / "train" / "persd"),
+                        ("base", loop / "eval" / "base" / "tasks"),
+                        ("tuned", loop / "eval" / "persd" / "tasks"),
+                        ("all-sets", tiny_collect.run)):
+        (tmp / name).symlink_to(where, target_is_directory=True)
     result = _run("report", str(tmp / "base"), str(tmp / "tuned"), "-o", str(tmp / "out"))
     return tmp, result.stdout
 
@@ -83,8 +73,8 @@ def test_the_adapter_was_used(chain):
 
 def test_inpd_costs_only_the_failed_tasks(chain):
     tmp, _ = chain
-    data = tmp / "collect" / "data"
-    executions = [json.loads(line) for line in (tmp / "collect" / "executions.jsonl").open()]
+    data = tmp / "all-sets" / "data"  # the collect that built all five sets, StanD among them
+    executions = [json.loads(line) for line in (tmp / "all-sets" / "executions.jsonl").open()]
     assert not any(r["passed"] for r in executions)  # the student failed every task here...
     # ...so InpD took every direct answer, as StanD did.
     assert teacher_tokens(data / "inpd", "inpd") == teacher_tokens(data / "standd", "standd") > 0

@@ -221,6 +221,11 @@ def from_pretrained_args(path: Path, where: str = "") -> dict:
         if f.read(4) != b"GGUF":
             raise BackendError(f"{prefix}{path} is neither a GGUF file nor a Hugging Face "
                                "directory")
+    from localdistill.models.converted import converted_directory
+
+    converted = converted_directory(path)  # dequantised once, then read back (models/converted.py)
+    if converted is not None:
+        return {"pretrained_model_name_or_path": str(converted)}
     return {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
 
 

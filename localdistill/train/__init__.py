@@ -147,7 +147,8 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         "adapter": str(adapter), "GGUF adapter": gguf_note}
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
-               "data_set": str(data_set), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "data_set": str(data_set), "data_digest": data.rows_digest(rows),
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "report": report.as_dict()}
     write_atomic(out / "train.json", (json.dumps(summary, indent=2) + "\n").encode())
     return TrainResult(out, adapter, gguf_adapter, report)

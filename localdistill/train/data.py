@@ -69,6 +69,13 @@ def load_rows(path: Path | str) -> list[dict]:
     return rows
 
 
+def rows_digest(rows: Sequence[dict]) -> str:
+    """What a data set holds, whatever its format or place: train.json keeps it, so an adapter is
+    known to be trained on the same data after its run directory was moved or copied."""
+    text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _messages(row: dict) -> list[dict] | None:
     messages = row.get("messages")
     if not isinstance(messages, list) or not all(
