@@ -65,7 +65,11 @@ MEMORISED = {
 def tiny():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where = {"pretrained_model_name_or_path": str(TINY.parent), "gguf_file": TINY.name}
+    from localdistill.backends.hf import from_pretrained_args
+
+    # The GGUF file as transformers dequantises it, kept after the first load (the very weights
+    # of a load from the file: tests/test_models.py).
+    where = from_pretrained_args(TINY)
     tokenizer = AutoTokenizer.from_pretrained(**where)
     model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32).eval()
     return model, tokenizer
