@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from localdistill.attempt import attempt, execute_attempts
 from localdistill.rundir import RunDir
 from localdistill.tasks import load_humaneval
@@ -19,6 +21,7 @@ def _lines(path: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_attempt_then_execute_and_resume(tmp_path):
     with RunDir(tmp_path) as run:
         report = attempt(TASKS, "tiny", run, samples=2, max_tokens=48)
@@ -85,6 +88,7 @@ def test_a_locked_run_directory_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_answers_are_reused_from_other_runs_only_for_the_same_request(tmp_path):
     """--reuse: an answer another run already paid for is copied, not asked again; a request
     that differs in anything (here max_tokens) still goes to the model; the other run is only

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from localdistill.backends import Sample, open_backend, request_for
 from localdistill.backends.base import CONTEXT
 from localdistill.models import get_model
@@ -15,6 +17,7 @@ CODE = "\n".join(
 )
 
 
+@pytest.mark.slow
 def test_prompt_lookup_gives_the_same_greedy_answers_on_long_prompts():
     """Prompt lookup decoding only verifies drafted tokens, so greedy answers stay the same.
 
@@ -51,6 +54,7 @@ def _answers(spec, requests):
         backend.close()
 
 
+@pytest.mark.slow
 def test_parallel_decoding_gives_the_sequential_answers():
     """`parallel = N` decodes N requests in one batch; every answer is the one the model gives
     alone: same text, same token counts, same finish reason. The requests cover chat and raw
@@ -79,6 +83,7 @@ def test_parallel_decoding_gives_the_sequential_answers():
         assert have.prompt_tokens == want.prompt_tokens, key
 
 
+@pytest.mark.slow
 def test_parallel_sampling_follows_the_seed():
     """Sampled answers (temperature > 0) depend on the request's seed, not on which requests
     shared the batch: the same seeds give the same texts in another order and company."""

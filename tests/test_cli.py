@@ -50,6 +50,7 @@ def test_doctor_reports_truthfully():
     assert lines["sandbox file system"].startswith("ok" if isolation().lockdown else "no")
 
 
+@pytest.mark.slow
 def test_doctor_sees_offline_variables_even_if_the_user_unsets_them():
     result = run("doctor", env={"HF_HUB_OFFLINE": "0"})
     assert "ok  offline mode" in result.stdout

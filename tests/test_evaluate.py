@@ -118,6 +118,7 @@ def test_pass_at_k_from_rows():
     assert summary["correct_per_task"]["step 0"] == {"t0": 1, "t1": 2}
 
 
+@pytest.mark.slow
 def test_a_killed_evaluation_resumes_without_asking_again(finished, tmp_path):
     tasks, reference, _ = finished
     run = tmp_path / "run"

@@ -88,6 +88,7 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)  # two further runs: retraining and evaluating two adapters
 def test_the_whole_loop_runs_moves_and_resumes(tiny_loop, tmp_path):
     """The loop of conftest.py, run once for the session; here its run directory is moved (a
@@ -167,6 +168,7 @@ def test_the_reproduction_script_runs_one_config_per_student(tmp_path):
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)  # the second round: a collect, a training, an evaluation
 def test_a_second_distillation_round_uses_the_first_rounds_student(tiny_loop, tmp_path):
     """The loop of conftest.py (round 1, copied), run again with distill_rounds = 2: round 1 is

@@ -212,6 +212,7 @@ def test_iterators_are_tested_by_their_items():
     assert not run_tests(wrong, tests, "evens", "", FAST).passed
 
 
+@pytest.mark.slow
 def test_a_reference_that_loops_forever_costs_only_its_time_limit():
     program = (HOSTILE / "endless_loop.py").read_text()  # swallows the alarm: killed from outside
     task = Task("loop", "", "f", (), reference=program)
@@ -256,6 +257,7 @@ def test_a_task_file_without_tests_says_to_run_gen_tests(tmp_path):
 # --- end to end on the tiny model --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_alpaca
 def test_gen_tests_on_code_alpaca_with_the_tiny_teacher(tmp_path):
     by_id = {t.task_id: t for t in load_tasks(f"alpaca={ALPACA}")}
@@ -293,6 +295,7 @@ def test_gen_tests_on_code_alpaca_with_the_tiny_teacher(tmp_path):
         assert load_tasks(str(path)) == report.tasks
 
 
+@pytest.mark.slow
 @needs_alpaca
 def test_the_gen_tests_command_writes_a_task_file_and_reports(tmp_path):
     import subprocess

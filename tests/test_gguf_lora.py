@@ -136,6 +136,7 @@ def cpp_base(prompt_ids):
     return cpp_logits(prompt_ids)
 
 
+@pytest.mark.slow
 def test_the_file_has_what_llamacpp_expects(random_adapter, tmp_path):
     directory, _, _ = random_adapter
     out = export_gguf_lora(directory, TINY, tmp_path / "adapter.gguf")
@@ -153,6 +154,7 @@ def test_the_file_has_what_llamacpp_expects(random_adapter, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.gguf"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_llamacpp_with_the_gguf_adapter_matches_transformers_with_peft(random_adapter, cpp_base,
                                                                        prompt_ids, tmp_path):
     directory, hf_base, hf_adapted = random_adapter
@@ -167,6 +169,7 @@ def test_llamacpp_with_the_gguf_adapter_matches_transformers_with_peft(random_ad
     assert adapted_gap["argmax"] >= 0.85
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", ["no q/k permutation", "rsLoRA ignored"])
 def test_a_wrong_permutation_or_scale_breaks_parity(mistake, random_adapter, cpp_base,
                                                   prompt_ids, tmp_path, monkeypatch):
@@ -181,6 +184,7 @@ def test_a_wrong_permutation_or_scale_breaks_parity(mistake, random_adapter, cpp
     assert wrong_gap["mean"] > 2 * gap(hf_base, cpp_base)["mean"]
 
 
+@pytest.mark.slow
 def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
     """Train on two prompt → answer pairs (loss on the answers only), then greedy chat through
     llama.cpp with the exported adapter says them; without the adapter it does not."""
@@ -274,6 +278,7 @@ def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
         server.communicate(timeout=60)
 
 
+@pytest.mark.slow
 def test_merged_weights_compute_what_peft_computes(random_adapter, prompt_ids, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -409,6 +414,7 @@ def test_merging_into_a_quantised_base_is_refused(tmp_path):
         merge_adapter(base, fake_adapter(tmp_path, GOOD), tmp_path / "merged")
 
 
+@pytest.mark.slow
 def test_loading_an_adapter_keeps_stderr_clean(tmp_path):
     """llama.cpp prints a line per adapted tensor when it loads a LoRA adapter onto weights it
     repacks for the CPU (the demo student's Q4_K_M; not the tiny model's Q4_1), right across the

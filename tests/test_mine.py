@@ -686,6 +686,7 @@ def sum_of_cubes(limit: int) -> int:
 '''
 
 
+@pytest.mark.slow
 def test_mine_on_a_small_repository_with_the_tiny_teacher(tmp_path):
     write_repo(tmp_path / "repo", {"calc/numbers.py": NUMBERS})
     # The user's own evaluation set holds a copy of sum_of_cubes: it must not be trained on.

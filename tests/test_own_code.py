@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from localdistill.tasks import load_tasks
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -74,7 +76,7 @@ benchmarks = ["humaneval", "mined/tasks.heldout.jsonl"]
 limit = 3
 temperature = 0
 max_tokens = 48
-steps = 1
+steps = 0
 """
 
 
@@ -84,6 +86,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_mined_tasks_flow_through_the_loop_and_the_held_out_ones_into_the_report(tmp_path):
     (tmp_path / "repo" / "calc").mkdir(parents=True)
     (tmp_path / "repo" / "calc" / "numbers.py").write_text(REPOSITORY)

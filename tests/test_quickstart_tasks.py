@@ -89,11 +89,13 @@ def _near_copies(ours: list[Task], theirs: dict[str, str]) -> list[tuple[str, st
     return copies
 
 
+@pytest.mark.slow
 def test_no_prompt_copies_a_humaneval_prompt(tasks):
     humaneval = {t.task_id: _docstring(t) for t in load_humaneval()}
     assert _near_copies(tasks, humaneval) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP} (set LOCALDISTILL_DATA)")
 def test_no_prompt_copies_an_mbpp_problem(tasks):
     mbpp = {t.task_id: t.description for t in load_mbpp(MBPP, split="all")}

@@ -35,6 +35,7 @@ def test_humaneval_canonical_solutions_pass(seen_only):
     assert _failures(load_humaneval(), seen_only) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP} (set LOCALDISTILL_DATA)")
 @pytest.mark.parametrize("seen_only", [False, True], ids=["hidden", "seen"])
 def test_mbpp_reference_solutions_pass(seen_only):

@@ -39,6 +39,7 @@ def chain(tiny_loop, tiny_collect, tmp_path_factory):
     return tmp, result.stdout
 
 
+@pytest.mark.slow
 def test_the_table_holds_each_runs_own_numbers(chain):
     tmp, stdout = chain
     rows = {r["label"]: r for r in json.loads((tmp / "out" / "report.json").read_text())}
@@ -59,6 +60,7 @@ def test_the_table_holds_each_runs_own_numbers(chain):
         assert text in stdout
 
 
+@pytest.mark.slow
 def test_the_adapter_was_used(chain):
     """The adapted run's answers are not the base model's (the adapter reached llama.cpp)."""
     tmp, _ = chain
@@ -71,6 +73,7 @@ def test_the_adapter_was_used(chain):
     assert summary["adapter"].endswith("adapter.gguf")
 
 
+@pytest.mark.slow
 def test_inpd_costs_only_the_failed_tasks(chain):
     tmp, _ = chain
     data = tmp / "all-sets" / "data"  # the collect that built all five sets, StanD among them
@@ -80,6 +83,7 @@ def test_inpd_costs_only_the_failed_tasks(chain):
     assert teacher_tokens(data / "inpd", "inpd") == teacher_tokens(data / "standd", "standd") > 0
 
 
+@pytest.mark.slow
 def test_the_plots_are_written(chain):
     tmp, stdout = chain
     for name in ("pass_at_1_by_method.png", "pass_at_1_by_size.png"):
@@ -88,6 +92,7 @@ def test_the_plots_are_written(chain):
         assert str(path) in stdout
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_method_keep_their_own_names(chain):
     tmp, _ = chain
     entries = load_entries([tmp / "base", tmp / "base"])
@@ -113,6 +118,7 @@ def test_bad_runs_are_one_line_and_exit_2(tmp_path, content, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_chain_report_compares_the_adapter_with_the_base_task_by_task(chain):
     tmp, stdout = chain
     assert "paired by task" in stdout

@@ -63,6 +63,7 @@ with run.appender("items", every=50) as out:
 """
 
 
+@pytest.mark.slow
 def test_killed_with_sigkill_and_resumed_gives_every_record_once(tmp_path):
     written = []
     for _ in range(3):

@@ -477,6 +477,7 @@ def test_forged_reports_cannot_touch_the_programs_that_follow():
         assert [o.status for o in later.outcomes] == ["failed", "failed"]
 
 
+@pytest.mark.slow
 def test_a_run_ends_by_its_total_timeout_whatever_the_program_does():
     program = ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
                "def f(x):\n    while True:\n        pass\n")

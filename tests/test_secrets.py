@@ -74,6 +74,7 @@ def _scan(paths: list[Path], secrets: dict[str, str]) -> dict[str, list[str]]:
     return leaked
 
 
+@pytest.mark.slow
 def test_secrets_never_leave_the_environment(tmp_path, secrets, monkeypatch):
     from localdistill.tasks import load_tasks, save_jsonl
 

@@ -146,6 +146,7 @@ def test_unchanged_answers_are_detected_and_counted(tmp_path):
     assert report.counts["round 1: unchanged"] == 1
 
 
+@pytest.mark.slow
 def test_a_test_modules_strategy_runs_through_collect_and_its_guide_never_reaches_the_student(
         tmp_path, monkeypatch):
     """A new strategy is one declaration and one template (here in a folder of the user's own);
@@ -223,6 +224,7 @@ def test_a_bad_strategy_name_or_a_missing_reference_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     save_jsonl([MAX, ADD], tasks)

@@ -79,6 +79,7 @@ def test_rows_with_prompt_and_completion_only(tokenizer):
     assert "Say hi." in prompt and target.startswith("hi")
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_every_output(tmp_path, rows_file):
     config = TrainConfig(max_steps=8, grad_accumulation=2, learning_rate=2e-3, rank=8,
                          save_every=4)
@@ -114,6 +115,7 @@ print(json.dumps({"before": before, "after": rss_mb(),
 """
 
 
+@pytest.mark.slow
 def test_training_gives_its_memory_back_and_reports_its_own_peak(tmp_path, rows_file):
     """`run` trains several adapters and then evaluates for hours in one process: the model,
     gradients and optimiser state must not stay resident (they did: glibc kept the freed heap,
@@ -131,6 +133,7 @@ def test_training_gives_its_memory_back_and_reports_its_own_peak(tmp_path, rows_
 # step logged once, the adapter and losses those of an uninterrupted run): test_interruptions.py.
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path, rows_file):
     train(rows_file, "tiny", tmp_path / "out", TrainConfig(max_steps=1, rank=4))
     with pytest.raises(ValueError, match="checkpoint of another training"):
@@ -156,6 +159,7 @@ def test_a_trained_student_is_named_base_plus_output(tmp_path):
     assert hf.adapter == str(tmp_path / "adapter")
 
 
+@pytest.mark.slow
 def test_the_train_command(tmp_path, rows_file):
     result = subprocess.run([str(SCRIPT), "train", str(rows_file), "--student", "tiny", "-o",
                              str(tmp_path / "out"), "--max-steps", "2", "--rank", "4"],

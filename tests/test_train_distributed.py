@@ -70,6 +70,7 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / loop.LOG).read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_adapter_one_process_trains(rows, one_process, tmp_path):
     """Same data, settings and examples per optimiser step; dropout on (each forward pass draws
     from its own seed, so whichever process runs a pass draws the same). Measured: the two
@@ -120,6 +121,7 @@ def _launch_until_checkpoint(rows: Path, out: Path, output) -> subprocess.Popen:
     return launcher
 
 
+@pytest.mark.slow
 def test_a_launch_killed_with_9_leaves_nothing_running_and_resumes_on_one_process(
         rows, one_process, tmp_path):
     out = tmp_path / "cut"
@@ -151,6 +153,7 @@ def _rank_of(pid: int) -> int | None:
     return int(ranks[0]) if ranks else None
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_launch_in_one_line_and_the_checkpoint_survives(
         rows, one_process, tmp_path):
     """Rank 1 killed mid-run (what the kernel's OOM killer does): the launch ends, exit 1, one
@@ -173,6 +176,7 @@ def test_a_rank_that_dies_ends_the_launch_in_one_line_and_the_checkpoint_survive
     assert _gap(one_process, out) < 0.05
 
 
+@pytest.mark.slow
 def test_bad_launches_are_one_line_and_exit_2(rows, tmp_path):
     garbage = tmp_path / "garbage.yaml"
     garbage.write_text("distributed_type: [not, a, type\n")
@@ -217,6 +221,7 @@ def test_the_shipped_gpu_configs_pass_accelerates_own_launch_checks(name):
         assert args.num_machines == 2 and "--main_process_port" not in command
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.skipif(not os.environ.get("LOCALDISTILL_GPUS"), reason="needs CUDA GPUs "
                     "(set LOCALDISTILL_GPUS=N on a machine with N >= 2)")

@@ -28,6 +28,9 @@ from localdistill.models.config import check_local_url
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_RESPONSE = 32 << 20  # bytes of one answer; a completion is kilobytes
 WAIT_POLL = 2.0  # seconds between tries while waiting for a server to come back
+# Connection refused before the server ever answered: nothing listens there (a wrong url, a server
+# not started). One more try after the first backoff, in case it was just starting, then the error.
+REFUSED_TRIES = 2
 # How servers refuse a prompt longer than their context (HTTP 400): vLLM ("This model's maximum
 # context length is ...", "... longer than the maximum model length"), llama.cpp's server
 # ("exceeds the available context size", exceed_context_size_error), OpenAI's own code.
@@ -197,7 +200,8 @@ class OpenAIBackend:
                 self._wait(status, why)  # it was answering: a crash or a restart, not a bad url
                 continue
             failures += 1
-            if failures >= self.tries or self._closed:
+            never_there = isinstance(why, ConnectionRefusedError) and not self._answered
+            if failures >= (REFUSED_TRIES if never_there else self.tries) or self._closed:
                 raise self._gave_up(status, why, failures)
             time.sleep(delay)
             delay = min(2 * delay, self.max_backoff)
