@@ -180,9 +180,10 @@ def test_bad_models_file_from_the_cli(tmp_path):
 @pytest.mark.slow
 def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monkeypatch):
     """models/converted.py: the first load through transformers keeps what it made of the GGUF
-    file; the kept directory has the very weights and tokenizer of a load from the file, a later
-    load reuses it, an unfinished conversion is done again, and the cache can be switched off."""
+    file; the kept directory gives back those very weights and that tokenizer, a later load
+    reuses it, an unfinished conversion is done again, and the cache can be switched off."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from localdistill.backends.hf import from_pretrained_args
@@ -190,37 +191,50 @@ def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monke
     from localdistill.models import get_model
     from localdistill.models.converted import DONE, OFF, converted_directory
 
+    made = {}  # what transformers made of the GGUF file during the conversion
+
+    def spy(kind, name):
+        load = kind.from_pretrained
+
+        def recorded(*args, **kwargs):
+            made[name] = load(*args, **kwargs)
+            assert kwargs.get("gguf_file"), kwargs  # loaded from the GGUF file itself
+            return made[name]
+        monkeypatch.setattr(kind, "from_pretrained", recorded)
+
+    spy(AutoModelForCausalLM, "model")
+    spy(AutoTokenizer, "tokenizer")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     gguf = weights_path(get_model("tiny"))
-    import transformers
-
     target = tmp_path / "cache" / "localdistill" / "converted" / \
         f"{file_digest(gguf)}-transformers-{transformers.__version__}"
     target.mkdir(parents=True)
     (target / "model.safetensors").write_bytes(b"cut off by a kill")  # no DONE mark
     assert from_pretrained_args(gguf) == {"pretrained_model_name_or_path": str(target)}
     assert (target / DONE).is_file() and not list(target.parent.glob(".*"))  # no temp left
+    assert set(made) == {"model", "tokenizer"}
+    monkeypatch.undo()
     stamp = (target / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert converted_directory(gguf) == target
     assert (target / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
 
-    direct = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
-    from_file = AutoModelForCausalLM.from_pretrained(**direct, dtype=torch.float32)
     kept = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
     assert getattr(kept, "hf_quantizer", None) is None
-    a, b = from_file.state_dict(), kept.state_dict()
+    a, b = made["model"].state_dict(), kept.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    file_tokenizer = AutoTokenizer.from_pretrained(**direct)
-    kept_tokenizer = AutoTokenizer.from_pretrained(str(target))
+    assert a["model.embed_tokens.weight"].dtype == torch.float32
+    from_file, kept_tokenizer = made["tokenizer"], AutoTokenizer.from_pretrained(str(target))
     messages = [{"role": "system", "content": "You write Python."},
                 {"role": "user", "content": "def add(a, b):\n    \"\"\"Add ünïcode.\"\"\"\n"}]
     assert kept_tokenizer.apply_chat_template(messages, tokenize=False,
                                               add_generation_prompt=True) == \
-        file_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from_file.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     text = "def f(x):\n\treturn x ** 2  # ✓\n"
-    assert kept_tokenizer(text)["input_ids"] == file_tokenizer(text)["input_ids"]
+    assert kept_tokenizer(text)["input_ids"] == from_file(text)["input_ids"]
     assert (kept_tokenizer.eos_token, kept_tokenizer.pad_token_id) == \
-        (file_tokenizer.eos_token, file_tokenizer.pad_token_id)
+        (from_file.eos_token, from_file.pad_token_id)
 
     monkeypatch.setenv(OFF, "0")
-    assert from_pretrained_args(gguf) == direct
+    assert from_pretrained_args(gguf) == {"pretrained_model_name_or_path": str(gguf.parent),
+                                          "gguf_file": gguf.name}
