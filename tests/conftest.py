@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -50,6 +51,12 @@ temperature = 0
 max_tokens = 48
 steps = 1
 """
+
+# Property tests draw the same examples on every run (seeded from each test), so the suite passes
+# or fails the same way each time; HYPOTHESIS_PROFILE=explore draws new ones at every run, to hunt.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 needs_mbpp = pytest.mark.skipif(not MBPP.is_file(), reason=f"MBPP not found at {MBPP}")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\[\d+\])?")  # task_id, tests[3], ...
+
 
 class TaskFileError(ValueError):
     """A task file is malformed. The message reads `<file>:<line>: <field>: <problem>`."""
@@ -11,7 +15,10 @@ class TaskFileError(ValueError):
         self.line = line
         self.field = field
         self.problem = problem
-        super().__init__(f"{self.path}:{line}: {field}: {problem}")
+        # A field is named by the file: quoted when it is not a plain name (a newline in it
+        # would break the one line)
+        shown = field if _PLAIN.fullmatch(field) else repr(field)
+        super().__init__(f"{self.path}:{line}: {shown}: {problem}")
 
 
 class TaskSpecError(ValueError):
