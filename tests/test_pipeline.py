@@ -23,7 +23,7 @@ from localdistill.models import get_model, weights_path
 from localdistill.prompts import render
 from localdistill.tasks import load_tasks
 
-pytestmark = needs_mbpp
+pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs
 _task_file, _collect = four_mbpp_tasks, collect_command
 
 
