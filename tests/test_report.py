@@ -13,7 +13,7 @@ from conftest import SCRIPT, needs_mbpp
 
 from localdistill.report import compare, load_entries, report, sign_test, table, teacher_tokens
 
-pytestmark = needs_mbpp
+pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs
 
 
 def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -35,6 +35,7 @@ def chain(tiny_loop, tiny_collect, tmp_path_factory):
                         ("tuned", loop / "eval" / "persd" / "tasks"),
                         ("all-sets", tiny_collect.run)):
         (tmp / name).symlink_to(where, target_is_directory=True)
+    (tmp / "tasks.jsonl").symlink_to(tiny_loop.tasks)
     result = _run("report", str(tmp / "base"), str(tmp / "tuned"), "-o", str(tmp / "out"))
     return tmp, result.stdout
 
@@ -232,3 +233,19 @@ def test_inpd_cost_is_unknown_not_zero_without_the_teachers_answers(tmp_path):
     (run / "executions.jsonl").write_text(json.dumps({"task_id": "t", "passed": False}) + "\n")
     (run / "direct.jsonl").write_text("")  # written, but empty
     assert teacher_tokens(run / "data" / "inpd", "inpd") is None
+
+
+@pytest.mark.slow
+def test_eval_with_an_adapter_gives_what_the_loop_gave(chain, tmp_path):
+    """`eval --adapter OUT` names the trained student as `run` does: asked the same requests, it
+    finds every answer among the loop's (--reuse) and scores the same, with no model call."""
+    tmp, _ = chain
+    tasks = tmp / "tasks.jsonl"
+    done = _run("eval", str(tasks), "--model", "tiny", "--adapter", str(tmp / "persd"),
+                "--run", str(tmp_path / "again"), "--temperature", "0", "--max-tokens", "48",
+                "--steps", "1", "--reuse", str(tmp / "tuned"))
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    loop = json.loads((tmp / "tuned" / "summary.json").read_text())
+    assert again["model_calls"] == 0, done.stdout[-2000:]
+    assert again["correct_per_task"] == loop["correct_per_task"]
+    assert again["adapter"] == loop["adapter"] and again["adapter"].endswith("adapter.gguf")
