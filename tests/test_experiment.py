@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LOOP
 
 from localdistill.experiment import ConfigError, load_config, slug
 
@@ -18,28 +19,8 @@ SCRIPT = Path(sys.executable).parent / "localdistill"
 DATA = Path(os.environ.get("LOCALDISTILL_DATA") or REPO.parent / "shared" / "data")
 MBPP = DATA / "mbpp.jsonl"
 
-GOOD = """
-[run]
-student = "tiny"
-teacher = "tiny"
-tasks = ["{tasks}"]
-methods = ["inpd", "persd"]
-
-[collect]
-max_tokens = 24
-teacher_max_tokens = 160
-
-[train]
-max_steps = 2
-grad_accumulation = 1
-rank = 4
-
-[eval]
-benchmarks = ["{tasks}"]
-temperature = 0
-max_tokens = 48
-steps = 1
-"""
+# The loop the session makes once (conftest.py); the config tests below edit its text.
+GOOD = LOOP
 
 
 def _config(tmp_path: Path, text: str, tasks: str = "tasks.jsonl") -> Path:
