@@ -31,6 +31,9 @@ def test_version():
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"localdistill, version {__version__}"
+    as_module = subprocess.run([sys.executable, "-m", "localdistill", "--version"],
+                               capture_output=True, text=True, timeout=300)
+    assert as_module.returncode == 0 and as_module.stdout == result.stdout
 
 
 def test_doctor_reports_truthfully():

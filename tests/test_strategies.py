@@ -224,7 +224,6 @@ def test_a_bad_strategy_name_or_a_missing_reference_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
 def test_probe_runs_every_strategy_on_the_same_sample_and_prints_one_table(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     save_jsonl([MAX, ADD], tasks)

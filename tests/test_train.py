@@ -133,7 +133,6 @@ def test_training_gives_its_memory_back_and_reports_its_own_peak(tmp_path, rows_
 # step logged once, the adapter and losses those of an uninterrupted run): test_interruptions.py.
 
 
-@pytest.mark.slow
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path, rows_file):
     train(rows_file, "tiny", tmp_path / "out", TrainConfig(max_steps=1, rank=4))
     with pytest.raises(ValueError, match="checkpoint of another training"):

@@ -93,6 +93,20 @@ def test_two_processes_train_the_adapter_one_process_trains(rows, one_process, t
     assert (out / "adapter.gguf").is_file() and (out / "loss.png").is_file()
 
 
+def test_a_two_process_launch_trains_and_reports_both_processes(rows, tmp_path):
+    """The fast tier's launch: one optimiser step on two processes (each rank's worker runs) ends
+    with an adapter and a report of both processes; agreeing with one process is checked by the
+    slow test above."""
+    out = tmp_path / "two"
+    done = _train(rows, out, "--processes", "2", "--max-steps", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "train.json").read_text())["report"]["counts"]
+    assert report["processes"] == 2 and report["optimiser steps"] == 1
+    assert len(report["peak memory per process (GiB)"].split(", ")) == 2
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not _processes_of(out)
+
+
 def _processes_of(out: Path) -> list[int]:
     """Processes whose command line names OUT's launch file (the launcher's workers)."""
     found = []
