@@ -108,5 +108,9 @@ register(Strategy(
 register(Strategy(
     "restyle", "refine_restyle", guide="auto", stop=(CODE_BLOCK_END,), help="ours, the other "
     "way round: the correct solution rewritten in the student's names, structure and style"))
+register(Strategy(
+    "restyle-k4", "refine_restyle", guide="auto", candidates=4, temperature=0.7,
+    stop=(CODE_BLOCK_END,), help="restyle, 4 samples at 0.7, the closest verified kept (more "
+    "chances for an answer that keeps the student's code)"))
 
 DEFAULT = "restyle"  # the measured best so far: docs/results.md, "Refinement strategies"
