@@ -3,8 +3,8 @@
 attempt: for each task and sample, the student gets the `attempt` prompt (prompts/attempt.jinja);
 its answer and the code extracted from it go to the run directory's attempts.jsonl.
 execute: every attempt runs in the sandbox against the task's hidden tests; pass/fail and the
-execution feedback go to executions.jsonl. Both go through the run's cache (cache.py): a rerun
-asks the model and the sandbox only what they were never asked.
+execution feedback go to executions.jsonl. Both go through the run's memory (answers.py,
+verdicts.py): a rerun asks the model and the sandbox only what they were never asked.
 """
 
 from __future__ import annotations
@@ -12,24 +12,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from localdistill import manifest
+from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport, bar
-from localdistill.prompts import render
+from localdistill.records import (
+    attempt_key,
+    attempt_messages,
+    check_tasks_have_tests,
+    tasks_for,
+)
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
-
-
-def attempt_key(task_id: str, sample: int) -> str:
-    return f"{task_id}#{sample}"
-
-
-def attempt_messages(task: Task) -> list[dict[str, str]]:
-    """What the student sees for a task: at attempt time, at inference, and in training rows."""
-    return render("attempt", prompt=task.prompt, description=task.description)
+from localdistill.verdicts import judge
 
 
 def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples: int = 1,
@@ -66,21 +63,8 @@ def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples:
         return report.finish()
 
 
-def check_tasks_have_tests(tasks: Sequence[Task]) -> None:
-    untested = [t.task_id for t in tasks if not t.tests]
-    if untested:
-        raise ValueError(f"{len(untested)} tasks have no tests (first: {untested[0]}); "
-                         "give them tests with `localdistill gen-tests` first")
 
 
-def tasks_for(records: Sequence[dict], tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:
-    """The tasks by id, checking that every record's task is among them."""
-    by_id = {task.task_id: task for task in tasks}
-    unknown = sorted({r["task_id"] for r in records} - by_id.keys())
-    if unknown:
-        raise ValueError(f"{run.path}: attempts of tasks that are not in the task set given "
-                         f"(first: {unknown[0]}); pass the same tasks as to `attempt`")
-    return by_id
 
 
 def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),

@@ -15,13 +15,17 @@ from pathlib import Path
 
 from localdistill import manifest
 from localdistill.attempt import attempt, execute_attempts
-from localdistill.build import METHODS, build
+from localdistill.build import build
+from localdistill.direct import STAGE as DIRECT_STAGE
 from localdistill.direct import direct_answers
+from localdistill.errors import BadInput
 from localdistill.execute import Limits
+from localdistill.methods import METHODS, get_method
 from localdistill.models import ModelSpec, get_model
 from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
 from localdistill.refine import DEFAULT, get_strategy, refine
+from localdistill.refine import STAGE as REFINE_STAGE
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
@@ -50,7 +54,8 @@ class CollectConfig:
                 "them)"})
     keep_copies: bool = field(default=True, metadata={
         "help": "whether verified refinements that are copies of the guide enter the PERsD sets"})
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "data sets to build"})
+    methods: tuple[str, ...] = field(default=tuple(METHODS), metadata={
+        "help": "data sets to build"})
     seed: int = field(default=0, metadata={"help": "seed of the first sample"})
     test_timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
     workers: int | None = field(default=None, metadata={"help": "parallel sandboxes"})
@@ -60,18 +65,17 @@ class CollectConfig:
         "help": "the previous distillation round's run directory: its rows are carried over"})
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown data set {unknown[0]!r} (expected: {', '.join(METHODS)})")
+        for name in self.methods:
+            get_method(name)  # an unknown name: BadInput, one line
         get_strategy(self.strategy)  # an unknown name: StrategyError, one line
         if self.samples < 1 or self.rounds < 1 or self.unchanged_retries < 0:
-            raise ValueError("samples and rounds must be at least 1, unchanged_retries >= 0")
+            raise BadInput("samples and rounds must be at least 1, unchanged_retries >= 0")
         for name in ("temperature", "teacher_temperature"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 (greedy) or more")
+                raise BadInput(f"{name} must be 0 (greedy) or more")
         for name in ("max_tokens", "teacher_max_tokens", "workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise BadInput(f"{name} must be at least 1")
 
 
 def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spec: str = "",
@@ -97,10 +101,9 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     done(execute_attempts(tasks, run, limits, config.workers, progress))
     # The teacher's own answers come first: a strategy may show them as guides.
     failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
-    if {"standd", "inpd", "inpd-matched"} & set(config.methods) or _guided_by_teacher(
-            config.strategy, [t for t in tasks if t.task_id in failed]):
-        wanted = tasks if "standd" in config.methods else [t for t in tasks
-                                                           if t.task_id in failed]
+    needs = {METHODS[m].teacher for m in config.methods} - {None}  # "all" or "failed" tasks
+    if needs or _guided_by_teacher(config.strategy, [t for t in tasks if t.task_id in failed]):
+        wanted = tasks if "all" in needs else [t for t in tasks if t.task_id in failed]
         done(direct_answers(wanted, teacher, run, 1, config.teacher_temperature,
                             config.teacher_max_tokens, config.seed, limits, config.workers,
                             progress))
@@ -122,14 +125,14 @@ def _with_costs(built: StageReport, reports: list[StageReport],
     the teacher's tokens and minutes per verified example. Minutes are summed over every run of
     the stage (`history`), so a resumed collect still counts the work done before an
     interruption (Ctrl-C or SIGTERM; the time of a run killed by SIGKILL is lost)."""
-    by_stage = {r.stage: r for r in reports}
+    by_stage = {r.stage: r for r in reports}  # each stage module's STAGE
 
     def minutes(stage: str) -> float:
         return sum(h["seconds"] for h in history if h.get("stage") == stage) / 60
 
-    for stage, data_set, name in (("refine + verify", "persd", "PERsD"),
-                                  ("teacher answers", "standd", "StanD")):
-        report, examples = by_stage.get(stage), built.counts.get(f"{data_set} examples")
+    for stage, method in ((REFINE_STAGE, METHODS["persd"]), (DIRECT_STAGE, METHODS["standd"])):
+        name = method.label
+        report, examples = by_stage.get(stage), built.value(f"examples:{method.name}")
         if report is None or examples is None:
             continue
         built.counts[f"teacher tokens per {name} example"] = (
@@ -162,7 +165,7 @@ def _distill_round(config: CollectConfig) -> int:
         return 1
     previous = Path(config.previous)
     if not (previous / "manifest.json").is_file():
-        raise ValueError(f"--previous: {previous} is not a localdistill run directory "
-                         "(no manifest.json)")
+        raise BadInput(f"--previous: {previous} is not a localdistill run directory "
+                       "(no manifest.json)")
     with RunDir(previous) as earlier:
         return int(earlier.read_json("manifest").get("distill_round", 1)) + 1

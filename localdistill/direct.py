@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from localdistill import manifest
-from localdistill.attempt import check_tasks_have_tests
+from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.cache import generate, judge
 from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
+from localdistill.records import attempt_key, check_tasks_have_tests
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
+from localdistill.verdicts import judge
+
+STAGE = "teacher answers"  # its name in the stage table and the manifest
 
 
 def direct_answers(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir,
@@ -28,29 +31,29 @@ def direct_answers(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir,
                    workers: int | None = None,
                    progress: Progress | None = None) -> StageReport:
     """The teacher's own answers to `tasks`, verified -> direct.jsonl (rewritten whole)."""
-    with manifest.stage(run, "teacher answers") as report:
+    with manifest.stage(run, STAGE) as report:
         spec = get_model(teacher) if isinstance(teacher, str) else teacher
         check_tasks_have_tests(tasks)
+        wanted = {attempt_key(task.task_id, i): (task, i)
+                  for task in tasks for i in range(samples)}
         requests = [request_for(spec, messages=render("direct", prompt=task.prompt,
                                                       description=task.description),
                                 temperature=temperature, max_tokens=max_tokens, seed=seed + i,
-                                key=f"{task.task_id}#{i}")
-                    for task in tasks for i in range(samples)]
+                                key=key)
+                    for key, (task, i) in wanted.items()]
         answers = generate(run, spec, requests, "direct", bar(progress, "teacher", len(requests)))
-        by_id = {task.task_id: task for task in tasks}
-        completions = {key: extract_completion(a.text, by_id[key.rsplit("#", 1)[0]])
-                       for key, a in answers.items()}
-        programs = [program_for(by_id[key.rsplit("#", 1)[0]], completion, key=key)
-                    for key, completion in completions.items()]
+        completions = {key: extract_completion(answers[key].text, task)
+                       for key, (task, _) in wanted.items()}
+        programs = [program_for(task, completions[key], key=key)
+                    for key, (task, _) in wanted.items()]
         verdicts = judge(run, programs, limits, workers, bar(progress, "verify", len(programs)))
         records = []
-        for request in requests:
-            answer, verdict = answers[request.key], verdicts[request.key]
-            task_id, sample = request.key.rsplit("#", 1)
+        for key, (task, sample) in wanted.items():
+            answer, verdict = answers[key], verdicts[key]
             records.append({
-                "key": request.key, "task_id": task_id, "sample": int(sample), "teacher": spec.name,
+                "key": key, "task_id": task.task_id, "sample": sample, "teacher": spec.name,
                 "request_hash": answer.request_hash, "answer": answer.text,
-                "completion": completions[request.key], "passed": verdict["passed"],
+                "completion": completions[key], "passed": verdict["passed"],
                 "status": verdict["status"], "feedback": verdict["feedback"]})
         run.write("direct", records)
         report.counts = {"tasks": len(tasks), "teacher answers": len(records),

@@ -21,36 +21,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from localdistill import manifest
-from localdistill.attempt import attempt_messages, check_tasks_have_tests
+from localdistill.answers import SENT, generate
 from localdistill.backends import request_for
 from localdistill.backends.base import CONTEXT
-from localdistill.cache import SENT, generate, judge
+from localdistill.errors import BadInput
 from localdistill.execute import Limits, program_for
-from localdistill.extract import extract_completion
+from localdistill.extract import extract_completion, shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.passk import mean_pass_at_k
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
-from localdistill.refine import shown_code
+from localdistill.records import attempt_messages, check_tasks_have_tests
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
+from localdistill.verdicts import judge
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    samples: int = 1  # answers per task (n of pass@k)
-    temperature: float | None = None  # None: models.toml's; 0 is greedy
-    max_tokens: int | None = None
-    seed: int = 0
-    steps: int = 0  # self-rectification steps after the first answer (0: single-step)
-    ks: tuple[int, ...] = (1,)  # the k of pass@k (those above `samples` are left out)
+    """How a model is evaluated (`localdistill eval`; the run config's [eval] shares it)."""
+
+    samples: int = field(default=1, metadata={"help": "answers per task (n of pass@k)"})
+    temperature: float | None = field(default=None, metadata={
+        "help": "sampling temperature (0: greedy; default: models.toml)"})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "tokens per answer (default: models.toml)"})
+    seed: int = field(default=0, metadata={"help": "seed of the first sample"})
+    steps: int = field(default=0, metadata={
+        "help": "self-rectification steps after the first answer: a sample failing the tests it "
+                "may see repairs its code from their feedback, up to this many times (0: "
+                "single-step)"})
+    ks: tuple[int, ...] = field(default=(1,), metadata={
+        "help": "the k of pass@k (those above samples are left out)"})
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.steps < 0 or any(k < 1 for k in self.ks):
-            raise ValueError("eval settings: samples >= 1, steps >= 0 and every k >= 1")
+            raise BadInput("eval settings: samples >= 1, steps >= 0 and every k >= 1")
 
 
 @dataclass

@@ -25,19 +25,21 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localdistill.build import METHODS
 from localdistill.collect import CollectConfig
+from localdistill.errors import BadInput
 from localdistill.evaluate import EvalConfig
+from localdistill.execute import Limits
+from localdistill.methods import METHODS
+from localdistill.tomlconfig import Mismatch, same_as, type_name, typed, types_of
 from localdistill.train.config import TrainConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     pass
 
 
@@ -45,8 +47,8 @@ class ConfigError(ValueError):
 class LoopConfig:
     """The [run] table: who learns from whom, and what to compare."""
 
-    student: str = field(metadata={"help": "the student, a name in models.toml"})
-    teacher: str = field(metadata={"help": "the teacher, a name in models.toml"})
+    student: str = same_as(CollectConfig, "student")
+    teacher: str = same_as(CollectConfig, "teacher")
     tasks: tuple[str, ...] = field(metadata={
         "help": "training task sets (humaneval, mbpp:train=PATH, a task file...)"})
     methods: tuple[str, ...] = field(default=("standd", "inpd", "persd"), metadata={
@@ -62,12 +64,12 @@ class LoopConfig:
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"methods: unknown data set {unknown[0]!r} "
-                             f"(expected: {', '.join(METHODS)})")
+            raise BadInput(f"methods: unknown data set {unknown[0]!r} "
+                           f"(expected: {', '.join(METHODS)})")
         if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise BadInput("limit must be at least 1")
         if self.distill_rounds < 1:
-            raise ValueError("distill_rounds must be at least 1")
+            raise BadInput("distill_rounds must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -77,34 +79,35 @@ class BenchConfig:
     benchmarks: tuple[str, ...] = field(default=("humaneval",), metadata={
         "help": "task sets to evaluate on (humaneval, mbpp:test=PATH, a task file...)"})
     limit: int | None = field(default=None, metadata={"help": "only the first N tasks of each"})
-    samples: int = field(default=1, metadata={"help": "answers per task (n of pass@k)"})
-    temperature: float | None = field(default=None, metadata={
-        "help": "sampling temperature (0: greedy; default: models.toml)"})
-    max_tokens: int | None = field(default=None, metadata={"help": "tokens per answer"})
-    seed: int = field(default=0, metadata={"help": "seed of the first sample"})
-    steps: int = field(default=1, metadata={"help": "self-rectification steps (0: one step)"})
-    ks: tuple[int, ...] = field(default=(1,), metadata={"help": "the k of pass@k"})
+    samples: int = same_as(EvalConfig, "samples")
+    temperature: float | None = same_as(EvalConfig, "temperature")
+    max_tokens: int | None = same_as(EvalConfig, "max_tokens")
+    seed: int = same_as(EvalConfig, "seed")
+    # The loop measures self-rectification unless told not to: one repair step gives the
+    # single-step numbers too (its step 0). `localdistill eval` answers once unless given --steps.
+    steps: int = same_as(EvalConfig, "steps", default=1)
+    ks: tuple[int, ...] = same_as(EvalConfig, "ks")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise BadInput("limit must be at least 1")
         if self.temperature is not None and self.temperature < 0:
-            raise ValueError("temperature must be 0 (greedy) or more")
+            raise BadInput("temperature must be 0 (greedy) or more")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+            raise BadInput("max_tokens must be at least 1")
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
     workers: int | None = field(default=None, metadata={
         "help": "parallel sandboxes (default: one per core)"})
-    timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
+    timeout: float = field(default=Limits.test_timeout, metadata={"help": "seconds per test"})
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise BadInput("workers must be at least 1")
         if self.timeout <= 0:
-            raise ValueError("timeout must be more than 0 seconds")
+            raise BadInput("timeout must be more than 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -186,60 +189,26 @@ def _data_sets(methods: tuple[str, ...]) -> tuple[str, ...]:
 
 def _typed(path: Path, table: str, kind: type, values: object, skip: tuple[str, ...] = (),
            given: dict | None = None):
-    """`kind(**values)`, every key checked against the dataclass' fields and their types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: [{table}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(kind) if f.name not in skip}
-    hints = typing.get_type_hints(kind)
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{path}: [{table}] unknown key {key!r} "
-                              f"(known: {', '.join(fields)})")
-        values = {**values, key: _checked(path, table, key, value, fields[key], hints[key])}
-    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING and name not in values
-                and name not in (given or {})]
-    if required:
-        raise ConfigError(f"{path}: [{table}] missing key {required[0]!r} "
-                          f"({fields[required[0]].metadata.get('help', '')})")
+    """`kind` made from [table] (tomlconfig.typed), or ConfigError naming the file, the table, the
+    key and what was expected."""
     try:
-        return kind(**{**(given or {}), **values})
-    except ValueError as e:
-        raise ConfigError(f"{path}: [{table}]: {e}") from None
+        return typed(kind, values, skip, given)
+    except Mismatch as m:
+        raise ConfigError(f"{path}: [{table}]{_in_words(m)}") from None
 
 
-def _checked(path: Path, table: str, key: str, value: object, spec: dataclasses.Field, hint):
-    """`value` in the field's type `hint`, or ConfigError saying what was expected."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        if option is type(None):
-            continue
-        origin = typing.get_origin(option)
-        if origin is tuple:
-            item = typing.get_args(option)[0]
-            items = [value] if isinstance(value, str) and item is str else value
-            if isinstance(items, list) and all(_is(v, item) for v in items):
-                return tuple(items)
-        elif _is(value, option):
-            return float(value) if option is float else value
-    expected = " or ".join(_type_name(o) for o in options if o is not type(None))
-    raise ConfigError(f"{path}: [{table}] {key} = {value!r}: expected {expected} "
-                      f"({spec.metadata.get('help', '')})")
-
-
-def _is(value: object, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _type_name(kind) -> str:
-    if typing.get_origin(kind) is tuple:
-        return f"a list of {typing.get_args(kind)[0].__name__}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        kind, str(kind))
+def _in_words(m: Mismatch) -> str:
+    match m.problem:
+        case "not a table":
+            return " must be a table"
+        case "unknown key":
+            return f" unknown key {m.key!r} (known: {', '.join(m.known)})"
+        case "missing key":
+            return f" missing key {m.key!r} ({m.help})"
+        case "wrong type":
+            expected = " or ".join(type_name(t) for t in m.expected)
+            return f" {m.key} = {m.value!r}: expected {expected} ({m.help})"
+    return f": {m.error}"
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -295,7 +264,7 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
             students[method] = with_trained_adapter(students["base"], adapter,
                                                     f"{config.loop.student}+{method}")
     for distill_round in range(2, config.loop.distill_rounds + 1):
-        for method in [m for m in config.loop.methods if m in PERSONALISED]:
+        for method in [m for m in config.loop.methods if METHODS[m].follows_student]:
             before = _label(method, distill_round - 1)
             if before not in students:
                 continue  # no adapter in the round before (an empty data set)
@@ -338,14 +307,6 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     return entries
 
 
-# The data sets that depend on the student's own attempts: the only ones a further distillation
-# round changes, so each is collected again (its round-k student attempting) and retrained.
-# inpd-matched is among them although its answers are the teacher's own: its tasks are those
-# whose failed attempts the teacher's refinements repaired, so its task set moves with the
-# student as PERsD's does. It follows its own round-k student (not persd's): what it isolates is
-# personalised task selection with the teacher's generic answers, against PERsD's personalised
-# selection and answers, and that holds in every round only if each picks its own failures.
-PERSONALISED = ("inpd-matched", "persd", "persd-refine", "persd-combine")
 
 
 def _label(method: str, distill_round: int) -> str:
@@ -370,8 +331,8 @@ def _train_one(config: RunConfig, label: str, data_set: Path, out: Path, progres
             shutil.rmtree(out)
         report = train(data_set, config.loop.student, out, config.train, progress).report
         say(report.table())
-        if "warning" in report.counts:
-            say(f"warning: train {label}: {report.counts['warning']}")
+        if report.value("warning"):
+            say(f"warning: train {label}: {report.value('warning')}")
     return out
 
 
@@ -430,9 +391,7 @@ def config_reference() -> str:
         for f in dataclasses.fields(kind):
             if f.name in skip:
                 continue
-            hint = hints[f.name]
-            options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-            kind_name = " or ".join(_type_name(o) for o in options if o is not type(None))
+            kind_name = " or ".join(type_name(t) for t in types_of(hints[f.name]))
             default = "required" if f.default is dataclasses.MISSING else (
                 "-" if f.default is None else f"`{_toml(f.default)}`")
             lines.append(f"| `{f.name}` | {kind_name} | {default} | "

@@ -215,3 +215,19 @@ def has_code(answer: str, task: Task) -> bool:
         return _choose_code(_normalise(answer), task.entry_point) is not None
     except Exception:  # noqa: BLE001 - as in extract_completion: never stop a run
         return False
+
+
+def shown_code(task: Task, completion: str) -> str:
+    """The student's code as the teacher should read it: its own function, or the prompt's
+    header with its body when it wrote only the body."""
+    if f"def {task.entry_point}(" in completion:
+        return completion.strip("\n")
+    return task.program(completion).strip("\n")
+
+
+def same_code(a: str, b: str) -> bool:
+    """Whether two programs are the same code (comments and layout aside)."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError):
+        return " ".join(a.split()) == " ".join(b.split())

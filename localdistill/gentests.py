@@ -38,8 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.cache import generate
+from localdistill.errors import BadInput
 from localdistill.execute import Limits, Value, evaluate
 from localdistill.execute.judge import equal
 from localdistill.models import ModelSpec, get_model
@@ -330,13 +331,13 @@ def generate_tests(
     Tasks that already have tests get new ones in their place.
     """
     if count < 1 or min_tests < 1:
-        raise ValueError(f"count and min_tests must be at least 1, got {count} and {min_tests}")
+        raise BadInput(f"count and min_tests must be at least 1, got {count} and {min_tests}")
     started = time.monotonic()
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
     ids = [t.task_id for t in tasks]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"task ids must be unique: {duplicate!r} is there twice")
+        raise BadInput(f"task ids must be unique: {duplicate!r} is there twice")
     report = GenTestsReport([], {})
     with_reference = [t for t in tasks if t.reference is not None]
     requests = [

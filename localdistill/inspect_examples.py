@@ -18,12 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdistill.refine import shown_code
+from localdistill.errors import BadInput
+from localdistill.extract import shown_code
 from localdistill.rundir import read_records, write_atomic
 from localdistill.tasks.record import Task
 
 
-class NoRefinements(ValueError):
+class NoRefinements(BadInput):
     """The directory holds no refinements.jsonl: not a collect run, or refine has not run."""
 
 

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from importlib import metadata
 
 from localdistill import __version__
-from localdistill.cache import model_identity, text_digest
+from localdistill.answers import model_identity
+from localdistill.hashing import text_digest
 from localdistill.models import ModelSpec
 from localdistill.progress import StageReport
 from localdistill.prompts import load_prompt, template_names

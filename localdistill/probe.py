@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Sequence
 
+from localdistill.errors import BadInput
 from localdistill.execute import Limits
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
@@ -57,8 +58,8 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
         items = sample_failures(failed_attempts(source, tasks, strategy, teacher_answers),
                                 size, seed)
         if not items:
-            raise ValueError(f"--from {source.path}: no failed attempts to refine (run "
-                             "`attempt` and `execute` there first, or `collect`)")
+            raise BadInput(f"--from {source.path}: no failed attempts to refine (run "
+                           "`attempt` and `execute` there first, or `collect`)")
         sample_keys = [i.attempt_key for i in items]
         report = StageReport(f"probe {strategy.name}")
         cpu, sent = time.process_time(), _sent(run)
@@ -86,7 +87,7 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
 
 def _sent(run: RunDir) -> int:
     """Requests ever handed to the model in this run (cache/sent.jsonl, written before each)."""
-    from localdistill.cache import SENT
+    from localdistill.answers import SENT
 
     return sum(1 for _ in run.records(SENT))
 

@@ -15,11 +15,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
+
 REPO_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 NAMES = ("attempt", "refine", "direct", "self_repair", "gen_tests")
 
 
-class PromptError(ValueError):
+class PromptError(BadInput):
     """A template is missing, does not parse, or lacks a variable: one line, naming the file."""
 
 

@@ -20,10 +20,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localdistill.progress import duration
+from localdistill.errors import BadInput
+from localdistill.methods import METHODS
+from localdistill.methods import teacher_tokens as method_teacher_tokens
+from localdistill.progress import StageReport, duration
+from localdistill.rundir import load_json
 
 
-class ReportError(ValueError):
+class ReportError(BadInput):
     pass
 
 
@@ -105,64 +109,27 @@ def _add_training(entry: Entry, adapter: Path) -> None:
     train_file = out / "train.json"
     if not train_file.is_file():
         return
-    trained = json.loads(train_file.read_text())
+    trained = load_json(train_file)
     data_set = Path(trained["data_set"])
     entry.data_set = str(data_set)
     entry.method = data_set.name.removesuffix(".jsonl")
-    counts = trained.get("report", {}).get("counts", {})
-    entry.examples = counts.get("examples")
+    if "report" in trained:
+        entry.examples = StageReport.from_dict(trained["report"]).value("examples")
     entry.train_seconds = trained.get("report", {}).get("seconds")
     entry.teacher_tokens = teacher_tokens(data_set, entry.method)
     manifest = data_set.parent.parent / "manifest.json"
     if data_set.parent.name == "data" and manifest.is_file():
-        entry.distill_round = int(json.loads(manifest.read_text()).get("distill_round", 1))
+        entry.distill_round = int(load_json(manifest).get("distill_round", 1))
 
 
 def teacher_tokens(data_set: Path, method: str) -> int | None:
-    """The teacher tokens it took to make a data set built by `collect` (None: unknown).
-
-    PERsD sets cost every refinement round (failed ones included), of every distillation round
-    whose rows they hold; StanD every direct answer; InpD only the direct answers to tasks the
-    student failed; InpD-matched only those to PERsD's tasks (the tasks a refinement was
-    verified for), of every distillation round whose rows it holds. Its rows that are reference
-    solutions cost the teacher only its failed answers to them."""
+    """The teacher tokens it took to make a data set built by `collect` (None: unknown): as its
+    method declares (methods.py), over every distillation round whose rows it holds."""
     run = data_set.parent.parent
     if data_set.parent.name != "data" or not (run / "manifest.json").is_file():
         return None
-    manifest = json.loads((run / "manifest.json").read_text())
-    stages = manifest.get("stages", {})
-    if method.startswith("persd"):
-        spent = stages.get("refine + verify", {}).get("teacher_tokens")
-        previous = (manifest.get("config") or {}).get("previous")
-        if spent is not None and previous:
-            earlier = teacher_tokens(Path(previous) / "data" / data_set.name, method)
-            return None if earlier is None else spent + earlier
-        return spent
-    if method == "standd":
-        return stages.get("teacher answers", {}).get("teacher_tokens")
-    if method in ("inpd", "inpd-matched"):
-        direct = _jsonl(run / "direct.jsonl")
-        if not direct:  # the teacher answered nothing from scratch in this collect run:
-            return None  # the cost is unknown here, not zero
-        if method == "inpd":
-            wanted = {r["task_id"] for r in _jsonl(run / "executions.jsonl") if not r["passed"]}
-        else:
-            wanted = {r["task_id"] for r in _jsonl(run / "refinements.jsonl") if r["passed"]}
-        hashes = {r["request_hash"] for r in direct if r["task_id"] in wanted}
-        spent = sum(r["completion_tokens"] for r in _jsonl(run / "cache" / "requests.jsonl")
-                    if r["key"] in hashes)
-        previous = (manifest.get("config") or {}).get("previous")
-        if method == "inpd-matched" and previous:  # built again each round, as PERsD is
-            earlier = teacher_tokens(Path(previous) / "data" / data_set.name, method)
-            return None if earlier is None else spent + earlier
-        return spent
-    return None
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return method_teacher_tokens(method, run, lambda previous: teacher_tokens(
+        previous / "data" / data_set.name, method))
 
 
 def load_entries(runs: list[Path]) -> list[Entry]:
@@ -239,9 +206,8 @@ def compare(entries: list[Entry]) -> list[Comparison]:
             if base and e is not base[0]:
                 pairs.append((e, base[0]))
         for e in group.values():
-            if e.method.startswith("persd"):
-                pairs += [(e, other) for other in group.values()
-                          if other.method in ("standd", "inpd", "inpd-matched")]
+            if _personalised(e):  # a PERsD variant against each from-scratch baseline
+                pairs += [(e, other) for other in group.values() if _personalised(other) is False]
     result = []
     for a, b in pairs:
         for step in range(min(a.steps, b.steps) + 1):
@@ -249,6 +215,13 @@ def compare(entries: list[Entry]) -> list[Comparison]:
                 continue  # not the same tasks: no pairing
             result.append(_paired(a, b, step))
     return result
+
+
+def _personalised(entry: Entry) -> bool | None:
+    """Whether the entry's data set is personalised (methods.py); None: not a data-set method
+    (the base student, an adapter trained elsewhere)."""
+    method = METHODS.get(entry.method)
+    return None if method is None else method.personalised
 
 
 def _paired(a: Entry, b: Entry, step: int) -> Comparison:

@@ -18,10 +18,12 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from localdistill.errors import BadInput
+
 FORMAT = 2  # bumped when the layout changes; an older run directory is refused, not misread
 
 
-class RunDirError(RuntimeError):
+class RunDirError(BadInput, RuntimeError):  # still a RuntimeError to callers catching one
     """The run directory cannot be used (locked by another run, or from another version)."""
 
 
@@ -30,7 +32,7 @@ class RunDir:
 
     def __init__(self, path: Path | str, reuse: Sequence[Path | str] = ()) -> None:
         """`reuse`: other run directories (or folders holding them) whose model answers this run
-        may take instead of asking the model again (see cache.generate); read, never written."""
+        may take instead of asking the model again (see answers.generate); read, never written."""
         self.path = Path(path)
         self.reuse = tuple(Path(p) for p in reuse)
         for where in self.reuse:
@@ -193,6 +195,31 @@ def read_records(path: Path) -> Iterator[dict]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+def load_json(path: Path) -> object:
+    """A JSON file a command wrote earlier (a summary, a manifest, train.json) and a user passed
+    back; a damaged one is the user's to fix or remake: BadInput naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e}); make it again with the command that "
+                       "wrote it") from None
+
+
+def load_jsonl(path: Path) -> list:
+    """A JSONL file a command wrote earlier (a data set), every line a JSON value; a damaged
+    line is BadInput naming the file and the line."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise BadInput(f"{path}:{number}: not valid JSON ({e}); make it again with the "
+                           "command that wrote it") from None
+    return rows
 
 
 def make_private_dir(path: Path) -> None:

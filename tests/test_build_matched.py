@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.attempt import attempt_messages
-from localdistill.build import METHODS, answer_text, build
-from localdistill.experiment import PERSONALISED
-from localdistill.refine import shown_code
+from localdistill.build import build
+from localdistill.extract import shown_code
+from localdistill.methods import METHODS, answer_text
+from localdistill.records import attempt_messages
 from localdistill.report import compare, load_entries, teacher_tokens
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
@@ -117,7 +117,7 @@ def test_the_build_report_gives_both_sizes_side_by_side(built):
     assert counts["inpd-matched tasks without a teacher answer (reference used)"] == 1
     assert counts["inpd-matched tasks left out (no teacher answer, no reference)"] == 1
     assert list(counts).index("inpd-matched examples") < list(counts).index("persd examples")
-    assert METHODS.index("inpd-matched") == METHODS.index("inpd") + 1
+    assert list(METHODS).index("inpd-matched") == list(METHODS).index("inpd") + 1
 
 
 def test_persd_is_counted_even_when_only_inpd_matched_is_built(tmp_path):
@@ -166,4 +166,4 @@ def test_persd_variants_are_compared_with_inpd_matched(tmp_path):
 
 
 def test_a_distillation_round_rebuilds_inpd_matched():
-    assert "inpd-matched" in PERSONALISED  # its tasks follow the student's failures
+    assert METHODS["inpd-matched"].follows_student  # its tasks follow the student's failures

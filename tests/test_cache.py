@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from localdistill.answers import model_identity, request_hash
 from localdistill.backends import Request
-from localdistill.cache import EXECUTIONS, file_digest, judge, model_identity, request_hash
 from localdistill.execute import Limits, program_for
+from localdistill.hashing import file_digest
 from localdistill.models import get_model
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
+from localdistill.verdicts import EXECUTIONS, judge
 
 MESSAGES = ({"role": "user", "content": "def f():"},)
 

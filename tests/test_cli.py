@@ -84,6 +84,89 @@ def test_unknown_task_spec_is_bad_input():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+# `localdistill [ARGS] tasks info t.jsonl` with the library's load_tasks raising {error}: what a
+# bug (or bad input) inside a command looks like to the user
+PLANTED = """
+import localdistill.tasks
+from localdistill.cli import main
+from localdistill.errors import BadInput
+
+def load_tasks(spec):
+    raise {error}
+
+localdistill.tasks.load_tasks = load_tasks
+main()
+"""
+BUG = "(a bug in localdistill: run with --debug for the traceback, and please report it)"
+
+
+def planted(error: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PLANTED.format(error=error), *args, "tasks",
+                           "info", "t.jsonl"], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("error, code, line", [
+    ("KeyError('x')", 1, f"internal error: KeyError: 'x' {BUG}"),
+    ("ValueError('a plain ValueError\\nsecond line')", 1,
+     f"internal error: ValueError: a plain ValueError {BUG}"),
+    ("TypeError()", 1, f"internal error: TypeError {BUG}"),
+    ("BadInput('t.jsonl: no tasks')", 2, "Error: t.jsonl: no tasks"),
+    ("FileNotFoundError(2, 'No such file or directory', 't.jsonl')", 2,
+     "Error: [Errno 2] No such file or directory: 't.jsonl'"),
+])
+def test_errors_say_whose_fault_they_are(error, code, line):
+    result = planted(error)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.strip().splitlines() == [line]
+
+
+def test_debug_shows_the_traceback_of_an_internal_error():
+    result = planted("KeyError('x')", "--debug")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "in load_tasks" in result.stderr and "internal error" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "KeyError: 'x'"
+
+
+def test_each_kind_of_error_has_its_exit_code():
+    import errno
+
+    from localdistill.backends.base import BackendError
+    from localdistill.cli.base import _as_click_error
+    from localdistill.errors import BadInput
+    from localdistill.execute.limits import SandboxError
+    from localdistill.experiment import ConfigError
+    from localdistill.inspect_examples import NoRefinements
+    from localdistill.models.config import ModelsFileError
+    from localdistill.prompts import PromptError
+    from localdistill.refine.strategies import StrategyError
+    from localdistill.report import ReportError
+    from localdistill.rundir import RunDirError
+    from localdistill.tasks import TaskFileError
+    from localdistill.tasks.errors import TaskSpecError
+    from localdistill.tasks.rows import RowError
+    from localdistill.train.gguf_lora import AdapterError
+    from localdistill.train.launch import LaunchError, TrainingFailed
+
+    for kind in (ConfigError, NoRefinements, ModelsFileError, PromptError, StrategyError,
+                 ReportError, RunDirError, TaskSpecError, AdapterError, LaunchError):
+        assert _as_click_error(kind("what, where, the fix")).exit_code == 2, kind
+    assert issubclass(TaskFileError, BadInput) and issubclass(RowError, BadInput)
+    assert issubclass(BadInput, ValueError) and issubclass(RunDirError, RuntimeError)
+    for error, code, starts in [
+        (PermissionError(13, "Permission denied", "t.jsonl"), 2, "[Errno 13]"),
+        (OSError(errno.ENOSPC, "No space left on device", "out.jsonl"), 1, "cannot write"),
+        (SandboxError("the sandbox cannot start"), 1, "the sandbox"),
+        (BackendError("the server is down"), 1, "the server"),
+        (TrainingFailed("rank 1 failed"), 1, "rank 1"),
+        (ImportError("pip install datasets"), 1, "ImportError: pip install datasets"),
+        (AssertionError(), 1, "internal error: AssertionError (a bug"),
+        (AttributeError("'NoneType' object has no attribute 'x'"), 1, "internal error"),
+    ]:
+        converted = _as_click_error(error)
+        assert converted.exit_code == code and converted.message.startswith(starts), error
+
+
 def test_tasks_check_runs_references_and_fails_on_a_wrong_test(tmp_path):
     rows = [
         {"task_id": "ok", "prompt": "def add(a, b):\n", "entry_point": "add",

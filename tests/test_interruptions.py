@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.build import METHODS, load_dataset_rows
+from localdistill.build import load_dataset_rows
+from localdistill.methods import METHODS
 from localdistill.serve import free_port
 from localdistill.tasks import load_tasks, save_jsonl
 

@@ -187,7 +187,7 @@ def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monke
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from localdistill.backends.hf import from_pretrained_args
-    from localdistill.cache import file_digest
+    from localdistill.hashing import file_digest
     from localdistill.models import get_model
     from localdistill.models.converted import DONE, OFF, converted_directory
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import MBPP, REPO, TASK_IDS, collect_command, four_mbpp_tasks, needs_mbpp
 
-from localdistill.attempt import attempt_messages
-from localdistill.build import COLUMNS, METHODS, load_dataset_rows
-from localdistill.cache import file_digest
+from localdistill.build import COLUMNS, load_dataset_rows
 from localdistill.execute import execute
+from localdistill.hashing import file_digest
+from localdistill.methods import METHODS
 from localdistill.models import get_model, weights_path
 from localdistill.prompts import render
+from localdistill.records import attempt_messages
 from localdistill.tasks import load_tasks
 
 pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from localdistill.attempt import execute_attempts
-from localdistill.refine import refine, same_code, shown_code, verified_by_round
+from localdistill.extract import same_code, shown_code
+from localdistill.refine import refine, verified_by_round
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
@@ -70,7 +71,7 @@ def test_refine_rounds_verify_and_resume(tmp_path):
 def test_a_teacher_that_echoes_the_students_code_is_asked_again(tmp_path):
     """Round 1's answer is planted in the cache as an echo of the student's code (what the
     1.5B demo teacher did); refine must not execute it but ask the real model again."""
-    from localdistill.cache import REQUESTS, model_identity, request_hash
+    from localdistill.answers import REQUESTS, model_identity, request_hash
     from localdistill.models import get_model
     from localdistill.refine import get_strategy
     from localdistill.refine.rounds import FailedAttempt, Settings, _requests

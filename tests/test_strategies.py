@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from localdistill.answers import REQUESTS, model_identity, request_hash
 from localdistill.attempt import execute_attempts
 from localdistill.build import build, load_dataset_rows
-from localdistill.cache import REQUESTS, model_identity, request_hash
 from localdistill.models import get_model
 from localdistill.refine import (
     Strategy,

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from localdistill.errors import BadInput
+
 
 @dataclass(frozen=True)
 class Request:
@@ -35,13 +37,13 @@ class Request:
                     raise ValueError(f"a chat message needs 'role' and 'content', got {m!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+            raise BadInput(f"n must be at least 1, got {self.n}")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise BadInput(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise BadInput(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+            raise BadInput(f"max_tokens must be at least 1, got {self.max_tokens}")
 
     def asked(self) -> dict:
         """What the request asks, as a run's cache records it (cache/requests.jsonl)."""

@@ -1,7 +1,8 @@
 """The `localdistill` command: thin Click wrappers over library functions.
 
-Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
-bad input, 130 interrupted (Ctrl-C or SIGTERM: rerun the command to resume). Errors are one line
+Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests) or an
+internal error (a bug), 2 bad usage or bad input (`localdistill.errors.BadInput`), 130 interrupted
+(Ctrl-C or SIGTERM: rerun the command to resume); cli/base.py decides which. Errors are one line
 (what, where, how to fix) unless --debug. One module per group of commands; each only parses
 arguments and calls the library.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import signal
 
 from localdistill.cli import evaluate, examples, experiment, mine, models, pipeline, tasks, train  # noqa: F401 - they register commands
-from localdistill.cli.base import BadInput, WorkFailed, cli
+from localdistill.cli.base import BadUsage, WorkFailed, cli
 
 
 def main() -> None:
@@ -27,4 +28,4 @@ def _terminated(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-__all__ = ["BadInput", "WorkFailed", "cli", "main"]
+__all__ = ["BadUsage", "WorkFailed", "cli", "main"]

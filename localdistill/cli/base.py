@@ -1,8 +1,10 @@
 """The `localdistill` command group, its error handling and `doctor`.
 
-Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests), 2 bad usage or
-bad input, 130 interrupted (Ctrl-C or SIGTERM: rerun the command to resume). Errors are one line
-(what, where, how to fix) unless --debug.
+Exit codes: 0 success, 1 the work failed (e.g. reference solutions fail their tests, a model or
+the sandbox failed, a full disk) or an internal error (a bug in localdistill), 2 bad usage or bad
+input (`localdistill.errors.BadInput`, a file of the user's that is missing or unreadable), 130
+interrupted (Ctrl-C or SIGTERM: rerun the command to resume). Errors are one line (what, where,
+how to fix) unless --debug, which shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import click
 
 from localdistill import __version__
+from localdistill.errors import BadInput
 
 
 class WorkFailed(click.ClickException):
@@ -21,8 +24,25 @@ class WorkFailed(click.ClickException):
     exit_code = 1
 
 
-class BadInput(click.ClickException):
+class BadUsage(click.ClickException):
+    """Bad usage or bad input (exit 2): a usage error of click's, or a BadInput."""
+
     exit_code = 2
+
+
+class InternalError(click.ClickException):
+    """An error no one meant to raise: a bug in localdistill (exit 1), one line unless --debug."""
+
+    exit_code = 1
+
+    def __init__(self, exc: BaseException) -> None:
+        text = str(exc).splitlines()[0] if str(exc).strip() else ""
+        what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        super().__init__(f"internal error: {what} (a bug in localdistill: run with --debug for "
+                         "the traceback, and please report it)")
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
 
 
 class Interrupted(click.ClickException):
@@ -70,28 +90,31 @@ def _one_line(error: click.UsageError) -> click.ClickException:
     if isinstance(error, click.exceptions.NoArgsIsHelpError):
         return error  # the help a bare group shows, not an error
     command = error.ctx.command_path if error.ctx else "localdistill"
-    return BadInput(f"{error.format_message()} (see `{command} --help`)")
+    return BadUsage(f"{error.format_message()} (see `{command} --help`)")
 
 
 def _as_click_error(exc: Exception) -> click.ClickException:
+    """Whose fault `exc` is, as one line and an exit code: bad input (2), a failure of the work
+    (1), or an internal error (1, a bug: what --debug is for)."""
     from localdistill.backends.base import BackendError
     from localdistill.execute.limits import SandboxError
     from localdistill.models.demo import ModelNotInstalled
-    from localdistill.rundir import RunDirError
     from localdistill.train.launch import TrainingFailed
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, RunDirError):
-        return BadInput(message)
+    if isinstance(exc, BadInput):
+        return BadUsage(message)
     if isinstance(exc, SandboxError | ModelNotInstalled | BackendError | TrainingFailed):
         return WorkFailed(message)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return WorkFailed(f"cannot write {exc.filename or 'a file'}: {exc.strerror} (a full disk "
                           "or a file-size limit); free space and run the same command again: "
                           "what finished is kept")
-    if isinstance(exc, ValueError | OSError | KeyError):
-        return BadInput(message)
-    return WorkFailed(f"{type(exc).__name__}: {message} (run with --debug for the traceback)")
+    if isinstance(exc, OSError):  # a file of the user's: missing, a directory, unreadable, ...
+        return BadUsage(message)
+    if isinstance(exc, ImportError):  # an optional package missing: the message says which
+        return WorkFailed(f"{type(exc).__name__}: {message} (run with --debug for the traceback)")
+    return InternalError(exc)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from localdistill.cli.base import cli
+from localdistill.cli.options import ConfigCommand, config_option
 from localdistill.cli.pipeline import (
     limit_option,
     reuse_option,
@@ -14,6 +15,8 @@ from localdistill.cli.pipeline import (
     sandbox_options,
     tasks_argument,
 )
+
+EVAL = "localdistill.evaluate:EvalConfig"
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -26,7 +29,7 @@ def _ks(value: str) -> tuple[int, ...]:
     return ks
 
 
-@cli.command("eval")
+@cli.command("eval", cls=ConfigCommand)
 @tasks_argument
 @click.option("--model", "model_name", required=True,
               help="A name in models.toml (NAME+DIR: with the adapter `train` wrote to DIR).")
@@ -40,25 +43,17 @@ def _ks(value: str) -> tuple[int, ...]:
                    "(train.json) of the adapter that wrote them.")
 @run_option
 @reuse_option
-@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
-              help="Answers per task.")
-@click.option("--temperature", type=click.FloatRange(0), default=None,
-              help="Default: models.toml (0 is greedy).")
-@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=click.IntRange(0), default=0, show_default=True,
-              help="Self-rectification steps: a sample failing the tests it may see repairs "
-                   "its code from their feedback, up to this many times.")
-@click.option("-k", "ks", default="1", show_default=True, callback=lambda c, p, v: _ks(v),
-              help="Comma-separated k of pass@k (those above --samples are left out).")
+@config_option(EVAL, "samples", "-n", "--samples", min=1)
+@config_option(EVAL, "temperature", min=0)
+@config_option(EVAL, "max_tokens", min=1)
+@config_option(EVAL, "seed")
+@config_option(EVAL, "steps", min=0)
+@config_option(EVAL, "ks", "-k", parse=_ks)
 @limit_option
 @sandbox_options
 def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path | None,
-                 run_dir: Path,
-                 reuse: tuple[Path, ...], samples: int,
-                 temperature: float | None, max_tokens: int | None, seed: int, steps: int,
-                 ks: tuple[int, ...], limit: int | None, workers: int | None,
-                 timeout: float) -> None:
+                 run_dir: Path, reuse: tuple[Path, ...], limit: int | None,
+                 workers: int | None, timeout: float, **settings) -> None:
     """pass@k of a model on TASKS (humaneval, mbpp[:split][=PATH], a task file...)."""
     from rich.console import Console
 
@@ -79,8 +74,7 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path 
                                      param_hint="--adapter")
         model = with_trained_adapter(model, adapter, f"{model_name}+{adapter}")
     tasks = load_tasks(spec)[:limit]
-    config = EvalConfig(samples=samples, temperature=temperature, max_tokens=max_tokens,
-                        seed=seed, steps=steps, ks=ks)
+    config = EvalConfig(**settings)
     with RunDir(run_dir, reuse) as run, Progress(Console(stderr=True)) as progress:
         summary = evaluate(tasks, model, run, config, Limits(test_timeout=timeout), workers,
                            progress, benchmark=spec)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from localdistill.cli.base import BadInput, cli
+from localdistill.cli.base import cli
+from localdistill.errors import BadInput
 
 
 @cli.command("examples")

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
-from localdistill.cli.base import BadInput, cli
+from localdistill.cli.base import cli
+from localdistill.cli.options import ConfigCommand
 from localdistill.cli.pipeline import RUN_HELP, sandbox_options
+from localdistill.errors import BadInput
 
 
-@cli.command("mine")
+@cli.command("mine", cls=ConfigCommand)
 @click.argument("repo", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The task file to write (.jsonl); the held-out tasks go beside it, to "

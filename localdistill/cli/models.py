@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from localdistill.cli.base import BadInput, _Group, cli
+from localdistill.cli.base import _Group, cli
+from localdistill.errors import BadInput
 
 
 @cli.group(cls=_Group)

@@ -12,7 +12,12 @@ from pathlib import Path
 import click
 
 from localdistill.cli.base import cli
+from localdistill.cli.options import ConfigCommand, config_option
 
+# The settings each stage shares with `collect` and the run config: their defaults and help live
+# in these dataclasses (cli/options.py makes the options from them).
+COLLECT = "localdistill.collect:CollectConfig"
+SANDBOX = "localdistill.experiment:SandboxConfig"
 RUN_HELP = "The run directory (created if missing; resumed if it exists)."
 
 
@@ -35,11 +40,8 @@ reuse_option = click.option(
          "repeatable. Read only; this run keeps its own copy.")
 limit_option = click.option("--limit", type=click.IntRange(1), default=None,
                             help="Only the first N tasks.")
-sandbox_options = _options(
-    click.option("--workers", type=click.IntRange(1), default=None,
-                 help="Parallel sandboxes (default: one per core)."),
-    click.option("--timeout", type=click.FloatRange(0.1), default=3.0, show_default=True,
-                 help="Seconds per test."))
+sandbox_options = _options(config_option(SANDBOX, "workers", min=1),
+                           config_option(SANDBOX, "timeout", min=0.1))
 
 
 @contextmanager
@@ -65,17 +67,17 @@ def _stage(spec: str, run_dir: Path, limit: int | None = None, reuse: tuple[Path
         yield tasks, run, progress, show
 
 
-@cli.command("attempt")
+@cli.command("attempt", cls=ConfigCommand)
 @tasks_argument
-@click.option("--model", "model_name", required=True, help="The student, a name in models.toml.")
+@config_option(COLLECT, "student", "--model")
 @run_option
 @reuse_option
-@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
-@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@config_option(COLLECT, "samples", "-n", "--samples", min=1)
+@config_option(COLLECT, "temperature", min=0)
+@config_option(COLLECT, "max_tokens", min=1)
 @limit_option
-@click.option("--seed", type=int, default=0, show_default=True)
-def attempt_command(spec: str, model_name: str, run_dir: Path, reuse: tuple[Path, ...],
+@config_option(COLLECT, "seed")
+def attempt_command(spec: str, student: str, run_dir: Path, reuse: tuple[Path, ...],
                     samples: int,
                     temperature: float | None, max_tokens: int | None, limit: int | None,
                     seed: int) -> None:
@@ -83,10 +85,10 @@ def attempt_command(spec: str, model_name: str, run_dir: Path, reuse: tuple[Path
     from localdistill.attempt import attempt
 
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
-        show(attempt(tasks, model_name, run, samples, temperature, max_tokens, seed, progress))
+        show(attempt(tasks, student, run, samples, temperature, max_tokens, seed, progress))
 
 
-@cli.command("execute")
+@cli.command("execute", cls=ConfigCommand)
 @tasks_argument
 @run_option
 @sandbox_options
@@ -99,47 +101,40 @@ def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: floa
         show(execute_attempts(tasks, run, Limits(test_timeout=timeout), workers, progress))
 
 
-# Static help: listing the registry here would import the refine stage with every command.
-strategy_option = click.option(
-    "--strategy", default=None,
-    help="How the teacher refines: a strategy of localdistill/refine/strategies.py (default: "
-         "its DEFAULT; the list and the measurements: docs/refinement.md; `localdistill probe` "
-         "compares them on your own failures).")
+refine_options = _options(
+    config_option(COLLECT, "rounds", min=1),
+    config_option(COLLECT, "unchanged_retries", min=0),
+    config_option(COLLECT, "strategy"))
+# A stage that only asks the teacher calls its settings --temperature and --max-tokens.
 teacher_options = _options(
-    click.option("--teacher", required=True, help="The teacher, a name in models.toml."),
-    click.option("--temperature", type=click.FloatRange(0), default=None,
-                 help="Default: models.toml."),
-    click.option("--max-tokens", type=click.IntRange(1), default=None,
-                 help="Default: models.toml."))
+    config_option(COLLECT, "teacher"),
+    config_option(COLLECT, "teacher_temperature", "--temperature", min=0),
+    config_option(COLLECT, "teacher_max_tokens", "--max-tokens", min=1))
 
 
-@cli.command("refine")
+@cli.command("refine", cls=ConfigCommand)
 @tasks_argument
 @run_option
 @reuse_option
 @teacher_options
-@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
-              help="Refinement rounds in all (the first, plus retries with new feedback).")
-@click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
-              help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
-@strategy_option
+@refine_options
 @sandbox_options
 def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: str,
-                   temperature: float | None, max_tokens: int | None, rounds: int,
-                   unchanged_retries: int, strategy: str | None, workers: int | None,
+                   teacher_temperature: float | None, teacher_max_tokens: int | None,
+                   rounds: int, unchanged_retries: int, strategy: str, workers: int | None,
                    timeout: float) -> None:
     """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
     from localdistill.execute import Limits
-    from localdistill.refine import DEFAULT, get_strategy, refine
+    from localdistill.refine import get_strategy, refine
 
-    chosen = get_strategy(strategy or DEFAULT)
+    chosen = get_strategy(strategy)
     with _stage(spec, run_dir, reuse=reuse) as (tasks, run, progress, show):
-        show(refine(tasks, teacher, run, rounds, temperature, max_tokens,
+        show(refine(tasks, teacher, run, rounds, teacher_temperature, teacher_max_tokens,
                     Limits(test_timeout=timeout), workers, unchanged_retries,
                     progress=progress, strategy=chosen))
 
 
-@cli.command("direct")
+@cli.command("direct", cls=ConfigCommand)
 @tasks_argument
 @run_option
 @reuse_option
@@ -149,8 +144,9 @@ def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
 @limit_option
 @sandbox_options
 def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: str,
-                   temperature: float | None, max_tokens: int | None, only_failed: bool,
-                   limit: int | None, workers: int | None, timeout: float) -> None:
+                   teacher_temperature: float | None, teacher_max_tokens: int | None,
+                   only_failed: bool, limit: int | None, workers: int | None,
+                   timeout: float) -> None:
     """The baselines' data: the teacher answers tasks from scratch, verified -> RUN/direct.jsonl."""
     from localdistill.direct import direct_answers
     from localdistill.execute import Limits
@@ -159,12 +155,12 @@ def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
         if only_failed:
             failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
             tasks = [t for t in tasks if t.task_id in failed]
-        show(direct_answers(tasks, teacher, run, 1, temperature, max_tokens, 0,
+        show(direct_answers(tasks, teacher, run, 1, teacher_temperature, teacher_max_tokens, 0,
                             Limits(test_timeout=timeout), workers, progress))
 
 
 def _methods(value: str) -> tuple[str, ...]:
-    from localdistill.build import METHODS
+    from localdistill.methods import METHODS
 
     chosen = tuple(m.strip().lower() for m in value.split(",") if m.strip())
     unknown = [m for m in chosen if m not in METHODS]
@@ -175,86 +171,66 @@ def _methods(value: str) -> tuple[str, ...]:
     return chosen
 
 
-def _all_methods() -> str:
-    from localdistill.build import METHODS
-
-    return ",".join(METHODS)
-
-
-methods_option = click.option("--methods", default=_all_methods, show_default="all of them",
-                              help="The data sets to build.")
-previous_option = click.option(
-    "--previous", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-    help="The previous distillation round's run directory: its rows are carried over.")
+methods_option = config_option(COLLECT, "methods", parse=_methods)
+previous_option = config_option(
+    COLLECT, "previous", type=click.Path(file_okay=False, exists=True, path_type=Path))
 
 
-@cli.command("build")
+@cli.command("build", cls=ConfigCommand)
 @tasks_argument
 @run_option
 @methods_option
 @previous_option
-def build_command(spec: str, run_dir: Path, methods: str, previous: Path | None) -> None:
+def build_command(spec: str, run_dir: Path, methods: tuple[str, ...],
+                  previous: Path | None) -> None:
     """Stage 5: the data sets -> RUN/data/<method>/ (Hugging Face) and RUN/data/<method>.jsonl."""
     from localdistill.build import build
 
-    chosen = _methods(methods)
     with _stage(spec, run_dir) as (tasks, run, _, show):
         round_ = run.read_json("manifest").get("distill_round", 1)
-        show(build(tasks, run, chosen, previous, round_))
+        show(build(tasks, run, methods, previous, round_))
 
 
-@cli.command("collect")
+@cli.command("collect", cls=ConfigCommand)
 @tasks_argument
-@click.option("--student", required=True, help="The student, a name in models.toml.")
-@click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
+@config_option(COLLECT, "student")
+@config_option(COLLECT, "teacher")
 @run_option
 @reuse_option
 @limit_option
-@click.option("-n", "--samples", type=click.IntRange(1), default=1, show_default=True,
-              help="Student attempts per task.")
-@click.option("--temperature", type=click.FloatRange(0), default=None,
-              help="Student temperature (default: models.toml).")
-@click.option("--max-tokens", type=click.IntRange(1), default=None,
-              help="Student tokens per answer (default: models.toml).")
-@click.option("--teacher-temperature", type=click.FloatRange(0), default=None,
-              help="Default: models.toml.")
-@click.option("--teacher-max-tokens", type=click.IntRange(1), default=None,
-              help="Default: models.toml.")
-@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
-              help="Refinement rounds in all (the first, plus retries with new feedback).")
-@click.option("--unchanged-retries", type=click.IntRange(0), default=2, show_default=True,
-              help="Re-asks (sampling) when the teacher returns the student's code unchanged.")
-@strategy_option
-@click.option("--drop-copies", "keep_copies", flag_value=False, default=None,
-              help="Leave refinements that copy the guide out of the PERsD sets.")
+@config_option(COLLECT, "samples", "-n", "--samples", min=1)
+@config_option(COLLECT, "temperature", min=0)
+@config_option(COLLECT, "max_tokens", min=1)
+@config_option(COLLECT, "teacher_temperature", min=0)
+@config_option(COLLECT, "teacher_max_tokens", min=1)
+@refine_options
+@config_option(COLLECT, "keep_copies", "--keep-copies/--drop-copies")
 @methods_option
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--student-adapter", type=click.Path(exists=True), default=None,
-              help="The student's LoRA adapter (from the previous distillation round).")
+@config_option(COLLECT, "seed")
+@config_option(COLLECT, "student_adapter", type=click.Path(exists=True))
 @previous_option
 @sandbox_options
 def collect_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], limit: int | None,
-                    methods: str,
-                    previous: Path | None, timeout: float, **settings) -> None:
+                    previous: Path | None, workers: int | None, timeout: float,
+                    **settings) -> None:
     """The whole data pipeline: attempt, execute, refine + verify, teacher answers, build."""
     from localdistill.collect import CollectConfig, collect
 
-    given = {k: v for k, v in settings.items() if v is not None}  # the rest: CollectConfig's
-    config = CollectConfig(methods=_methods(methods), test_timeout=timeout,
-                           previous=str(previous) if previous else None, **given)
+    config = CollectConfig(test_timeout=timeout, workers=workers,
+                           previous=str(previous) if previous else None, **settings)
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         collect(tasks, config, run, spec, progress,
                 on_stage=lambda report: show(report, record=False))
     click.echo(f"data sets in {run_dir / 'data'}")
 
 
-@cli.command("probe")
+@cli.command("probe", cls=ConfigCommand)
 @tasks_argument
 @click.option("--from", "source_dir", type=click.Path(file_okay=False, exists=True,
                                                       path_type=Path), required=True,
               help="A run directory with the student's attempts executed (a collect run, or "
                    "`attempt` + `execute`); only read.")
-@click.option("--teacher", required=True, help="The teacher, a name in models.toml.")
+@config_option(COLLECT, "teacher")
 @run_option
 @reuse_option
 @click.option("--strategies", default=None,
@@ -298,7 +274,7 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
     click.echo(f"records in {run_dir}/probe-<strategy>.jsonl, the table in {run_dir}/probe.json")
 
 
-@cli.command("gen-tests")
+@cli.command("gen-tests", cls=ConfigCommand)
 @tasks_argument
 @click.option("--teacher", required=True, help="The model that proposes inputs (models.toml).")
 @run_option

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from localdistill.cli.base import BadInput, WorkFailed, _Group, cli
+from localdistill.cli.base import WorkFailed, _Group, cli
+from localdistill.errors import BadInput
 
 
 @cli.group(cls=_Group)

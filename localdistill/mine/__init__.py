@@ -59,6 +59,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.execute import Limits
 from localdistill.gentests import GenTestsReport, generate_tests
 from localdistill.mine.decontaminate import (
@@ -226,7 +227,7 @@ def mine(
     """Tasks with tests from the functions of `repo` (see the module docstring); the fate of
     every function seen is written to the run directory's mine.jsonl."""
     if not 0 <= held_out < 1:
-        raise ValueError(f"the held-out share must be in [0, 1), got {held_out}")
+        raise BadInput(f"the held-out share must be in [0, 1), got {held_out}")
     candidates, stats = find_candidates(repo, limits.site_packages)
     started = time.monotonic()
     tasks, contaminated = decontaminate([c.task() for c in candidates], against)

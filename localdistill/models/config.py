@@ -1,6 +1,7 @@
 """models.toml: named models, parsed into typed entries that fail early and clearly.
 
-Every key has a type and a one-line help (`FIELDS`); an unknown key, a wrong type or an impossible
+Every key has a type and a one-line help (the fields of `ModelSpec` and `Sampling`, checked by
+localdistill/tomlconfig.py as the run config's are); an unknown key, a wrong type or an impossible
 value fails with the file, the key and what was expected, in one line.
 """
 
@@ -9,15 +10,19 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from localdistill.errors import BadInput
+from localdistill.tomlconfig import Mismatch, typed
 
 BACKENDS = ("llama.cpp", "openai", "vllm", "transformers")
 REPO_MODELS_TOML = Path(__file__).resolve().parents[2] / "models.toml"
 
 
-class ModelsFileError(ValueError):
+class ModelsFileError(BadInput):
     """models.toml is wrong: the message names the file, the key and what was expected."""
 
 
@@ -114,53 +119,28 @@ class ModelSpec:
         return Path(self.source).parent if self.source else Path.cwd()
 
 
-_TYPES = {
-    "str": str,
-    "str | None": str,
-    "bool": bool,
-    "int": int,
-    "float": float,
-    "int | None": int,
-    "tuple[str, ...]": tuple,
-}
+def _in_words(where: str, m: Mismatch) -> ModelsFileError:
+    """A mismatch of an entry (tomlconfig) as models.toml says it: `FILE: models.NAME.KEY: ...`."""
+    at = f"{where}.{m.key}" if m.key else where
+    match m.problem:
+        case "not a table":
+            return ModelsFileError(f"{at}: expected a table")
+        case "unknown key":
+            return ModelsFileError(f"{at}: unknown key (expected one of: {', '.join(m.known)})")
+        case "missing key":
+            return ModelsFileError(f"{at}: missing (expected {m.help})")
+        case "wrong type":
+            expected = " or ".join(_type_name(t) for t in m.expected)
+            got = repr(m.value) if isinstance(m.value, list) else \
+                f"{type(m.value).__name__} {m.value!r}"
+            return ModelsFileError(f"{at}: expected {expected}, got {got}")
+    return ModelsFileError(f"{at}: {m.error}")
 
 
-def _check(value, annotation: str, where: str):
-    """Coerce a TOML value to the annotated type, or fail naming `where`."""
-    expected = _TYPES[annotation]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ModelsFileError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ModelsFileError(
-            f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _table(raw: dict, cls, where: str) -> dict:
-    known = {f.name: f for f in fields(cls) if f.name not in ("name", "source")}
-    out = {}
-    for key, value in raw.items():
-        spot = f"{where}.{key}"
-        if key not in known:
-            raise ModelsFileError(f"{spot}: unknown key (expected one of: {', '.join(known)})")
-        if key == "request_extra":
-            if not isinstance(value, dict):
-                raise ModelsFileError(f"{spot}: expected a table of request fields")
-            out[key] = dict(value)
-        elif key == "sampling":
-            if not isinstance(value, dict):
-                raise ModelsFileError(f"{spot}: expected a table of sampling settings")
-            out[key] = Sampling(**_table(value, Sampling, spot))
-        else:
-            out[key] = _check(value, str(known[key].type), spot)
-    return out
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        return "a list of strings"
+    return "a table" if kind is dict or is_dataclass(kind) else kind.__name__
 
 
 def parse_models(text: str, source: str) -> dict[str, ModelSpec]:
@@ -177,13 +157,11 @@ def parse_models(text: str, source: str) -> dict[str, ModelSpec]:
     specs = {}
     for name, raw in data.get("models", {}).items():
         where = f"{source}: models.{name}"
-        if not isinstance(raw, dict):
-            raise ModelsFileError(f"{where}: expected a table")
-        if "backend" not in raw:
-            raise ModelsFileError(
-                f"{where}.backend: missing (expected one of {', '.join(BACKENDS)})"
-            )
-        spec = ModelSpec(name=name, source=source, **_table(raw, ModelSpec, where))
+        try:
+            spec = typed(ModelSpec, raw, skip=("name", "source"),
+                         given={"name": name, "source": source})
+        except Mismatch as m:
+            raise _in_words(where, m) from None
         _validate(spec, where)
         specs[name] = spec
     return specs

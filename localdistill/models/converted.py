@@ -41,7 +41,7 @@ def converted_directory(gguf: Path) -> Path | None:
         return None
     import transformers
 
-    from localdistill.cache import file_digest
+    from localdistill.hashing import file_digest
 
     gguf = Path(gguf)
     target = cache_root() / f"{file_digest(gguf)}-transformers-{transformers.__version__}"

@@ -16,14 +16,15 @@ verdicts go through the run's cache, so a rerun redoes nothing.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 
 from localdistill import manifest
-from localdistill.attempt import tasks_for
+from localdistill.errors import BadInput
 from localdistill.execute import Limits
+from localdistill.extract import shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
+from localdistill.records import tasks_for
 from localdistill.refine.guides import guides_for, teacher_solutions
 from localdistill.refine.rounds import FailedAttempt, Settings, run_round
 from localdistill.refine.strategies import (
@@ -37,21 +38,7 @@ from localdistill.refine.strategies import (
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
-
-def shown_code(task: Task, completion: str) -> str:
-    """The student's code as the teacher should read it: its own function, or the prompt's
-    header with its body when it wrote only the body."""
-    if f"def {task.entry_point}(" in completion:
-        return completion.strip("\n")
-    return task.program(completion).strip("\n")
-
-
-def same_code(a: str, b: str) -> bool:
-    """Whether two programs are the same code (comments and layout aside)."""
-    try:
-        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
-    except (SyntaxError, ValueError):
-        return " ".join(a.split()) == " ".join(b.split())
+STAGE = "refine + verify"  # its name in the stage table and the manifest
 
 
 def failed_attempts(run: RunDir, tasks: Sequence[Task], strategy: Strategy,
@@ -83,9 +70,9 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
            strategy: str | Strategy = DEFAULT) -> StageReport:
     """Refine and verify every failed attempt of the run -> refinements.jsonl."""
     if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+        raise BadInput(f"rounds must be at least 1, got {rounds}")
     strategy = get_strategy(strategy)
-    with manifest.stage(run, "refine + verify") as report:
+    with manifest.stage(run, STAGE) as report:
         spec = get_model(teacher) if isinstance(teacher, str) else teacher
         todo = failed_attempts(run, tasks, strategy)
         failed = len(todo)
@@ -163,5 +150,4 @@ def verified_by_round(run: RunDir) -> dict[int, tuple[int, int]]:
 
 
 __all__ = ["DEFAULT", "STRATEGIES", "FailedAttempt", "Strategy", "StrategyError",
-           "failed_attempts", "get_strategy", "refine", "register", "same_code", "shown_code",
-           "verified_by_round"]
+           "failed_attempts", "get_strategy", "refine", "register", "verified_by_round"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from localdistill.extract import shown_code
 from localdistill.refine.strategies import Strategy, StrategyError
 from localdistill.tasks.record import Task
 
@@ -31,7 +32,6 @@ def guides_for(strategy: Strategy, tasks: Sequence[Task],
                teacher_answers: dict[str, str]) -> dict[str, Guide]:
     """Each task's guide under `strategy`; StrategyError (before any model is asked) when the
     strategy shows references and a task has none."""
-    from localdistill.refine import shown_code
 
     if strategy.guide == "reference":
         lacking = [t.task_id for t in tasks if t.reference is None]

@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.cache import generate, judge
 from localdistill.execute import program_for
-from localdistill.extract import extract_completion, has_code
+from localdistill.extract import extract_completion, has_code, same_code, shown_code
 from localdistill.prompts import render
 from localdistill.refine.similarity import is_copy, similarity
 from localdistill.refine.strategies import Strategy
 from localdistill.tasks.record import Task
+from localdistill.verdicts import judge
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], roun
               settings: Settings, limits, workers, progress, report) -> list[dict]:
     """One round for every attempt in `todo` -> one record each (see module docstring)."""
     from localdistill.progress import bar
-    from localdistill.refine import same_code, shown_code
 
     answers: dict[str, list] = {item.attempt_key: [] for item in todo}  # key -> [(answer, retry)]
     pending = list(todo)
@@ -114,7 +114,6 @@ def _requests(spec, strategy: Strategy, item: FailedAttempt, round_: int, retry:
 
 
 def _candidate(item: FailedAttempt, answer, retry: int) -> dict:
-    from localdistill.refine import same_code, shown_code
 
     completion = extract_completion(answer.text, item.task)
     code = shown_code(item.task, completion)

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from localdistill.errors import BadInput
+
 GUIDES = ("none", "reference", "teacher", "auto")
 CODE_BLOCK_END = "\n```\n"  # closes the first code block: what follows is prose or a loop
 
 
-class StrategyError(ValueError):
+class StrategyError(BadInput):
     """An unknown strategy, a bad declaration, or a guide the tasks cannot give: one line."""
 
 

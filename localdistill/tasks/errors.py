@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from localdistill.errors import BadInput
+
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\[\d+\])?")  # task_id, tests[3], ...
 
 
-class TaskFileError(ValueError):
+class TaskFileError(BadInput):
     """A task file is malformed. The message reads `<file>:<line>: <field>: <problem>`."""
 
     def __init__(self, path: object, line: int, field: str, problem: str) -> None:
@@ -21,5 +23,5 @@ class TaskFileError(ValueError):
         super().__init__(f"{self.path}:{line}: {shown}: {problem}")
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(BadInput):
     """A task spec (`humaneval`, `mbpp:test=PATH`, a file or a directory) names nothing loadable."""

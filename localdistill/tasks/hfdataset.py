@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localdistill.errors import BadInput
 from localdistill.tasks.jsonl import OPTIONAL, REQUIRED, task_to_row
 from localdistill.tasks.record import Task
 
@@ -67,7 +68,7 @@ def tasks_from_dataset(dataset: datasets.Dataset) -> list[Task]:
     missing = [name for name in REQUIRED if name not in columns]
     unknown = sorted(columns - set(REQUIRED) - set(OPTIONAL))
     if missing or unknown:
-        raise ValueError(
+        raise BadInput(
             f"not a task dataset: missing columns {missing}, unknown columns {unknown}; "
             f"expected {', '.join(REQUIRED + OPTIONAL)}"
         )

@@ -13,6 +13,7 @@ import builtins
 import copy
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
 from localdistill.tasks.rows import INTEGER, TEXT, TEXTS, RowError, check_fields, json_rows, parse
@@ -29,7 +30,7 @@ MBPP_SPLITS: dict[str, range] = {
 def load_mbpp(path: Path | str, split: str = "test") -> list[Task]:
     """The MBPP problems of one split (`prompt`, `test`, `validation`, `train` or `all`)."""
     if split != "all" and split not in MBPP_SPLITS:
-        raise ValueError(
+        raise BadInput(
             f"unknown MBPP split {split!r}: expected one of {', '.join(MBPP_SPLITS)}, all"
         )
     rows = []

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.tasks.errors import TaskFileError
 
 Check = tuple[Callable[[object], bool], str]  # (is the value right?, what is expected)
@@ -64,7 +65,7 @@ def check_fields(path: Path | str, number: int, row: dict, fields: dict[str, Che
             raise TaskFileError(path, number, name, f"expected {expected}, got {row[name]!r:.60}")
 
 
-class RowError(ValueError):
+class RowError(BadInput):
     """A row that cannot become a task; the loader adds the file and the line."""
 
     def __init__(self, field: str, problem: str) -> None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, get_model, weights_path
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
@@ -52,11 +53,11 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
     With `config.processes` > 1 the training is launched on that many processes (launch.py)."""
     spec = get_model(student) if isinstance(student, str) else student
     if spec.backend == "openai":
-        raise ValueError(f"models.{spec.name}: a served model cannot be trained here; name "
-                         "its weights (path) in models.toml")
+        raise BadInput(f"models.{spec.name}: a served model cannot be trained here; name "
+                       "its weights (path) in models.toml")
     if spec.adapter:
-        raise ValueError(f"models.{spec.name}: already has an adapter; train from the base "
-                         "model (merge first to stack adapters)")
+        raise BadInput(f"models.{spec.name}: already has an adapter; train from the base "
+                       "model (merge first to stack adapters)")
     out = Path(out)
     if (config.processes > 1 or config.launch_config) and not distributed.launched():
         from localdistill.train.launch import launch
@@ -64,8 +65,8 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
         return launch(data_set, spec, out, config, restart)
     ranks = distributed.joined()
     if config.grad_accumulation % ranks.world:
-        raise ValueError(f"training settings: grad_accumulation ({config.grad_accumulation}) "
-                         f"must be a multiple of the {ranks.world} processes launched")
+        raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
+                       f"must be a multiple of the {ranks.world} processes launched")
     try:
         # one training into OUT at a time (a second is refused, never interleaved); of a
         # launch's processes rank 0 holds the lock, the others only read OUT
@@ -108,8 +109,8 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     model, tokenizer = backend.load(base, config)
     examples, too_long = data.tokenize(rows, tokenizer, config.max_length)
     if not examples:
-        raise ValueError(f"{data_set}: no example fits in max_length={config.max_length} tokens")
-    from localdistill.cache import file_digest
+        raise BadInput(f"{data_set}: no example fits in max_length={config.max_length} tokens")
+    from localdistill.hashing import file_digest
 
     fingerprint = "|".join([config.digest(), data.digest(examples), file_digest(base)])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
@@ -132,9 +133,11 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         except AdapterError as e:  # the PEFT adapter stands; say why llama.cpp gets none
             gguf_note = f"not made: {e}"
     plot_loss(out)
-    report.counts = {
-        "backend": backend_name, "examples": len(examples),
-        **({"warning": small_set_warning(len(examples))} if len(examples) < SMALL_SET else {}),
+    report.counts = {"backend": backend_name}
+    report.count("examples", len(examples))
+    if len(examples) < SMALL_SET:
+        report.count("warning", small_set_warning(len(examples)))
+    report.counts |= {
         "left out (longer than max_length)": too_long, "optimiser steps": result.steps,
         "resumed from step": result.resumed_from,
         "first loss": f"{result.first_loss:.4f}" if result.first_loss is not None else "-",

@@ -7,10 +7,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from localdistill.errors import BadInput
+
 # The attention and MLP projections of LLaMA-style models (Qwen2, SmolLM2, Mistral...). Never the
 # embeddings or lm_head: vLLM and llama.cpp refuse adapters that touch them.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FORBIDDEN_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed", "output")
+TRAINERS = ("auto", "peft", "unsloth")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "trade compute for memory (useful on a GPU with long examples)"})
     backend: str = field(default="auto", metadata={
-        "help": "auto (Unsloth on a CUDA GPU when installed, else PEFT), peft or unsloth"})
+        "help": "the trainer: auto (Unsloth on a CUDA GPU when installed, else PEFT), peft or "
+                "unsloth", "choices": TRAINERS})
     processes: int = field(default=1, metadata={
         "help": "data-parallel processes through accelerate (one per GPU; gloo on a CPU); the "
                 "examples per optimiser step stay batch_size x grad_accumulation"})
@@ -60,7 +64,7 @@ class TrainConfig:
             (self.max_length >= 16, "max_length must be at least 16"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.save_every >= 1, "save_every must be at least 1"),
-            (self.backend in ("auto", "peft", "unsloth"), "backend: auto, peft or unsloth"),
+            (self.backend in TRAINERS, "backend: auto, peft or unsloth"),
             (bool(self.target_modules), "target_modules: at least one module"),
             (self.processes >= 1, "processes must be at least 1"),
             (self.grad_accumulation % self.processes == 0,
@@ -72,11 +76,11 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"training settings: {message}")
+                raise BadInput(f"training settings: {message}")
         bad = [m for m in self.target_modules if any(f in m for f in FORBIDDEN_TARGETS)]
         if bad:
-            raise ValueError(f"training settings: target_modules: {bad[0]!r} is an embedding or "
-                             "output layer; vLLM and llama.cpp cannot load such adapters")
+            raise BadInput(f"training settings: target_modules: {bad[0]!r} is an embedding or "
+                           "output layer; vLLM and llama.cpp cannot load such adapters")
 
     def digest(self) -> str:
         """What a checkpoint must match to be resumed: everything but how often to save and how

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
+
 
 @dataclass(frozen=True)
 class Example:
@@ -39,12 +41,12 @@ def load_rows(path: Path | str) -> list[dict]:
         try:
             rows = list(load_from_disk(str(path)))
         except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"{path}: not a saved Hugging Face dataset ({e})") from None
+            raise BadInput(f"{path}: not a saved Hugging Face dataset ({e})") from None
     elif path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
+            raise BadInput(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
         rows = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -52,20 +54,20 @@ def load_rows(path: Path | str) -> list[dict]:
             try:
                 row = json.loads(line)
             except ValueError:
-                raise ValueError(f"{path}:{number}: not valid JSON") from None
+                raise BadInput(f"{path}:{number}: not valid JSON") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
+                raise BadInput(f"{path}:{number}: expected a JSON object")
             rows.append(row)
     else:
-        raise ValueError(f"{path}: no such data set (a directory written by `localdistill build` "
-                         "or a JSONL file of prompt/completion rows)")
+        raise BadInput(f"{path}: no such data set (a directory written by `localdistill build` "
+                       "or a JSONL file of prompt/completion rows)")
     for number, row in enumerate(rows, 1):
         if not _messages(row) and not (isinstance(row.get("prompt"), str)
                                        and isinstance(row.get("completion"), str)):
-            raise ValueError(f"{path}: row {number}: needs `messages` or `prompt` and "
-                             "`completion` strings")
+            raise BadInput(f"{path}: row {number}: needs `messages` or `prompt` and "
+                           "`completion` strings")
     if not rows:
-        raise ValueError(f"{path}: the data set is empty")
+        raise BadInput(f"{path}: the data set is empty")
     return rows
 
 
@@ -96,14 +98,14 @@ def render(row: dict, tokenizer) -> tuple[str, str]:
     if messages is None:
         return row["prompt"], row["completion"] + (tokenizer.eos_token or "")
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the student's tokenizer has no chat template; give rows with "
-                         "`prompt` and `completion` instead of `messages`")
+        raise BadInput("the student's tokenizer has no chat template; give rows with "
+                       "`prompt` and `completion` instead of `messages`")
     prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
                                            tokenize=False)
     whole = tokenizer.apply_chat_template(messages, tokenize=False)
     if not whole.startswith(prompt):
-        raise ValueError("the chat template renders the conversation so that it does not start "
-                         "with its own prompt; cannot separate prompt from answer")
+        raise BadInput("the chat template renders the conversation so that it does not start "
+                       "with its own prompt; cannot separate prompt from answer")
     return prompt, whole[len(prompt):].rstrip("\n")
 
 

@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
+
 # Hugging Face projection → GGUF tensor, the same in every architecture below.
 GGUF_TENSOR = {
     "q_proj": "attn_q",
@@ -56,7 +58,7 @@ LORA_KEY = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.we
 LAYER_MODULE = re.compile(r"(?:.*\.)?layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<proj>\w+)")
 
 
-class AdapterError(ValueError):
+class AdapterError(BadInput):
     """An adapter that cannot be exported or merged; the message is one line, with the fix."""
 
 

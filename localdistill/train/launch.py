@@ -27,6 +27,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.models import ModelSpec
 from localdistill.progress import StageReport
 from localdistill.rundir import make_private_dir, write_atomic
@@ -38,7 +39,7 @@ FAILED = "localdistill train failed on rank"  # the line a failing rank prints (
 NEEDS_GPUS = ("MULTI_GPU", "DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA")
 
 
-class LaunchError(ValueError):
+class LaunchError(BadInput):
     """A launch that cannot start: a bad launch configuration, or one this machine cannot run."""
 
 
@@ -125,8 +126,7 @@ def launch(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         raise TrainingFailed(reason or f"training on {config.processes} processes failed "
                              f"(the launcher exited with {code})")
     summary = json.loads((out / "train.json").read_text())
-    report = StageReport("train", counts=summary["report"]["counts"],
-                         seconds=summary["report"]["seconds"])
+    report = StageReport.from_dict(summary["report"])
     gguf = out / "adapter.gguf"
     return TrainResult(out, out / "adapter", gguf if gguf.is_file() else None, report)
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.progress import Bar
 from localdistill.train.config import TrainConfig
 from localdistill.train.data import Example
@@ -182,11 +183,11 @@ def _resume(model, optimizer, schedule, out: Path, fingerprint: str, main: bool 
         # code (a run directory from someone else, tampered with) is refused, not executed
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
-        raise ValueError(f"{state_file}: not a checkpoint localdistill can trust or read "
-                         f"({type(e).__name__}); delete it or use --restart") from None
+        raise BadInput(f"{state_file}: not a checkpoint localdistill can trust or read "
+                       f"({type(e).__name__}); delete it or use --restart") from None
     if state.get("fingerprint") != fingerprint:
-        raise ValueError(f"{out} holds a checkpoint of another training (other settings, data "
-                         "or base model); use another --out, or --restart to start over")
+        raise BadInput(f"{out} holds a checkpoint of another training (other settings, data "
+                       "or base model); use another --out, or --restart to start over")
     set_peft_model_state_dict(model, state["adapter"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.train.config import TrainConfig
 
 
@@ -29,8 +30,8 @@ def load(base: Path, config: TrainConfig):
     missing = [m for m in config.target_modules
                if not any(name.endswith(f".{m}") for name, _ in model.named_modules())]
     if missing:
-        raise ValueError(f"training settings: target_modules: the model has no module named "
-                         f"{missing[0]!r}")
+        raise BadInput(f"training settings: target_modules: the model has no module named "
+                       f"{missing[0]!r}")
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), bias="none",

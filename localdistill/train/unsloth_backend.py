@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from localdistill.errors import BadInput
 from localdistill.train.config import TrainConfig
 
 
@@ -26,11 +27,11 @@ def available() -> bool:
 
 def load(base: Path, config: TrainConfig):
     if not available():
-        raise ValueError("the unsloth backend needs a CUDA GPU and `pip install "
-                         "'localdistill[gpu]'`; use --backend peft")
+        raise BadInput("the unsloth backend needs a CUDA GPU and `pip install "
+                       "'localdistill[gpu]'`; use --backend peft")
     if not base.is_dir():
-        raise ValueError(f"{base}: Unsloth needs a Hugging Face directory, not a GGUF file; "
-                         "use --backend peft for GGUF students")
+        raise BadInput(f"{base}: Unsloth needs a Hugging Face directory, not a GGUF file; "
+                       "use --backend peft for GGUF students")
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(

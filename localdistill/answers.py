@@ -1,39 +1,34 @@
-"""The run's memory: every model answer and every sandbox verdict, keyed by what determines it.
+"""How every stage asks a model: through the run's memory of answers.
 
 A model request is keyed by a hash of the model's identity (the weights' and adapter's sha256, or
 the server and the name it serves, the chat template, the context length) and the request itself
-(messages, sampling settings, seed). A verdict is keyed by a hash of the program, its tests and the
-limits. So a rerun of any stage asks the model only what it was never asked, a changed template or
-model re-asks only what depends on it, and kill -9 at any moment loses nothing that finished.
+(messages, sampling settings, seed). So a rerun of any stage asks the model only what it was never
+asked, a changed template or model re-asks only what depends on it, and kill -9 at any moment
+loses nothing that finished. (The sandbox's verdicts are remembered the same way: verdicts.py.)
 
 Files, in the run directory:
   cache/requests.jsonl    one answer per line (append-only; `key` is the request hash)
   cache/sent.jsonl        one line each time a request is handed to a model (an audit trail:
                           a request answered once is never sent again)
-  cache/executions.jsonl  one verdict per line (append-only; `key` is the program hash)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from localdistill.backends import open_backend
 from localdistill.backends.base import Request
-from localdistill.execute import Limits, Program, run_many
+from localdistill.hashing import digest, file_digest
 from localdistill.models import ModelSpec, adapter_path, weights_path
 from localdistill.progress import Bar
-from localdistill.rundir import RunDir, write_atomic
+from localdistill.rundir import RunDir
 
 REQUESTS = "cache/requests"
 SENT = "cache/sent"
-EXECUTIONS = "cache/executions"
 
 
 @dataclass(frozen=True)
@@ -150,7 +145,7 @@ def _answer(key: str, record: dict, cached: bool) -> Answer:
 
 
 def request_hash(identity: dict, request: Request) -> str:
-    return _digest({"model": identity, "messages": request.messages, "prompt": request.prompt,
+    return digest({"model": identity, "messages": request.messages, "prompt": request.prompt,
                     "temperature": request.temperature, "top_p": request.top_p,
                     "max_tokens": request.max_tokens, "stop": request.stop,
                     "seed": request.seed})
@@ -169,96 +164,3 @@ def model_identity(spec: ModelSpec) -> dict:
     if spec.adapter:
         identity["adapter"] = file_digest(adapter_path(spec))
     return identity
-
-
-# --- verdicts ----------------------------------------------------------------------------------
-
-
-def judge(run: RunDir, programs: Sequence[Program], limits: Limits = Limits(),
-          workers: int | None = None, bar: Bar | None = None) -> dict[str, dict]:
-    """Verdicts for all programs (by `program.key`), running only those the cache lacks.
-
-    A verdict: {"passed", "status", "feedback", "outcomes" (each test's status), "runtime"}.
-    """
-    bar = bar or Bar()
-    limits_identity = dataclasses.asdict(limits)
-    hashes = {p.key: _digest({"program": p.program, "tests": p.tests, "entry": p.entry_point,
-                              "setup": p.setup, "limits": limits_identity}) for p in programs}
-    wanted = set(hashes.values())
-    cached = {rec["key"]: rec for rec in run.records(EXECUTIONS) if rec["key"] in wanted}
-    verdicts: dict[str, dict] = {}
-    missing: dict[str, Program] = {}
-    waiting: dict[str, list[str]] = {}
-    for program in programs:
-        h = hashes[program.key]
-        if h in cached:
-            verdicts[program.key] = cached[h]
-            bar.advance(passed=cached[h]["passed"])
-        else:
-            missing.setdefault(h, dataclasses.replace(program, key=h))
-            waiting.setdefault(h, []).append(program.key)
-    if not missing:
-        return verdicts
-    with run.appender(EXECUTIONS) as out:
-        for program, result in run_many(list(missing.values()), limits, workers):
-            record = {"key": program.key, "passed": result.passed, "status": result.status,
-                      "feedback": result.feedback,
-                      "outcomes": [o.status for o in result.outcomes],
-                      "runtime": round(result.runtime, 4)}
-            out.add(record)
-            for key in waiting[program.key]:
-                verdicts[key] = record
-                bar.advance(passed=record["passed"])
-    return verdicts
-
-
-# --- hashing -----------------------------------------------------------------------------------
-
-
-def _digest(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (names and contents); remembered per file
-    (path, size, mtime) in ~/.cache/localdistill/digests.json, so a 10 GB model is read once."""
-    path = Path(path)
-    if path.is_dir():
-        parts = [(str(f.relative_to(path)), _file_sha256(f))
-                 for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        return _digest(parts)
-    return _file_sha256(path)
-
-
-def _memo_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "localdistill" / "digests.json"
-
-
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-    memo_file = _memo_path()
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if isinstance(memo, dict) and isinstance(memo.get(stamp), str):
-        return memo[stamp]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    memo = memo if isinstance(memo, dict) else {}
-    memo[stamp] = value
-    try:
-        write_atomic(memo_file, json.dumps(memo, indent=0).encode())
-    except OSError:
-        pass  # a read-only home only costs hashing again next time
-    return value
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

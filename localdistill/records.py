@@ -1,0 +1,111 @@
+"""The records that flow between the stages, typed, and the helpers every stage shares.
+
+Each stage writes one JSONL file of the run directory and later stages read it back:
+
+    attempts.jsonl     Attempt      stage 1: the student's answer to a task (one per sample)
+    executions.jsonl   Execution    stage 2: that attempt run on the task's hidden tests
+    direct.jsonl       Direct       the teacher's own answer to a task, verified (StanD, InpD)
+    refinements.jsonl  Refinement   stages 3-4: a round's refinement of a failed attempt, verified
+
+The files keep every field (later stages and users' tools may read more than is typed here);
+the classes name the fields the stages rely on, so a stage reads `attempt.task_id`, not a key
+parsed back out of a composite string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from localdistill.errors import BadInput
+from localdistill.prompts import render
+from localdistill.rundir import RunDir
+from localdistill.tasks.record import Task
+
+
+def attempt_key(task_id: str, sample: int) -> str:
+    """The key of a task's sample (an attempt, a teacher's answer): `task_id#sample`."""
+    return f"{task_id}#{sample}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    key: str
+    task_id: str
+    model: str
+    completion: str  # the code extracted from `answer`
+    sample: int = 0
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class Execution:
+    key: str  # the attempt's
+    task_id: str
+    passed: bool
+    feedback: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class Direct:
+    key: str
+    task_id: str
+    teacher: str
+    completion: str
+    passed: bool
+    sample: int = 0
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
+class Refinement:
+    key: str  # "<attempt key>@<round>"
+    attempt_key: str
+    task_id: str
+    round: int
+    teacher: str
+    completion: str
+    passed: bool
+    feedback: str = ""
+    unchanged: bool = False
+    copied: bool = False
+    personalised: bool = False
+
+
+R = TypeVar("R")
+FILES = {Attempt: "attempts", Execution: "executions", Direct: "direct",
+         Refinement: "refinements"}
+
+
+def read(run: RunDir, kind: type[R]) -> list[R]:
+    """The run's records of one kind (its stage's file), typed."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return [kind(**{k: v for k, v in record.items() if k in names})
+            for record in run.records(FILES[kind])]
+
+
+def tasks_for(records: Iterable, tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:
+    """The tasks by id, checking that every record's task (a typed record or its dict) is among
+    them."""
+    by_id = {task.task_id: task for task in tasks}
+    ids = {r["task_id"] if isinstance(r, dict) else r.task_id for r in records}
+    unknown = sorted(ids - by_id.keys())
+    if unknown:
+        raise BadInput(f"{run.path}: attempts of tasks that are not in the task set given "
+                       f"(first: {unknown[0]}); pass the same tasks as to `attempt`")
+    return by_id
+
+
+def check_tasks_have_tests(tasks: Sequence[Task]) -> None:
+    untested = [t.task_id for t in tasks if not t.tests]
+    if untested:
+        raise BadInput(f"{len(untested)} tasks have no tests (first: {untested[0]}); "
+                       "give them tests with `localdistill gen-tests` first")
+
+
+def attempt_messages(task: Task) -> list[dict[str, str]]:
+    """What the student sees for a task: at attempt time, at inference, and in training rows."""
+    return render("attempt", prompt=task.prompt, description=task.description)
