@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from localdistill.direct import STAGE as DIRECT_STAGE
@@ -49,7 +50,7 @@ class Inputs:
     distill_round: int
     counts: dict[str, int] = field(default_factory=dict)  # a method's own figures, shown
 
-    @property
+    @cached_property
     def failed_tasks(self) -> set[str]:
         return {e.task_id for e in self.executions.values() if not e.passed}
 
