@@ -20,8 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from localdistill.backends import open_backend
-from localdistill.backends.base import Request
+from localdistill.backends import kind_of, open_backend
+from localdistill.backends.base import Request, options_identity
 from localdistill.hashing import digest, file_digest
 from localdistill.models import ModelSpec, adapter_path, weights_path
 from localdistill.progress import Bar
@@ -155,12 +155,9 @@ def model_identity(spec: ModelSpec) -> dict:
     """What about a model determines its answers (not its name in models.toml, nor threads)."""
     identity: dict = {"backend": spec.backend, "chat_template": spec.chat_template,
                       "context_length": spec.context_length}
-    if spec.backend == "openai":
-        identity |= {"served": spec.served_name or spec.url, "extra": spec.request_extra}
-    else:
+    if not kind_of(spec).served:
         identity["weights"] = file_digest(weights_path(spec))
-    if spec.parallel > 1:  # batched decoding can round differently (backends/llamacpp_batched.py)
-        identity["parallel"] = spec.parallel
+    identity |= options_identity(spec.options)  # the backend's own (its module says which)
     if spec.adapter:
         identity["adapter"] = file_digest(adapter_path(spec))
     return identity

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from localdistill.errors import BadInput
 from localdistill.evaluate import EvalConfig
 from localdistill.execute import Limits
 from localdistill.methods import METHODS
-from localdistill.tomlconfig import Mismatch, same_as, type_name, typed, types_of
+from localdistill.tomlconfig import Mismatch, key_table, same_as, type_name, typed
 from localdistill.train.config import TrainConfig
 
 
@@ -386,25 +385,5 @@ def config_reference() -> str:
     lines = []
     for table, kind in _TABLES.items():
         skip = _COLLECT_SET_ELSEWHERE if kind is CollectConfig else ()
-        hints = typing.get_type_hints(kind)
-        lines += [f"### [{table}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for f in dataclasses.fields(kind):
-            if f.name in skip:
-                continue
-            kind_name = " or ".join(type_name(t) for t in types_of(hints[f.name]))
-            default = "required" if f.default is dataclasses.MISSING else (
-                "-" if f.default is None else f"`{_toml(f.default)}`")
-            lines.append(f"| `{f.name}` | {kind_name} | {default} | "
-                         f"{f.metadata.get('help', '')} |")
-        lines.append("")
+        lines += [f"### [{table}]", "", *key_table(kind, skip), ""]
     return "\n".join(lines)
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return str(value)

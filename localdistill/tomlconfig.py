@@ -121,5 +121,38 @@ def type_name(kind) -> str:
     """A type in words, as CONFIG.toml's messages and reference (docs/run.md) name it."""
     if typing.get_origin(kind) is tuple:
         return f"a list of {typing.get_args(kind)[0].__name__}"
+    if kind is dict or dataclasses.is_dataclass(kind):
+        return "a table"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         kind, str(kind))
+
+
+def key_table(kind: type, skip: tuple[str, ...] = ()) -> list[str]:
+    """A dataclass's keys as a markdown table: type, default, help (docs/run.md, docs/models.md)."""
+    hints = typing.get_type_hints(kind)
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(kind):
+        if f.name in skip:
+            continue
+        kind_name = " or ".join(type_name(t) for t in types_of(hints[f.name]))
+        if f.default is not dataclasses.MISSING:
+            default = "-" if f.default is None else f"`{toml_value(f.default)}`"
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            default = f"`{toml_value(value)}`" if not dataclasses.is_dataclass(value) else "-"
+        else:
+            default = "required"
+        lines.append(f"| `{f.name}` | {kind_name} | {default} | {help_of(f)} |")
+    return lines
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return str(value)

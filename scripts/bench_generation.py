@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 
 from localdistill.backends import open_backend, request_for
 from localdistill.models import get_model
@@ -64,7 +63,7 @@ def main() -> int:
     parser.add_argument("--no-server", action="store_true", help="skip (c)")
     args = parser.parse_args()
 
-    spec = replace(get_model(args.model), parallel=1)
+    spec = get_model(args.model).with_keys(parallel=1)
     batch = requests(spec, args.requests, args.max_tokens)
     print(f"{args.model}: {len(batch)} greedy chat requests, at most {args.max_tokens} tokens each")
 
@@ -84,7 +83,7 @@ def main() -> int:
     base_rate = tokens / seconds
     report("(a) llama.cpp in process, one at a time:", base_texts, seconds, tokens)
 
-    backend = open_backend(replace(spec, parallel=args.parallel))
+    backend = open_backend(spec.with_keys(parallel=args.parallel))
     report(f"(b) llama.cpp in process, parallel = {args.parallel}:", *run(backend, batch))
     backend.close()
 

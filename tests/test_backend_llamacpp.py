@@ -36,7 +36,7 @@ def test_prompt_lookup_gives_the_same_greedy_answers_on_long_prompts():
     finally:
         plain.close()
     assert expected[0].prompt_tokens > 512
-    drafting = open_backend(replace(spec, prompt_lookup=8))
+    drafting = open_backend(spec.with_keys(prompt_lookup=8))
     try:
         got = list(drafting.generate(requests))
     finally:
@@ -73,7 +73,7 @@ def test_parallel_decoding_gives_the_sequential_answers():
          for i in range(5)]
     requests = [replace(request_for(spec, temperature=0.0, **kw), key=key) for key, kw in asks]
     alone = _answers(spec, requests)
-    together = _answers(replace(spec, parallel=3), requests)
+    together = _answers(spec.with_keys(parallel=3), requests)
     assert alone["long"].prompt_tokens > 512
     assert {a.samples[0].finish_reason for a in alone.values()} == {"stop", "length"}
     assert "\n\n" not in alone["stop"].samples[0].text
@@ -87,7 +87,7 @@ def test_parallel_decoding_gives_the_sequential_answers():
 def test_parallel_sampling_follows_the_seed():
     """Sampled answers (temperature > 0) depend on the request's seed, not on which requests
     shared the batch: the same seeds give the same texts in another order and company."""
-    spec = replace(get_model("tiny"), threads=2, parallel=2)
+    spec = get_model("tiny").with_keys(threads=2, parallel=2)
     ask = [{"role": "user", "content": "Write a short poem about code."}]
     first = [replace(request_for(spec, messages=ask, temperature=0.9, max_tokens=24, seed=s),
                      key=str(s)) for s in (1, 2, 3)]
@@ -113,7 +113,7 @@ def test_a_prompt_over_the_context_comes_back_empty_and_the_others_are_answered(
                     ("raw long", dict(prompt=CODE)),
                     ("raw", dict(prompt="def add(a, b):\n"))]]
     for parallel in (1, 2):
-        got = _answers(replace(spec, parallel=parallel), requests)
+        got = _answers(spec.with_keys(parallel=parallel), requests)
         assert set(got) == {"short", "long", "raw long", "raw"}, parallel
         for key in ("long", "raw long"):
             assert got[key].samples == (Sample("", CONTEXT, 0),), (parallel, key)
@@ -136,7 +136,7 @@ def test_a_context_length_llama_cpp_rounds_up_is_kept_and_does_not_crash():
                         key=str(times))
                 for times in (27, 40)]
     for parallel in (1, 2):
-        got = _answers(replace(spec, parallel=parallel), requests)
+        got = _answers(spec.with_keys(parallel=parallel), requests)
         fits, over = got["27"], got["40"]
         assert 256 < fits.prompt_tokens < 300, (parallel, fits)
         assert fits.samples[0].finish_reason in ("stop", "length"), (parallel, fits)

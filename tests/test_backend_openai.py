@@ -381,7 +381,7 @@ def test_max_in_flight_bounds_concurrency_and_a_long_stream_is_read_lazily():
 def test_a_url_off_this_machine_is_refused_at_parse_time_and_at_load():
     with pytest.raises(ModelsFileError, match="192.168.1.10 is not this machine"):
         openai_spec("http://192.168.1.10:8000/v1")
-    spec = replace(openai_spec("http://127.0.0.1:8000/v1"), url="http://192.168.1.10:8000/v1")
+    spec = openai_spec("http://127.0.0.1:8000/v1").with_keys(url="http://192.168.1.10:8000/v1")
     with pytest.raises(ModelsFileError, match="not this machine"):
         open_backend(spec)
 

@@ -14,7 +14,7 @@ import importlib.util
 import json
 import sys
 import types
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -112,7 +112,7 @@ def test_all_requests_go_in_one_batched_call_each(fake_vllm, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 48}))
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    spec = replace(TINY, path=str(model_dir), adapter=str(adapter), quantisation="AWQ",
+    spec = TINY.with_keys(path=str(model_dir), adapter=str(adapter), quantisation="AWQ",
                    tensor_parallel_size=2, gpu_memory_utilization=0.5)
     backend = open_backend(spec)
     (llm,) = fake_vllm
@@ -189,7 +189,7 @@ def test_a_prompt_over_max_model_len_is_answered_empty_and_kept_out_of_the_batch
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs the vllm package")
 def test_real_vllm_on_the_tiny_model():
-    backend = open_backend(replace(TINY, gpu_memory_utilization=0.3))
+    backend = open_backend(TINY.with_keys(gpu_memory_utilization=0.3))
     try:
         chat = Request(messages=({"role": "user", "content": "Say hello."},), max_tokens=8)
         raw = Request(prompt="def fibonacci(n):", max_tokens=8, n=2, temperature=0.8, seed=1)

@@ -10,6 +10,7 @@ from localdistill.backends import Request
 from localdistill.execute import Limits, program_for
 from localdistill.hashing import file_digest
 from localdistill.models import get_model
+from localdistill.models.config import parse_models
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 from localdistill.verdicts import EXECUTIONS, judge
@@ -30,16 +31,16 @@ def test_a_models_identity_is_its_weights_adapter_and_template_not_its_name(tmp_
     assert model_identity(dataclasses.replace(tiny, adapter=str(adapter))) != with_adapter
     assert model_identity(dataclasses.replace(tiny, chat_template="{{ x }}")) != base
     # batched decoding may round otherwise: its answers are kept apart from one-at-a-time ones
-    assert model_identity(dataclasses.replace(tiny, parallel=4)) != base
+    assert model_identity(tiny.with_keys(parallel=4)) != base
 
 
 def test_a_served_models_identity_is_what_the_server_serves():
-    served = dataclasses.replace(get_model("tiny"), backend="openai", path=None,
-                                 url="http://127.0.0.1:8000/v1", served_name="coder")
-    moved = dataclasses.replace(served, url="http://127.0.0.1:9000/v1")
+    served = parse_models('[models.s]\nbackend = "openai"\nurl = "http://127.0.0.1:8000/v1"\n'
+                          'served_name = "coder"\n', "t.toml")["s"]
+    moved = served.with_keys(url="http://127.0.0.1:9000/v1")
     assert model_identity(served) == model_identity(moved)  # a new port is the same model
     assert model_identity(served) != model_identity(
-        dataclasses.replace(served, request_extra={"repeat_penalty": 1.0}))
+        served.with_keys(request_extra={"repeat_penalty": 1.0}))
 
 
 def test_every_setting_that_changes_an_answer_changes_its_key():

@@ -244,11 +244,10 @@ def test_a_memorised_answer_comes_out_of_llamacpp(tiny, tmp_path):
     assert said.returncode == 0 and answer in said.stdout, said.stdout + said.stderr
 
     # ...and so does its batched decoding (`parallel = 2`): the adapter is on the batch's context.
-    from dataclasses import replace
 
     from localdistill.backends import open_backend, request_for
 
-    spec = replace(get_model("tiny"), adapter=str(adapter), parallel=2, threads=2)
+    spec = get_model("tiny").with_keys(adapter=str(adapter), parallel=2, threads=2)
     backend = open_backend(spec)
     try:
         asked = [request_for(spec, messages=[{"role": "user", "content": q}], max_tokens=24,

@@ -76,10 +76,10 @@ def test_not_toml_and_unknown_tables():
 def test_loopback_urls_are_accepted():
     for url in ("http://127.0.0.1:8000/v1", "http://localhost:8080/v1", "http://[::1]:9/v1"):
         spec = parse_models(f'[models.s]\nbackend = "openai"\nurl = "{url}"\n', "f")["s"]
-        assert spec.url == url
+        assert spec.options.url == url
     lan = parse_models('[models.s]\nbackend = "openai"\nurl = "http://192.168.1.5:8000/v1"\n'
                        "allow_remote = true\n", "f")["s"]
-    assert lan.allow_remote
+    assert lan.options.allow_remote
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
@@ -238,3 +238,60 @@ def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monke
     monkeypatch.setenv(OFF, "0")
     assert from_pretrained_args(gguf) == {"pretrained_model_name_or_path": str(gguf.parent),
                                           "gguf_file": gguf.name}
+
+
+def test_the_models_reference_page_is_in_step_with_the_backends_declarations():
+    from localdistill.models.config import models_reference
+
+    page = (REPO_MODELS_TOML.parent / "docs" / "models.md").read_text()
+    reference = models_reference()
+    assert page.rstrip().endswith(reference.rstrip())
+    for backend in ("llama.cpp", "openai", "transformers", "vllm"):
+        assert f'### `backend = "{backend}"`' in reference
+    assert "replay" not in reference  # made by `eval --replay`, never declared
+    out = subprocess.run([str(SCRIPT), "models", "keys"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "wait_for_server" in out and "tensor_parallel_size" in out
+
+
+def test_a_backend_declared_in_its_module_is_found_and_its_keys_are_checked_there(
+        tmp_path, monkeypatch):
+    """A new backend is one module with a BACKEND: models.toml accepts its keys, refuses its
+    impossible values in its own words, and other backends' keys are refused for it."""
+    from localdistill import backends
+    from localdistill.models.config import models_reference
+
+    (tmp_path / "sharded.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from localdistill.backends.base import Kind\n"
+        "from localdistill.models.config import ModelsFileError\n\n\n"
+        "@dataclass(frozen=True)\n"
+        "class Options:\n"
+        "    shards: int = 1\n\n"
+        "    def check(self, where):\n"
+        "        if self.shards > 8:\n"
+        "            raise ModelsFileError(f'{where}.shards: at most 8')\n\n\n"
+        "BACKEND = Kind('sharded', Options, help='a test of a new backend')\n\n\n"
+        "def load(spec):\n"
+        "    raise NotImplementedError\n")
+    monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "localdistill.backends.sharded", raising=False)
+    backends.modules.cache_clear()
+    try:
+        spec = parse_models('[models.s]\nbackend = "sharded"\npath = "w"\nshards = 4\n',
+                            "f")["s"]
+        assert spec.options.shards == 4
+        with pytest.raises(ModelsFileError, match=r"^f: models.s.shards: at most 8$"):
+            parse_models('[models.s]\nbackend = "sharded"\npath = "w"\nshards = 9\n', "f")
+        with pytest.raises(ModelsFileError,
+                           match=r"^f: models.s.parallel: only for backend 'llama.cpp'"):
+            parse_models('[models.s]\nbackend = "sharded"\npath = "w"\nparallel = 2\n', "f")
+        with pytest.raises(ModelsFileError,
+                           match=r"^f: models.s.shards: only for backend 'sharded'"):
+            parse_models('[models.s]\nbackend = "llama.cpp"\npath = "w"\nshards = 2\n', "f")
+        assert '### `backend = "sharded"`' in models_reference()
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("localdistill.backends.sharded", None)
+        backends.modules.cache_clear()
+    assert "sharded" not in backends.kinds()

@@ -2,13 +2,18 @@
 
 The stages hand a backend thousands of requests at once; the backend decides how to run them fast
 (one after another in process, many in flight to a server, or one batched call to vLLM).
+
+A backend is one module of this package that declares itself once, with `BACKEND = Kind(...)`:
+its name in models.toml, its own keys (a frozen dataclass, `Kind.options`), what its weights and
+adapters are; the module also has `load(spec) -> Backend`, and `serve(spec, port, parallel)` if
+`localdistill serve` can start a server for it. localdistill/backends/__init__.py finds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from localdistill.errors import BadInput
 
@@ -98,3 +103,40 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model / connections; the backend is unusable afterwards."""
         ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A backend as models.toml and the stages see it; declared once, in its module.
+
+    `options` is a frozen dataclass of the backend's own keys (written flat in a models.toml
+    entry beside the common ones of ModelSpec); each field's metadata "help" documents it
+    (docs/models.md is generated from them) and an optional "hint" is added when the key is
+    given to another backend. The dataclass may define `check(self, where)`, raising
+    ModelsFileError for an impossible value, and `identity(self) -> dict`: what of its options
+    changes the answers, added to the model's identity in the run cache (answers.py).
+    """
+
+    name: str  # the value of `backend` in models.toml
+    options: type
+    help: str
+    served: bool = False  # the weights live on a server (the options' `url`): none here to hash,
+    #                       train or serve
+    adapter: str | None = None  # the adapter `train` writes that it loads: "gguf" | "peft" | None
+    in_models_toml: bool = True  # False: made by the tool itself (replay), never declared
+
+    def option_names(self) -> tuple[str, ...]:
+        from dataclasses import fields
+
+        return tuple(f.name for f in fields(self.options))
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A backend with no keys of its own."""
+
+
+def options_identity(options: Any) -> dict:
+    """What a backend's options add to the model's identity (nothing unless it says)."""
+    identity = getattr(options, "identity", None)
+    return identity() if identity else {}

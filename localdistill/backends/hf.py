@@ -12,10 +12,22 @@ from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
 
-from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
+from localdistill.backends.base import (
+    BackendError,
+    Kind,
+    NoOptions,
+    Request,
+    Result,
+    Sample,
+    did_not_fit,
+)
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 BATCH_ROWS = 8  # sequences decoded together; more is faster on a GPU, not on a few CPU cores
+
+BACKEND = Kind("transformers", NoOptions, adapter="peft",
+               help="any Hugging Face model (or a GGUF, dequantised) in this process, with a "
+                    "PEFT adapter: slow, but what training starts from")
 
 
 class TransformersBackend:

@@ -1,7 +1,8 @@
 """llama.cpp in process (llama-cpp-python): GGUF weights, CPU or GPU offload, optional LoRA.
 
 Requests run one after another, or `parallel` at a time in one batch when models.toml sets it
-(llamacpp_batched.py): on a CPU that is several times the throughput.
+(llamacpp_batched.py): on a CPU that is several times the throughput. `localdistill serve`
+starts llama.cpp's own server for it (`serve`, from the xllamacpp wheel).
 """
 
 from __future__ import annotations
@@ -11,10 +12,55 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
+from localdistill.backends.base import BackendError, Kind, Request, Result, Sample, did_not_fit
 from localdistill.backends.llamacpp_batched import chat_formatter, prompt_tokens
 from localdistill.models import ModelSpec, adapter_path, weights_path
+from localdistill.models.config import ModelsFileError, at_least_one
+
+if TYPE_CHECKING:
+    from localdistill.serve import RunningServer
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keys of a llama.cpp entry of models.toml, beside the common ones."""
+
+    gpu_layers: int = field(default=0, metadata={"help": "layers offloaded to the GPU, -1 all"})
+    prompt_lookup: int = field(default=0, metadata={
+        "help": "draft this many tokens from text already in the prompt and verify them in one "
+                "pass (prompt lookup decoding). Measured on the demo teacher: 1.4x faster for "
+                "refinements, which copy the student's code, but 0.73x for answers from "
+                "scratch; 0: off. Keeps the logits of the whole context in memory "
+                "(context_length x vocabulary x 4 bytes)"})
+    parallel: int = field(default=1, metadata={
+        "help": "requests decoded together in one batch (continuous batching in process). On a "
+                "CPU several sequences cost little more than one: 1.6-2x the tokens/s at 4 on "
+                "the demo models (README; scripts/bench_generation.py). Each takes "
+                "context_length tokens of KV cache. Answers can differ from parallel = 1 after "
+                "a near tie (other matrix kernels round differently), so the run cache keeps "
+                "them apart",
+        "hint": "servers: max_in_flight; vLLM batches on its own"})
+
+    def check(self, where: str) -> None:
+        if self.prompt_lookup < 0:
+            raise ModelsFileError(f"{where}.prompt_lookup: expected 0 (off) or more, got "
+                                  f"{self.prompt_lookup}")
+        at_least_one(where, self, "parallel")
+        if self.parallel > 1 and self.prompt_lookup:
+            raise ModelsFileError(f"{where}: parallel and prompt_lookup cannot be combined; "
+                                  "choose one")
+
+    def identity(self) -> dict:
+        # batched decoding can round differently (llamacpp_batched.py): its answers are its own
+        return {"parallel": self.parallel} if self.parallel > 1 else {}
+
+
+BACKEND = Kind("llama.cpp", Options, adapter="gguf",
+               help="GGUF weights in this process (llama-cpp-python), on the CPU or offloaded "
+                    "to a GPU; `localdistill serve` starts llama.cpp's own server for them")
 
 
 class LlamaCppBackend:
@@ -34,18 +80,19 @@ class LlamaCppBackend:
             # is still context_length, checked in _one.
             "n_ctx": -(-spec.context_length // 256) * 256,
             "n_threads": spec.threads or os.cpu_count(),
-            "n_gpu_layers": spec.gpu_layers,
+            "n_gpu_layers": spec.options.gpu_layers,
             "verbose": False,
         }
-        if spec.parallel > 1:
+        if spec.options.parallel > 1:
             # The batch decodes in a context of its own; this one only carries the model.
             kwargs["n_ctx"] = 64
         if adapter is not None:
             kwargs["lora_path"] = str(adapter)
-        if spec.prompt_lookup:
+        if spec.options.prompt_lookup:
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-            kwargs["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=spec.prompt_lookup)
+            kwargs["draft_model"] = LlamaPromptLookupDecoding(
+                num_pred_tokens=spec.options.prompt_lookup)
             # Drafts need the logits of every position. llama-cpp-python sizes its logits
             # buffer by the logits_all argument, not by the draft model, and overflows after
             # n_batch tokens unless it is set here too.
@@ -62,10 +109,10 @@ class LlamaCppBackend:
         # template): llama-cpp-python falls back to its own format and counts it itself
         self.formatter = chat_formatter(self.llm, spec.chat_template)
         self.batched = None
-        if spec.parallel > 1:
+        if spec.options.parallel > 1:
             from localdistill.backends.llamacpp_batched import BatchedDecoder
 
-            self.batched = BatchedDecoder(self.llm, spec.parallel, spec.context_length,
+            self.batched = BatchedDecoder(self.llm, spec.options.parallel, spec.context_length,
                                           kwargs["n_threads"], self.formatter)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
@@ -170,6 +217,47 @@ def _chat_handler(template: str):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     return Jinja2ChatFormatter(template=template, eos_token="", bos_token="").to_chat_handler()
+
+
+def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
+    """llama.cpp's own server (xllamacpp): `parallel` slots with continuous batching, unlike
+    llama-cpp-python's server, which answers one request at a time."""
+    from localdistill.serve import HOST, RunningServer
+
+    try:
+        import xllamacpp
+    except ImportError:
+        raise BackendError("llama.cpp's server is not installed: pip install xllamacpp "
+                           "(part of 'localdistill[cpu]')") from None
+    params = xllamacpp.CommonParams()
+    params.model.path = str(weights_path(spec))
+    params.n_parallel = parallel
+    params.n_ctx = spec.context_length * parallel  # every slot gets its model's full context
+    params.port = port
+    params.hostnames = [HOST]
+    params.verbosity = 0  # llama.cpp's per-request timing lines would drown the user's terminal
+    params.offline = True
+    params.n_gpu_layers = spec.options.gpu_layers
+    if spec.options.gpu_layers == 0:
+        # Flash attention (xllamacpp's default) changes the arithmetic: with it off, greedy
+        # answers match llama-cpp-python's in process, and on a CPU it gains nothing.
+        params.flash_attn_type = 0
+    params.cpuparams.n_threads = spec.threads or os.cpu_count() or 1
+    params.cpuparams_batch.n_threads = spec.threads or os.cpu_count() or 1
+    if spec.chat_template:
+        params.chat_template = spec.chat_template
+    adapter = adapter_path(spec)
+    if adapter is not None:
+        lora = xllamacpp.CommonAdapterLoraInfo()
+        lora.path = str(adapter)
+        lora.scale = 1.0
+        params.lora_adapters = [lora]
+    holder = [xllamacpp.Server(params)]
+
+    def stop() -> None:
+        holder.clear()  # the server's destructor stops its loop and frees the model
+
+    return RunningServer(f"http://{HOST}:{port}/v1", stop, "llama.cpp")
 
 
 def load(spec: ModelSpec) -> LlamaCppBackend:

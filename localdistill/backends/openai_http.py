@@ -11,6 +11,7 @@ urllib.request: urllib honours HTTP_PROXY, and a loopback request must never go 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import queue
 import re
@@ -19,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from localdistill.backends.base import CONTEXT, BackendError, Request, Result, Sample
+from localdistill.backends.base import CONTEXT, BackendError, Kind, Request, Result, Sample
 from localdistill.models import ModelSpec
-from localdistill.models.config import check_local_url
+from localdistill.models.config import ModelsFileError
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_RESPONSE = 32 << 20  # bytes of one answer; a completion is kilobytes
@@ -36,6 +38,79 @@ REFUSED_TRIES = 2
 # ("exceeds the available context size", exceed_context_size_error), OpenAI's own code.
 OVER_CONTEXT = re.compile(r"maximum context length|maximum model length|available context size|"
                           r"exceed_context_size|context_length_exceeded", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keys of an openai entry of models.toml, beside the common ones."""
+
+    url: str | None = field(default=None, metadata={
+        "help": "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+                "(loopback only, unless allow_remote)"})
+    more_urls: tuple[str, ...] = field(default=(), metadata={
+        "help": "further servers of the same model; requests are spread over url and these, "
+                "each server taking work as it frees a slot"})
+    allow_remote: bool = field(default=False, metadata={
+        "help": "let the URLs point at another machine of your network (off: loopback only)"})
+    served_name: str | None = field(default=None, metadata={
+        "help": "the model name the server expects (default: the server's first model)"})
+    max_in_flight: int = field(default=4, metadata={"help": "requests sent at once"})
+    timeout: float = field(default=600.0, metadata={"help": "seconds per request"})
+    wait_for_server: float = field(default=120.0, metadata={
+        "help": "seconds to wait for a server that stopped answering mid-stage (crashed or "
+                "restarting) to come back before the stage fails; a server that never answered "
+                "fails at once"})
+    request_extra: dict = field(default_factory=dict, metadata={
+        "help": "fields added to every request body, a server's own settings (e.g. "
+                "repeat_penalty = 1.0 for llama-cpp-python's server, which defaults to 1.1)"})
+
+    def check(self, where: str) -> None:
+        if not self.url:
+            raise ModelsFileError(f"{where}.url: required for backend 'openai'")
+        check_local_url(self.url, self.allow_remote, f"{where}.url")
+        for i, url in enumerate(self.more_urls):
+            check_local_url(url, self.allow_remote, f"{where}.more_urls[{i}]")
+        if self.max_in_flight < 1:
+            raise ModelsFileError(f"{where}.max_in_flight: expected at least 1, got "
+                                  f"{self.max_in_flight}")
+        if self.wait_for_server < 0:
+            raise ModelsFileError(f"{where}.wait_for_server: expected 0 (do not wait) or more "
+                                  f"seconds, got {self.wait_for_server:g}")
+
+    def identity(self) -> dict:
+        # the weights are the server's: the name it serves them under stands for them
+        return {"served": self.served_name or self.url, "extra": self.request_extra}
+
+
+BACKEND = Kind("openai", Options, served=True,
+               help="any OpenAI-compatible server on this machine (or, with allow_remote, your "
+                    "own network): `localdistill serve`, `vllm serve`, llama.cpp's llama-server")
+
+
+def check_local_url(url: str, allow_remote: bool, where: str) -> None:
+    """A server URL must be loopback, unless the entry explicitly allows the local network."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ModelsFileError(f"{where}: expected http://HOST:PORT/v1, got {url!r}")
+    host = parsed.hostname
+    if host == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_loopback:
+        return
+    if not allow_remote:
+        raise ModelsFileError(
+            f"{where}: {host} is not this machine; localdistill talks only to "
+            "loopback servers unless the entry sets allow_remote = true"
+        )
+    if address is not None and address.is_global:
+        raise ModelsFileError(
+            f"{where}: {host} is a public address; only servers on your own "
+            "network are allowed, even with allow_remote"
+        )
 
 
 class _DidNotFit(BackendError):
@@ -58,25 +133,26 @@ class OpenAIBackend:
         `extra_body`: fields for every request, a server's own settings (llama-cpp-python's server
         penalises repeats unless sent {"repeat_penalty": 1.0}: llama.cpp and vLLM do not);
         `say`: where the lines about waiting for a server that went away go."""
-        if not spec.url:
+        if not spec.options.url:
             raise BackendError(f"models.{spec.name}.url: required for backend 'openai'")
-        check_local_url(spec.url, spec.allow_remote, f"{spec.source or 'models'}: "
+        check_local_url(spec.options.url, spec.options.allow_remote, f"{spec.source or 'models'}: "
                         f"models.{spec.name}.url")  # again: a spec need not come from parse_models
-        self.spec, self.url = spec, spec.url.rstrip("/")
+        self.spec, self.url = spec, spec.options.url.rstrip("/")
         self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
         parsed = urlparse(self.url)
         self._host, self._port, self._path = parsed.hostname, parsed.port, parsed.path
         self._https = parsed.scheme == "https"
         self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
         self._lock = threading.Lock()
-        self._served_name = spec.served_name
+        self._served_name = spec.options.served_name
         self._extra_body = dict(extra_body or {})
         self._closed = False
         self._say = say
         self._answered = False  # the server has answered: if it goes away now, wait for it
         self._outage = threading.Lock()
         self._down_since: float | None = None
-        self._pool = ThreadPoolExecutor(spec.max_in_flight, thread_name_prefix="openai-http")
+        self._pool = ThreadPoolExecutor(spec.options.max_in_flight,
+                                        thread_name_prefix="openai-http")
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         # One HTTP request per sample (not every server supports `n`), so a request with n = 8
@@ -85,7 +161,7 @@ class OpenAIBackend:
             raise BackendError(f"the backend for {self.url} is closed: open the model again")
         model = self._model()
         calls = ((pending, i) for r in requests for pending in [_Pending(r)] for i in range(r.n))
-        window = 2 * self.spec.max_in_flight  # keeps the pool busy while the caller works
+        window = 2 * self.spec.options.max_in_flight  # keeps the pool busy while the caller works
         in_flight: dict[Future, tuple[_Pending, int]] = {}
         try:
             while True:
@@ -172,8 +248,8 @@ class OpenAIBackend:
                 conn.close()
                 raise BackendError(
                     f"the server at {self.url} did not answer {path} within "
-                    f"{self.spec.timeout:g} s: raise models.{self.spec.name}.timeout or lower "
-                    "max_in_flight"
+                    f"{self.spec.options.timeout:g} s: raise models.{self.spec.name}.timeout or "
+                    "lower max_in_flight"
                 ) from None
             except (ConnectionError, http.client.HTTPException) as e:
                 conn.close()
@@ -195,7 +271,7 @@ class OpenAIBackend:
                 if status != 429 and status < 500:
                     raise self._rejected(path, status, data)
                 why = _detail(data)
-            if status in (0, 503) and self._answered and self.spec.wait_for_server > 0 \
+            if status in (0, 503) and self._answered and self.spec.options.wait_for_server > 0 \
                     and not self._closed:
                 self._wait(status, why)  # it was answering: a crash or a restart, not a bad url
                 continue
@@ -209,7 +285,7 @@ class OpenAIBackend:
     def _wait(self, status: int, why: object) -> None:
         """Sleep a little while the server is away; BackendError once it has been away for
         `wait_for_server` seconds. Every thread in flight comes here: one line says it all."""
-        now, limit = time.monotonic(), self.spec.wait_for_server
+        now, limit = time.monotonic(), self.spec.options.wait_for_server
         reason = f"HTTP 503: {why}" if status else _clip(str(why) or type(why).__name__)
         with self._outage:
             if self._down_since is None:
@@ -240,7 +316,7 @@ class OpenAIBackend:
             return self._idle.get_nowait(), True
         except queue.Empty:
             kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            return kind(self._host, self._port, timeout=self.spec.timeout), False
+            return kind(self._host, self._port, timeout=self.spec.options.timeout), False
 
     def _release(self, conn: http.client.HTTPConnection, will_close: bool) -> None:
         if will_close or self._closed:
@@ -405,13 +481,10 @@ class SpreadBackend:
 
 
 def load(spec: ModelSpec) -> OpenAIBackend | SpreadBackend:
-    if not spec.more_urls:
-        return OpenAIBackend(spec, extra_body=spec.request_extra)
-    import dataclasses
-
+    if not spec.options.more_urls:
+        return OpenAIBackend(spec, extra_body=spec.options.request_extra)
     # Several servers: one that goes away hands its work to the others at once, not after
     # waiting for it.
-    return SpreadBackend([OpenAIBackend(dataclasses.replace(spec, url=url, more_urls=(),
-                                                            wait_for_server=0.0),
-                                        extra_body=spec.request_extra)
-                          for url in (spec.url, *spec.more_urls)])
+    return SpreadBackend([OpenAIBackend(spec.with_keys(url=url, more_urls=(), wait_for_server=0.0),
+                                        extra_body=spec.options.request_extra)
+                          for url in (spec.options.url, *spec.options.more_urls)])

@@ -12,10 +12,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from localdistill.backends.base import BackendError, Request, Result, Sample
+from localdistill.backends.base import BackendError, Kind, Request, Result, Sample
 from localdistill.models import ModelSpec, weights_path
+
+
+@dataclass(frozen=True)
+class Options:
+    """`parallel`: the recording model's batch size (llama.cpp), in the replayed model's identity
+    as it was in the recording's, so that run caches keep the two apart the same way."""
+
+    parallel: int = 1
+
+    def identity(self) -> dict:
+        return {"parallel": self.parallel} if self.parallel > 1 else {}
+
+
+BACKEND = Kind("replay", Options, in_models_toml=False,
+               help="the answers an evaluation recorded, asked again (`eval --replay`); `path` "
+                    "is its cache/requests.jsonl")
 
 
 def content_key(asked: dict) -> str:

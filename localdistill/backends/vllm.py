@@ -9,17 +9,49 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
+from localdistill.backends.base import BackendError, Kind, Request, Result, Sample, did_not_fit
 from localdistill.models import ModelSpec, adapter_path, weights_path
+from localdistill.models.config import ModelsFileError, at_least_one
+
+if TYPE_CHECKING:
+    from localdistill.serve import RunningServer
 
 NEEDS = (
     "the vLLM backend needs a CUDA GPU and the vllm package (pip install 'localdistill[gpu]'); "
     "on this machine use backend 'llama.cpp' or 'transformers'"
 )
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keys of a vllm entry of models.toml, beside the common ones."""
+
+    tensor_parallel_size: int = field(default=1, metadata={
+        "help": "GPUs per model (vLLM's tensor parallelism)"})
+    gpu_memory_utilization: float = field(default=0.9, metadata={
+        "help": "the share of each GPU's memory vLLM may take, in (0, 1]"})
+    served_name: str | None = field(default=None, metadata={
+        "help": "the model name `localdistill serve` gives the server (default: the entry's)"})
+
+    def check(self, where: str) -> None:
+        at_least_one(where, self, "tensor_parallel_size")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ModelsFileError(f"{where}.gpu_memory_utilization: expected a share in (0, 1], "
+                                  f"got {self.gpu_memory_utilization:g}")
+
+
+BACKEND = Kind("vllm", Options, adapter="peft",
+               help="vLLM in this process on CUDA GPUs (every request of a stage in one batched "
+                    "call); `localdistill serve` runs `vllm serve` for several processes")
 
 
 class VLLMBackend:
@@ -41,8 +73,8 @@ class VLLMBackend:
         kwargs = {
             "model": str(path),
             "quantization": _quantization(spec, path),
-            "tensor_parallel_size": spec.tensor_parallel_size,
-            "gpu_memory_utilization": spec.gpu_memory_utilization,
+            "tensor_parallel_size": spec.options.tensor_parallel_size,
+            "gpu_memory_utilization": spec.options.gpu_memory_utilization,
             "max_model_len": spec.context_length,
             "enable_lora": adapter is not None,
             "seed": 0,
@@ -144,6 +176,49 @@ def _lora_rank(adapter: Path) -> int:
         return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0  # let vLLM report what is wrong with the adapter
+
+
+def vllm_command(spec: ModelSpec, port: int, parallel: int) -> list[str]:
+    """The `vllm serve` command line for a model of models.toml."""
+    from localdistill.serve import HOST
+
+    command = [shutil.which("vllm") or "vllm", "serve", str(weights_path(spec)),
+               "--host", HOST, "--port", str(port),
+               "--tensor-parallel-size", str(spec.options.tensor_parallel_size),
+               "--max-model-len", str(spec.context_length),
+               "--gpu-memory-utilization", str(spec.options.gpu_memory_utilization),
+               "--served-model-name", spec.options.served_name or spec.name,
+               "--disable-log-requests"]
+    if spec.quantisation:
+        command += ["--quantization", spec.quantisation.lower()]
+    adapter = adapter_path(spec)
+    if adapter is not None:
+        command += ["--enable-lora", "--lora-modules", f"{spec.name}-adapter={adapter}"]
+    if spec.chat_template:
+        command += ["--chat-template", spec.chat_template]
+    return command
+
+
+def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
+    """`vllm serve` in a process of its own (it batches on its own: `parallel` is not used)."""
+    from localdistill.serve import HOST, RunningServer
+
+    if shutil.which("vllm") is None:
+        raise BackendError("vLLM is not installed here (it needs a CUDA GPU: pip install "
+                           "'localdistill[gpu]'); serve GGUF models with backend 'llama.cpp'")
+    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(vllm_command(spec, port, parallel), env=env, start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return RunningServer(f"http://{HOST}:{port}/v1", stop, "vllm")
 
 
 def load(spec: ModelSpec) -> VLLMBackend:

@@ -10,7 +10,7 @@ from localdistill.errors import BadInput
 
 @cli.group(cls=_Group)
 def models() -> None:
-    """The models of models.toml: list, show, and pull the embedded demo models."""
+    """The models of models.toml: list, show, their keys, and pull the embedded demo models."""
 
 
 @models.command("list")
@@ -45,11 +45,23 @@ def models_show(name: str) -> None:
     table = Table(title=f"{name} ({spec.source})", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key, value in asdict(spec).items():
-        if key not in ("name", "source") and value not in (None, ""):
+    keys = {**asdict(spec), **asdict(spec.options)}  # the backend's own keys, flat as written
+    for key, value in keys.items():
+        if key not in ("name", "source", "options") and value not in (None, ""):
             table.add_row(key, str(value))
     table.add_row("weights", weights_status(spec))
     Console().print(table)
+
+
+@models.command("keys")
+def models_keys() -> None:
+    """Every key of a models.toml entry: the common ones and each backend's own (docs/models.md)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from localdistill.models.config import models_reference
+
+    Console().print(Markdown(models_reference()))
 
 
 @models.command("pull")

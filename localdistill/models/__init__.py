@@ -23,8 +23,10 @@ def weights_path(spec: ModelSpec) -> Path:
 
 def weights_status(spec: ModelSpec) -> str:
     """Where the weights are, or in a few words why they are not usable yet."""
-    if spec.backend == "openai":
-        return f"served at {spec.url}"
+    from localdistill.backends import kind_of
+
+    if kind_of(spec).served:
+        return f"served at {spec.options.url}"
     try:
         return str(weights_path(spec))
     except (ModelsFileError, ModelNotInstalled) as e:

@@ -7,18 +7,17 @@ value fails with the file, the key and what was expected, in one line.
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 import os
 import tomllib
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
 from localdistill.errors import BadInput
-from localdistill.tomlconfig import Mismatch, typed
+from localdistill.tomlconfig import Mismatch, key_table, typed
 
-BACKENDS = ("llama.cpp", "openai", "vllm", "transformers")
 REPO_MODELS_TOML = Path(__file__).resolve().parents[2] / "models.toml"
 
 
@@ -36,8 +35,12 @@ class Sampling:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One entry of models.toml: the keys every backend has, and `options`, the backend's own
+    (declared with the backend, in localdistill/backends/<module>.py; written flat beside these)."""
+
     name: str
-    backend: str = field(metadata={"help": f"one of {', '.join(BACKENDS)}"})
+    backend: str = field(metadata={"help": "which backend runs it (below: each, and its own "
+                                           "keys)"})
     description: str = field(default="", metadata={"help": "one line for `models list`"})
     path: str | None = field(
         default=None,
@@ -49,25 +52,6 @@ class ModelSpec:
     hub_id: str | None = field(
         default=None,
         metadata={"help": "a Hugging Face id, used only if it is already in the local cache"},
-    )
-    url: str | None = field(
-        default=None,
-        metadata={"help": "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"},
-    )
-    more_urls: tuple[str, ...] = field(
-        default=(),
-        metadata={"help": "openai: further servers of the same model; requests are spread over "
-                          "url and these, each server taking work as it frees a slot"},
-    )
-    allow_remote: bool = field(
-        default=False,
-        metadata={
-            "help": "let `url` point at another machine of your network (off: loopback only)"
-        },
-    )
-    served_name: str | None = field(
-        default=None,
-        metadata={"help": "the model name the server expects (default: the server's first model)"},
     )
     quantisation: str | None = field(
         default=None,
@@ -83,40 +67,29 @@ class ModelSpec:
             "help": "a LoRA adapter: PEFT directory (transformers, vLLM) or GGUF file (llama.cpp)"
         },
     )
-    gpu_layers: int = field(default=0, metadata={"help": "llama.cpp: layers offloaded, -1 all"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all)"})
-    prompt_lookup: int = field(default=0, metadata={
-        "help": "llama.cpp: draft this many tokens from text already in the prompt and verify "
-                "them in one pass (prompt lookup decoding). Measured on the demo teacher: 1.4x "
-                "faster for refinements, which copy the student's code, but 0.73x for answers "
-                "from scratch; 0: off. Keeps the logits of the whole context in memory "
-                "(context_length x vocabulary x 4 bytes)"})
-    parallel: int = field(default=1, metadata={
-        "help": "llama.cpp: requests decoded together in one batch (continuous batching in "
-                "process). On a CPU several sequences cost little more than one: 1.6-2x the "
-                "tokens/s at 4 on the demo models (README; scripts/bench_generation.py). "
-                "Each takes context_length tokens of KV cache. Answers can differ from "
-                "parallel = 1 after a near tie (other matrix kernels round differently), so "
-                "the run cache keeps them apart"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per model"})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: GPU share"})
-    max_in_flight: int = field(default=4, metadata={"help": "openai: requests sent at once"})
-    timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request"})
-    wait_for_server: float = field(default=120.0, metadata={
-        "help": "openai: seconds to wait for a server that stopped answering mid-stage (crashed "
-                "or restarting) to come back before the stage fails; a server that never "
-                "answered fails at once"})
-    request_extra: dict = field(default_factory=dict, metadata={
-        "help": "openai: fields added to every request body, a server's own settings (e.g. "
-                "repeat_penalty = 1.0 for llama-cpp-python's server, which defaults to 1.1)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads of a backend that runs in this process (default: all)"})
     sampling: Sampling = field(
         default_factory=Sampling,
         metadata={"help": "default sampling: temperature, top_p, max_tokens, stop"},
     )
+    options: Any = field(default=None, metadata={
+        "help": "(the backend's own keys, written flat in the entry)"})
     source: str = field(default="", compare=False, metadata={"help": "(set by the loader)"})
 
     def base_dir(self) -> Path:
         return Path(self.source).parent if self.source else Path.cwd()
+
+    def with_keys(self, **keys) -> ModelSpec:
+        """This entry with some keys changed, common or the backend's own."""
+        common = {k: v for k, v in keys.items() if k in _COMMON}
+        own = {k: v for k, v in keys.items() if k not in _COMMON}
+        if own:  # dataclasses.replace names a key the backend does not have
+            common["options"] = dataclasses.replace(self.options, **own)
+        return dataclasses.replace(self, **common)
+
+
+_COMMON = frozenset(f.name for f in dataclasses.fields(ModelSpec))
 
 
 def _in_words(where: str, m: Mismatch) -> ModelsFileError:
@@ -156,31 +129,60 @@ def parse_models(text: str, source: str) -> dict[str, ModelSpec]:
         )
     specs = {}
     for name, raw in data.get("models", {}).items():
-        where = f"{source}: models.{name}"
-        try:
-            spec = typed(ModelSpec, raw, skip=("name", "source"),
-                         given={"name": name, "source": source})
-        except Mismatch as m:
-            raise _in_words(where, m) from None
-        _validate(spec, where)
-        specs[name] = spec
+        specs[name] = _entry(name, raw, source)
     return specs
 
 
-def _validate(spec: ModelSpec, where: str) -> None:
-    if spec.backend not in BACKENDS:
-        raise ModelsFileError(
-            f"{where}.backend: expected one of {', '.join(BACKENDS)}, got {spec.backend!r}"
-        )
-    if spec.backend == "openai":
-        if not spec.url:
-            raise ModelsFileError(f"{where}.url: required for backend 'openai'")
-        check_local_url(spec.url, spec.allow_remote, f"{where}.url")
-        for i, url in enumerate(spec.more_urls):
-            check_local_url(url, spec.allow_remote, f"{where}.more_urls[{i}]")
-    elif spec.more_urls:
-        raise ModelsFileError(f"{where}.more_urls: only for backend 'openai'")
-    elif not (spec.path or spec.hub_id):
+def _entry(name: str, raw, source: str) -> ModelSpec:
+    """One entry: the common keys into ModelSpec, its backend's own keys into `options`."""
+    from localdistill.backends import declared
+
+    where = f"{source}: models.{name}"
+    backends = declared()
+    kind = backends.get(raw.get("backend")) if isinstance(raw, dict) else None
+    own = kind.option_names() if kind else ()
+    if isinstance(raw, dict) and kind:
+        for key in raw:
+            if key not in _COMMON and key not in own:
+                _not_this_backends(key, kind, backends, where)
+    try:
+        common = raw if not isinstance(raw, dict) else \
+            {k: v for k, v in raw.items() if k not in own}
+        spec = typed(ModelSpec, common, skip=("name", "source", "options"),
+                     given={"name": name, "source": source})
+    except Mismatch as m:
+        if m.problem == "unknown key":
+            m.known = tuple(k for k in (*m.known, *own))
+        raise _in_words(where, m) from None
+    if spec.backend not in backends:
+        raise ModelsFileError(f"{where}.backend: expected one of {', '.join(backends)}, "
+                              f"got {spec.backend!r}")
+    try:
+        options = typed(kind.options, {k: v for k, v in raw.items() if k in own})
+    except Mismatch as m:
+        raise _in_words(where, m) from None
+    spec = dataclasses.replace(spec, options=options)
+    _validate(spec, kind, where)
+    check = getattr(options, "check", None)
+    if check:
+        check(where)
+    return spec
+
+
+def _not_this_backends(key: str, kind, backends: dict, where: str) -> None:
+    """A key of another backend given to this one: say whose it is."""
+    owners = [k for k in backends.values() if key in k.option_names()]
+    if owners:
+        hint = next((f.metadata.get("hint") for f in dataclasses.fields(owners[0].options)
+                     if f.name == key), None)
+        names = " or ".join(repr(k.name) for k in owners)
+        raise ModelsFileError(f"{where}.{key}: only for backend {names}, not {kind.name!r}"
+                              + (f" ({hint})" if hint else ""))
+
+
+def _validate(spec: ModelSpec, kind, where: str) -> None:
+    """The keys every backend has."""
+    if not kind.served and not (spec.path or spec.hub_id):
         raise ModelsFileError(
             f"{where}.path: required for backend {spec.backend!r} "
             "(or hub_id, for a model already in the local Hugging Face cache)"
@@ -192,56 +194,20 @@ def _validate(spec: ModelSpec, where: str) -> None:
         raise ModelsFileError(
             f"{where}.sampling: need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1; got {s}"
         )
-    if spec.prompt_lookup < 0:
-        raise ModelsFileError(
-            f"{where}.prompt_lookup: expected 0 (off) or more, got {spec.prompt_lookup}"
-        )
-    if spec.prompt_lookup and spec.backend != "llama.cpp":
-        raise ModelsFileError(f"{where}.prompt_lookup: only for backend 'llama.cpp'")
-    if spec.parallel > 1 and spec.backend != "llama.cpp":
-        raise ModelsFileError(f"{where}.parallel: only for backend 'llama.cpp' (servers: "
-                              "max_in_flight; vLLM batches on its own)")
-    if spec.parallel > 1 and spec.prompt_lookup:
-        raise ModelsFileError(f"{where}: parallel and prompt_lookup cannot be combined; "
-                              "choose one")
-    if spec.wait_for_server < 0:
-        raise ModelsFileError(
-            f"{where}.wait_for_server: expected 0 (do not wait) or more seconds, got "
-            f"{spec.wait_for_server:g}")
-    for key in ("context_length", "tensor_parallel_size", "max_in_flight", "parallel"):
-        if getattr(spec, key) < 1:
-            raise ModelsFileError(f"{where}.{key}: expected at least 1, got {getattr(spec, key)}")
+    at_least_one(where, spec, "context_length")
+
+
+def at_least_one(where: str, options, *keys: str) -> None:
+    """`keys` of an entry (or of a backend's options) that must be 1 or more."""
+    for key in keys:
+        if getattr(options, key) < 1:
+            raise ModelsFileError(f"{where}.{key}: expected at least 1, got "
+                                  f"{getattr(options, key)}")
 
 
 def _looks_like_hub_id(value: str) -> bool:
     parts = value.split("/")
     return len(parts) == 2 and all(parts) and not value.startswith((".", "/"))
-
-
-def check_local_url(url: str, allow_remote: bool, where: str) -> None:
-    """A server URL must be loopback, unless the entry explicitly allows the local network."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ModelsFileError(f"{where}: expected http://HOST:PORT/v1, got {url!r}")
-    host = parsed.hostname
-    if host == "localhost":
-        return
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is not None and address.is_loopback:
-        return
-    if not allow_remote:
-        raise ModelsFileError(
-            f"{where}: {host} is not this machine; localdistill talks only to "
-            "loopback servers unless the entry sets allow_remote = true"
-        )
-    if address is not None and address.is_global:
-        raise ModelsFileError(
-            f"{where}: {host} is a public address; only servers on your own "
-            "network are allowed, even with allow_remote"
-        )
 
 
 def models_file() -> Path:
@@ -284,13 +250,14 @@ def get_model(name: str, path: Path | None = None) -> ModelSpec:
 
 def with_trained_adapter(spec: ModelSpec, trained: Path, name: str | None = None) -> ModelSpec:
     """`spec` with the adapter in `trained` (a `localdistill train` output, or an adapter)."""
-    import dataclasses
+    from localdistill.backends import kind_of
 
     trained = trained.expanduser().resolve()
-    if spec.backend == "llama.cpp":
+    loads = kind_of(spec).adapter
+    if loads == "gguf":
         adapter = trained / "adapter.gguf" if trained.is_dir() else trained
         kind = "GGUF adapter (adapter.gguf)"
-    elif spec.backend in ("transformers", "vllm"):
+    elif loads == "peft":
         adapter = trained / "adapter" if (trained / "adapter").is_dir() else trained
         kind = "PEFT adapter (adapter_config.json)"
         if not (adapter / "adapter_config.json").is_file():
@@ -308,8 +275,6 @@ def replayed(spec: ModelSpec, answers: Path, trained: Path | None = None) -> Mod
     """`spec` answering from the answers recorded in `answers` (backends/replay.py) instead of
     its weights; `trained`: the training output (its train.json) of the adapter that wrote them,
     so that reports know the data set, though the adapter itself need not exist any more."""
-    import dataclasses
-
     answers = answers.expanduser().resolve()
     if not answers.is_file():
         raise ModelsFileError(f"--replay {answers}: no such file (expected an evaluation's "
@@ -323,5 +288,22 @@ def replayed(spec: ModelSpec, answers: Path, trained: Path | None = None) -> Mod
                                   "answers)")
         adapter = str(trained)
     name = f"{spec.name}+{trained.name}" if trained else spec.name
-    return dataclasses.replace(spec, name=name, backend="replay", path=str(answers),
-                               hub_id=None, url=None, more_urls=(), adapter=adapter)
+    from localdistill.backends import replay
+
+    return dataclasses.replace(spec, name=name, backend="replay", path=str(answers), hub_id=None,
+                               adapter=adapter, options=replay.Options(
+                                   getattr(spec.options, "parallel", 1)))
+
+
+def models_reference() -> str:
+    """Every key of a models.toml entry: the common ones, then each backend's own, from their
+    declarations (docs/models.md ends with this; `localdistill models keys` prints it)."""
+    from localdistill.backends import declared
+
+    lines = ["### Every entry", "", *key_table(ModelSpec, skip=("name", "source", "options")), "",
+             "### `[models.NAME.sampling]`", "", *key_table(Sampling), ""]
+    for kind in declared().values():
+        lines += [f'### `backend = "{kind.name}"`', "", f"{kind.help}.", ""]
+        lines += [*key_table(kind.options), ""] if kind.option_names() else \
+            ["No keys of its own.", ""]
+    return "\n".join(lines)

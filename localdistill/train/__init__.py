@@ -52,7 +52,9 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
     """Fine-tune `student` on `data_set`; resumes from OUT's last checkpoint unless `restart`.
     With `config.processes` > 1 the training is launched on that many processes (launch.py)."""
     spec = get_model(student) if isinstance(student, str) else student
-    if spec.backend == "openai":
+    from localdistill.backends import kind_of
+
+    if kind_of(spec).served:
         raise BadInput(f"models.{spec.name}: a served model cannot be trained here; name "
                        "its weights (path) in models.toml")
     if spec.adapter:
