@@ -14,19 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdistill import manifest
-from localdistill.attempt import attempt, execute_attempts
-from localdistill.build import build
-from localdistill.direct import STAGE as DIRECT_STAGE
-from localdistill.direct import direct_answers
 from localdistill.errors import BadInput
-from localdistill.execute import Limits
 from localdistill.methods import METHODS, get_method
 from localdistill.models import ModelSpec, get_model
 from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
-from localdistill.refine import DEFAULT, get_strategy, refine
-from localdistill.refine import STAGE as REFINE_STAGE
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits
+from localdistill.stages.attempt import attempt
+from localdistill.stages.build import build
+from localdistill.stages.direct import STAGE as DIRECT_STAGE
+from localdistill.stages.direct import direct_answers
+from localdistill.stages.execute import execute_attempts
+from localdistill.stages.refine import DEFAULT, get_strategy, refine
+from localdistill.stages.refine import STAGE as REFINE_STAGE
 from localdistill.tasks.record import Task
 
 
@@ -50,8 +51,8 @@ class CollectConfig:
     unchanged_retries: int = field(default=2, metadata={
         "help": "re-asks, sampling, when the teacher hands the student's code back unchanged"})
     strategy: str = field(default=DEFAULT, metadata={
-        "help": "how the teacher refines (refine/strategies.py; `localdistill probe` compares "
-                "them)"})
+        "help": "how the teacher refines (stages/refine/strategies.py; `localdistill probe` "
+                "compares them)"})
     keep_copies: bool = field(default=True, metadata={
         "help": "whether verified refinements that are copies of the guide enter the PERsD sets"})
     methods: tuple[str, ...] = field(default=tuple(METHODS), metadata={

@@ -104,7 +104,7 @@ def _optional_gpu_backend(name: str, dist: str) -> Check:
 
 
 def _trainer() -> Check:
-    """Which trainer `train` runs here, on one process and on several (train/launch.py)."""
+    """Which trainer `train` runs here, on one process and on several (stages/train/launch.py)."""
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -194,7 +194,7 @@ def checks() -> Iterator[Check]:
 
 
 def _sandbox() -> Iterator[Check]:
-    from localdistill.execute.isolation import isolation_report
+    from localdistill.sandbox.isolation import isolation_report
 
     for name, ok, detail in isolation_report():
         yield Check(name, ok, detail)

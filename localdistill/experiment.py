@@ -31,11 +31,11 @@ from pathlib import Path
 
 from localdistill.collect import CollectConfig
 from localdistill.errors import BadInput
-from localdistill.evaluate import EvalConfig
-from localdistill.execute import Limits
 from localdistill.methods import METHODS
+from localdistill.sandbox import Limits
+from localdistill.stages.evaluate import EvalConfig
+from localdistill.stages.train.config import TrainConfig
 from localdistill.tomlconfig import Mismatch, key_table, same_as, type_name, typed
-from localdistill.train.config import TrainConfig
 
 
 class ConfigError(BadInput):
@@ -239,12 +239,12 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
 def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object], None],
               reuse: tuple[Path, ...]) -> list:
     from localdistill.collect import collect
-    from localdistill.evaluate import evaluate
-    from localdistill.execute import Limits
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
     from localdistill.report import compare, comparison_table, report, table
     from localdistill.rundir import RunDir
+    from localdistill.sandbox import Limits
+    from localdistill.stages.evaluate import evaluate
     from localdistill.tasks import load_tasks
 
     _keep_config(config, run_dir, say)
@@ -318,7 +318,7 @@ def _train_one(config: RunConfig, label: str, data_set: Path, out: Path, progres
     settings), or None when the data set is empty."""
     import shutil
 
-    from localdistill.train import train
+    from localdistill.stages.train import train
 
     if _trained(out, data_set, config.train):
         say(f"train {label}: done before, kept")
@@ -342,12 +342,12 @@ def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
         done = json.loads((out / "train.json").read_text())
     except (FileNotFoundError, ValueError):
         return False
-    # how many processes trained it does not change the adapter (train/distributed.py)
+    # how many processes trained it does not change the adapter (stages/train/distributed.py)
     def model_settings(values: dict) -> dict:
         return {k: v for k, v in values.items() if k not in ("processes", "launch_config")}
 
     if "data_digest" in done:  # the same rows, wherever the run directory now is
-        from localdistill.train.data import load_rows, rows_digest
+        from localdistill.stages.train.data import load_rows, rows_digest
 
         try:
             same_data = done["data_digest"] == rows_digest(load_rows(data_set))

@@ -41,12 +41,12 @@ from typing import Any
 from localdistill.answers import generate
 from localdistill.backends import request_for
 from localdistill.errors import BadInput
-from localdistill.execute import Limits, Value, evaluate
-from localdistill.execute.judge import equal
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, Value, evaluate
+from localdistill.sandbox.judge import equal
 from localdistill.tasks.record import Task
 
 MAX_ANSWER_CHARS = 20_000  # of a teacher's answer searched for calls

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from localdistill.direct import STAGE as DIRECT_STAGE
 from localdistill.errors import BadInput
 from localdistill.extract import shown_code
 from localdistill.prompts import render
 from localdistill.records import Attempt, Direct, Execution, Refinement, attempt_messages
-from localdistill.refine import STAGE as REFINE_STAGE
 from localdistill.rundir import load_json, read_records
+from localdistill.stages.direct import STAGE as DIRECT_STAGE
+from localdistill.stages.refine import STAGE as REFINE_STAGE
 from localdistill.tasks.record import Task
 
 

@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 
 from localdistill.errors import BadInput
-from localdistill.execute import Limits
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
-from localdistill.refine import failed_attempts, get_strategy
-from localdistill.refine.guides import teacher_solutions
-from localdistill.refine.rounds import FailedAttempt, Settings, run_round
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits
+from localdistill.stages.refine import failed_attempts, get_strategy
+from localdistill.stages.refine.guides import teacher_solutions
+from localdistill.stages.refine.rounds import FailedAttempt, Settings, run_round
 from localdistill.tasks.record import Task
 
 

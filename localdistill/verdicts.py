@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from localdistill.execute import Limits, Program, run_many
 from localdistill.hashing import digest
 from localdistill.progress import Bar
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, Program, run_many
 
 EXECUTIONS = "cache/executions"
 

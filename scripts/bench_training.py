@@ -33,8 +33,8 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 import torch
-from localdistill.train import TrainConfig, train, data
-from localdistill.train import peft_backend
+from localdistill.stages.train import TrainConfig, train, data
+from localdistill.stages.train import peft_backend
 rows, student, out, backend = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
 steps = int(sys.argv[4])
 config = TrainConfig(max_steps=steps, grad_accumulation=4, batch_size=1, backend=backend,
@@ -74,7 +74,7 @@ def examples() -> list[dict]:
 
 PROCESSES_CHILD = """
 import json, sys
-from localdistill.train import TrainConfig, train
+from localdistill.stages.train import TrainConfig, train
 rows, student, out, steps, processes = sys.argv[1:6]
 more = {"processes": int(processes)} if processes != "1" else {}  # older code has no such field
 config = TrainConfig(max_steps=int(steps), grad_accumulation=4, batch_size=1, backend="peft",

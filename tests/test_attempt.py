@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.attempt import attempt, execute_attempts
 from localdistill.rundir import RunDir
+from localdistill.stages.attempt import attempt
+from localdistill.stages.execute import execute_attempts
 from localdistill.tasks import load_humaneval
 
 SCRIPT = Path(sys.executable).parent / "localdistill"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.build import build
 from localdistill.extract import shown_code
 from localdistill.methods import METHODS, answer_text
 from localdistill.records import attempt_messages
 from localdistill.report import compare, load_entries, teacher_tokens
 from localdistill.rundir import RunDir
+from localdistill.stages.build import build
 from localdistill.tasks.record import Task
 
 

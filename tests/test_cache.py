@@ -7,11 +7,11 @@ import os
 
 from localdistill.answers import model_identity, request_hash
 from localdistill.backends import Request
-from localdistill.execute import Limits, program_for
 from localdistill.hashing import file_digest
 from localdistill.models import get_model
 from localdistill.models.config import parse_models
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
 from localdistill.verdicts import EXECUTIONS, judge
 

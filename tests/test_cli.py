@@ -47,7 +47,7 @@ def test_doctor_reports_truthfully():
     assert lines["llama.cpp backend"].startswith("ok")
     assert "AMX" not in lines["llama.cpp backend"]
     assert lines["HumanEval"].startswith("ok")
-    from localdistill.execute.isolation import isolation
+    from localdistill.sandbox.isolation import isolation
 
     assert lines["sandbox network"].startswith("ok" if isolation().prefix else "no")
     assert lines["sandbox file system"].startswith("ok" if isolation().lockdown else "no")
@@ -134,19 +134,19 @@ def test_each_kind_of_error_has_its_exit_code():
     from localdistill.backends.base import BackendError
     from localdistill.cli.base import _as_click_error
     from localdistill.errors import BadInput
-    from localdistill.execute.limits import SandboxError
     from localdistill.experiment import ConfigError
     from localdistill.inspect_examples import NoRefinements
     from localdistill.models.config import ModelsFileError
     from localdistill.prompts import PromptError
-    from localdistill.refine.strategies import StrategyError
     from localdistill.report import ReportError
     from localdistill.rundir import RunDirError
+    from localdistill.sandbox.limits import SandboxError
+    from localdistill.stages.refine.strategies import StrategyError
+    from localdistill.stages.train.gguf_lora import AdapterError
+    from localdistill.stages.train.launch import LaunchError, TrainingFailed
     from localdistill.tasks import TaskFileError
     from localdistill.tasks.errors import TaskSpecError
     from localdistill.tasks.rows import RowError
-    from localdistill.train.gguf_lora import AdapterError
-    from localdistill.train.launch import LaunchError, TrainingFailed
 
     for kind in (ConfigError, NoRefinements, ModelsFileError, PromptError, StrategyError,
                  ReportError, RunDirError, TaskSpecError, AdapterError, LaunchError):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.evaluate import EvalConfig, _summary
 from localdistill.models import get_model
+from localdistill.stages.evaluate import EvalConfig, _summary
 from localdistill.tasks import Task, save_jsonl
 
 SCRIPT = Path(sys.executable).parent / "localdistill"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localdistill.execute import execute
 from localdistill.extract import extract_completion, extract_program
+from localdistill.sandbox import execute
 from localdistill.tasks import load_humaneval
 from localdistill.tasks.record import Task
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.execute import Limits, evaluate, execute, run_tests
 from localdistill.gentests import (
     CRASHED,
     DUPLICATE,
@@ -32,6 +31,7 @@ from localdistill.gentests import (
     parse_calls,
 )
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, evaluate, execute, run_tests
 from localdistill.tasks import TaskFileError, TaskSpecError, load_jsonl, load_tasks, save_jsonl
 from localdistill.tasks.record import Task
 

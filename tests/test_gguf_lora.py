@@ -39,8 +39,8 @@ gguf = pytest.importorskip("gguf")
 
 from localdistill.models import get_model, weights_path  # noqa: E402
 from localdistill.serve import free_port  # noqa: E402
-from localdistill.train import gguf_lora  # noqa: E402
-from localdistill.train.gguf_lora import AdapterError, export_gguf_lora, merge_adapter  # noqa: E402
+from localdistill.stages.train import gguf_lora  # noqa: E402
+from localdistill.stages.train.gguf_lora import AdapterError, export_gguf_lora, merge_adapter  # noqa: E402
 
 TINY = weights_path(get_model("tiny"))
 PROJECTIONS = list(gguf_lora.GGUF_TENSOR)

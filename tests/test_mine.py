@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from localdistill import mine as m
-from localdistill.execute import evaluate, execute
 from localdistill.mine import decontaminate, find_candidates, is_held_out, python_files, split
+from localdistill.sandbox import evaluate, execute
 from localdistill.tasks import load_tasks, save_jsonl
 from localdistill.tasks.record import Task
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import MBPP, REPO, TASK_IDS, collect_command, four_mbpp_tasks, needs_mbpp
 
-from localdistill.build import COLUMNS, load_dataset_rows
-from localdistill.execute import execute
 from localdistill.hashing import file_digest
 from localdistill.methods import METHODS
 from localdistill.models import get_model, weights_path
 from localdistill.prompts import render
 from localdistill.records import attempt_messages
+from localdistill.sandbox import execute
+from localdistill.stages.build import COLUMNS, load_dataset_rows
 from localdistill.tasks import load_tasks
 
 pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs
@@ -129,7 +129,7 @@ def test_a_changed_template_reasks_only_what_depends_on_it(finished, tmp_path):
     shutil.copytree(reference, run)
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    from localdistill.refine import DEFAULT, get_strategy
+    from localdistill.stages.refine import DEFAULT, get_strategy
 
     template = f"{get_strategy(DEFAULT).template}.jinja"  # the default strategy's prompt
     text = (REPO / "prompts" / template).read_text()
@@ -195,7 +195,7 @@ def test_tasks_without_tests_are_refused_with_the_way_out(tmp_path):
 def test_an_empty_data_set_loads_back_as_empty(tmp_path):
     # The tiny teacher often verifies nothing: an empty PERsD set must still be a data set that
     # the Hugging Face loader reads (with no shard written, load_from_disk raised IndexError).
-    from localdistill.build import write_dataset
+    from localdistill.stages.build import write_dataset
 
     write_dataset([], tmp_path / "data" / "persd")
     assert load_dataset_rows(tmp_path / "data" / "persd") == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.execute import Limits, program_for, run_many
+from localdistill.sandbox import Limits, program_for, run_many
 from localdistill.tasks import Task, load_humaneval, load_mbpp, load_tasks
 from localdistill.tasks.examples import docstring_examples
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.execute import Limits, program_for, run_many
+from localdistill.sandbox import Limits, program_for, run_many
 from localdistill.tasks import load_humaneval, load_mbpp
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from localdistill.attempt import execute_attempts
 from localdistill.extract import same_code, shown_code
-from localdistill.refine import refine, verified_by_round
 from localdistill.rundir import RunDir
+from localdistill.stages.execute import execute_attempts
+from localdistill.stages.refine import refine, verified_by_round
 from localdistill.tasks.record import Task
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -73,8 +73,8 @@ def test_a_teacher_that_echoes_the_students_code_is_asked_again(tmp_path):
     1.5B demo teacher did); refine must not execute it but ask the real model again."""
     from localdistill.answers import REQUESTS, model_identity, request_hash
     from localdistill.models import get_model
-    from localdistill.refine import get_strategy
-    from localdistill.refine.rounds import FailedAttempt, Settings, _requests
+    from localdistill.stages.refine import get_strategy
+    from localdistill.stages.refine.rounds import FailedAttempt, Settings, _requests
 
     spec = get_model("tiny")
     settings = Settings(None, 64, 2, 0.8)

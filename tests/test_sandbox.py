@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.execute import Limits, Program, run_many, run_tests
-from localdistill.execute.isolation import isolation
-from localdistill.execute.judge import plan_test
-from localdistill.execute.worker import RUNNER_SOURCE
+from localdistill.sandbox import Limits, Program, run_many, run_tests
+from localdistill.sandbox.isolation import isolation
+from localdistill.sandbox.judge import plan_test
+from localdistill.sandbox.worker import RUNNER_SOURCE
 
 HOSTILE = sorted((Path(__file__).parent / "hostile").glob("*.py"))
 OUTSIDE = Path("/tmp/localdistill-hostile")
@@ -28,7 +28,7 @@ RUNNER_MARK = RUNNER_SOURCE.splitlines()[0]
 def _sandbox_processes() -> list[int]:
     """PIDs of live sandbox processes of this test session other than its idle zygotes (and
     their `unshare`). Other people's sandboxes on this machine are not ours to count."""
-    from localdistill.execute.worker import _all_workers
+    from localdistill.sandbox.worker import _all_workers
 
     table = {}
     for entry in Path("/proc").iterdir():
@@ -443,7 +443,7 @@ def test_files_created_in_home_after_the_sandbox_started_stay_hidden():
 
 
 def test_zygotes_are_reused_not_leaked_across_pool_runs():
-    from localdistill.execute.worker import _all_workers
+    from localdistill.sandbox.worker import _all_workers
 
     programs = [Program(str(i), "def f(x):\n    return x\n", ("assert f(1) == 1",), "f")
                 for i in range(6)]
@@ -521,7 +521,7 @@ def test_total_disk_use_is_capped():
 
 
 def test_every_parallel_worker_gets_its_process_cap():
-    from localdistill.execute.worker import _all_workers, _pids_cgroup_root
+    from localdistill.sandbox.worker import _all_workers, _pids_cgroup_root
 
     if _pids_cgroup_root() is None:
         pytest.skip("no writable pids cgroup here (doctor says so)")

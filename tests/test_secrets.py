@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.execute import Limits, run_tests
+from localdistill.sandbox import Limits, run_tests
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "localdistill"

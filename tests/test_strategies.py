@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from localdistill.answers import REQUESTS, model_identity, request_hash
-from localdistill.attempt import execute_attempts
-from localdistill.build import build, load_dataset_rows
 from localdistill.models import get_model
-from localdistill.refine import (
+from localdistill.rundir import RunDir
+from localdistill.stages.build import build, load_dataset_rows
+from localdistill.stages.execute import execute_attempts
+from localdistill.stages.refine import (
     Strategy,
     StrategyError,
     failed_attempts,
@@ -25,9 +26,8 @@ from localdistill.refine import (
     refine,
     register,
 )
-from localdistill.refine.rounds import Settings, _requests
-from localdistill.refine.similarity import is_copy, similarity
-from localdistill.rundir import RunDir
+from localdistill.stages.refine.rounds import Settings, _requests
+from localdistill.stages.refine.similarity import is_copy, similarity
 from localdistill.tasks import save_jsonl
 from localdistill.tasks.record import Task
 
@@ -153,7 +153,7 @@ def test_a_test_modules_strategy_runs_through_collect_and_its_guide_never_reache
     collect runs it for real with the tiny model. The guide (the reference, holding MARKER) is in
     the teacher's prompts, never in a training prompt nor in an evaluation request."""
     from localdistill.collect import CollectConfig, collect
-    from localdistill.evaluate import EvalConfig, evaluate
+    from localdistill.stages.evaluate import EvalConfig, evaluate
 
     prompts = tmp_path / "prompts"
     prompts.mkdir()

@@ -13,7 +13,7 @@ import pytest
 
 from localdistill.models import get_model, weights_path
 from localdistill.models.config import ModelsFileError
-from localdistill.train import TrainConfig, data, loop, train
+from localdistill.stages.train import TrainConfig, data, loop, train
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
 SYSTEM = {"role": "system", "content": "You are an expert Python programmer."}
@@ -99,7 +99,7 @@ def test_training_lowers_the_loss_and_writes_every_output(tmp_path, rows_file):
 MEMORY = """
 import json, sys
 import peft, torch, transformers  # the libraries' own memory is the baseline
-from localdistill.train import TrainConfig, train
+from localdistill.stages.train import TrainConfig, train
 
 def rss_mb():
     status = open("/proc/self/status").read().splitlines()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.train import loop
+from localdistill.stages.train import loop
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -215,8 +215,8 @@ def test_the_shipped_gpu_configs_pass_accelerates_own_launch_checks(name):
     GPUs."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-    from localdistill.train.config import TrainConfig
-    from localdistill.train.launch import check_launch_config, launcher_command, needs_gpus
+    from localdistill.stages.train.config import TrainConfig
+    from localdistill.stages.train.launch import check_launch_config, launcher_command, needs_gpus
 
     path = CONFIGS / f"{name}.yaml"
     assert needs_gpus(check_launch_config(path, 8))
@@ -224,7 +224,7 @@ def test_the_shipped_gpu_configs_pass_accelerates_own_launch_checks(name):
                                Path("/out/.launch.json"), cuda=True)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(command[3:]))
-    assert args.module and args.training_script == "localdistill.train.worker"
+    assert args.module and args.training_script == "localdistill.stages.train.worker"
     assert args.num_processes == 8
     expected = {"ddp": "multi_gpu", "multi_node": "multi_gpu", "zero3_offload": "use_deepspeed",
                 "fsdp": "use_fsdp"}[name]

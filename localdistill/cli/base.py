@@ -97,9 +97,9 @@ def _as_click_error(exc: Exception) -> click.ClickException:
     """Whose fault `exc` is, as one line and an exit code: bad input (2), a failure of the work
     (1), or an internal error (1, a bug: what --debug is for)."""
     from localdistill.backends.base import BackendError
-    from localdistill.execute.limits import SandboxError
     from localdistill.models.demo import ModelNotInstalled
-    from localdistill.train.launch import TrainingFailed
+    from localdistill.sandbox.limits import SandboxError
+    from localdistill.stages.train.launch import TrainingFailed
 
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, BadInput):

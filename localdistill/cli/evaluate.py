@@ -16,7 +16,7 @@ from localdistill.cli.pipeline import (
     tasks_argument,
 )
 
-EVAL = "localdistill.evaluate:EvalConfig"
+EVAL = "localdistill.stages.evaluate:EvalConfig"
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -57,12 +57,12 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path 
     """pass@k of a model on TASKS (humaneval, mbpp[:split][=PATH], a task file...)."""
     from rich.console import Console
 
-    from localdistill.evaluate import EvalConfig, evaluate
-    from localdistill.execute import Limits
     from localdistill.models import get_model
     from localdistill.models.config import replayed, with_trained_adapter
     from localdistill.progress import Progress
     from localdistill.rundir import RunDir
+    from localdistill.sandbox import Limits
+    from localdistill.stages.evaluate import EvalConfig, evaluate
     from localdistill.tasks import load_tasks
 
     model = get_model(model_name)

@@ -82,7 +82,7 @@ def attempt_command(spec: str, student: str, run_dir: Path, reuse: tuple[Path, .
                     temperature: float | None, max_tokens: int | None, limit: int | None,
                     seed: int) -> None:
     """Stage 1: the student attempts every task -> RUN/attempts.jsonl."""
-    from localdistill.attempt import attempt
+    from localdistill.stages.attempt import attempt
 
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         show(attempt(tasks, student, run, samples, temperature, max_tokens, seed, progress))
@@ -94,8 +94,8 @@ def attempt_command(spec: str, student: str, run_dir: Path, reuse: tuple[Path, .
 @sandbox_options
 def execute_command(spec: str, run_dir: Path, workers: int | None, timeout: float) -> None:
     """Stage 2: every attempt against its task's tests, in the sandbox -> RUN/executions.jsonl."""
-    from localdistill.attempt import execute_attempts
-    from localdistill.execute import Limits
+    from localdistill.sandbox import Limits
+    from localdistill.stages.execute import execute_attempts
 
     with _stage(spec, run_dir) as (tasks, run, progress, show):
         show(execute_attempts(tasks, run, Limits(test_timeout=timeout), workers, progress))
@@ -124,8 +124,8 @@ def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
                    rounds: int, unchanged_retries: int, strategy: str, workers: int | None,
                    timeout: float) -> None:
     """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
-    from localdistill.execute import Limits
-    from localdistill.refine import get_strategy, refine
+    from localdistill.sandbox import Limits
+    from localdistill.stages.refine import get_strategy, refine
 
     chosen = get_strategy(strategy)
     with _stage(spec, run_dir, reuse=reuse) as (tasks, run, progress, show):
@@ -148,8 +148,8 @@ def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
                    only_failed: bool, limit: int | None, workers: int | None,
                    timeout: float) -> None:
     """The baselines' data: the teacher answers tasks from scratch, verified -> RUN/direct.jsonl."""
-    from localdistill.direct import direct_answers
-    from localdistill.execute import Limits
+    from localdistill.sandbox import Limits
+    from localdistill.stages.direct import direct_answers
 
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         if only_failed:
@@ -184,7 +184,7 @@ previous_option = config_option(
 def build_command(spec: str, run_dir: Path, methods: tuple[str, ...],
                   previous: Path | None) -> None:
     """Stage 5: the data sets -> RUN/data/<method>/ (Hugging Face) and RUN/data/<method>.jsonl."""
-    from localdistill.build import build
+    from localdistill.stages.build import build
 
     with _stage(spec, run_dir) as (tasks, run, _, show):
         round_ = run.read_json("manifest").get("distill_round", 1)
@@ -251,10 +251,10 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
     of verified, personalised, copied and unchanged refinements and their cost."""
     from rich.console import Console
 
-    from localdistill.execute import Limits
     from localdistill.probe import probe, table
-    from localdistill.refine import STRATEGIES, get_strategy
     from localdistill.rundir import RunDir
+    from localdistill.sandbox import Limits
+    from localdistill.stages.refine import STRATEGIES, get_strategy
 
     names = [n.strip() for n in strategies.split(",") if n.strip()] if strategies else list(
         STRATEGIES)
@@ -300,8 +300,8 @@ def gen_tests_command(spec: str, teacher: str, run_dir: Path, reuse: tuple[Path,
     reference (in the sandbox, run twice) gives the expected outputs."""
     from rich.console import Console
 
-    from localdistill.execute import Limits
     from localdistill.gentests import generate_tests
+    from localdistill.sandbox import Limits
     from localdistill.tasks import save_jsonl
 
     if output.suffix != ".jsonl":

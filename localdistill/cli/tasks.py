@@ -57,8 +57,8 @@ def tasks_check(spec: str, seen: bool, workers: int | None, timeout: float) -> N
     from rich.console import Console
     from rich.table import Table
 
-    from localdistill.execute import Limits, program_for, run_many
     from localdistill.progress import Progress
+    from localdistill.sandbox import Limits, program_for, run_many
     from localdistill.tasks import load_tasks
 
     loaded = [t for t in load_tasks(spec) if t.reference is not None]

@@ -10,7 +10,7 @@ import click
 from localdistill.cli.base import cli
 from localdistill.cli.options import ConfigCommand, config_option
 
-TRAIN = "localdistill.train.config:TrainConfig"
+TRAIN = "localdistill.stages.train.config:TrainConfig"
 
 
 @cli.command("train", cls=ConfigCommand)
@@ -43,7 +43,7 @@ def train_command(data_set: Path, student: str, out: Path, restart: bool, **sett
     from rich.console import Console
 
     from localdistill.progress import Progress
-    from localdistill.train import TrainConfig, train
+    from localdistill.stages.train import TrainConfig, train
 
     config = TrainConfig(**settings)
     if int(os.environ.get("RANK", "0")) != 0:  # one of the user's `accelerate launch` ranks

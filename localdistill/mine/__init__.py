@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.execute import Limits
 from localdistill.gentests import GenTestsReport, generate_tests
 from localdistill.mine.decontaminate import (
     MIN_COMPARED_CHARS,
@@ -115,6 +114,7 @@ from localdistill.mine.standalone import _candidate
 from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits
 from localdistill.tasks.record import Task
 
 __all__ = [

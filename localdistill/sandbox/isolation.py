@@ -9,9 +9,9 @@ import shutil
 import subprocess
 import threading
 
-from localdistill.execute import judge
-from localdistill.execute.limits import Limits, SandboxError
-from localdistill.execute.worker import (
+from localdistill.sandbox import judge
+from localdistill.sandbox.limits import Limits, SandboxError
+from localdistill.sandbox.worker import (
     FULL,
     NAMESPACES_ONLY,
     Isolation,

@@ -4,10 +4,10 @@
 `evaluate(program, exprs)` brings back the values of expressions (gen-tests' expected outputs).
 """
 
-from localdistill.execute.isolation import isolation_report
-from localdistill.execute.limits import Limits, SandboxError
-from localdistill.execute.pool import Program, run_many
-from localdistill.execute.sandbox import ExecutionResult, TestOutcome, Value, evaluate, run_tests
+from localdistill.sandbox.isolation import isolation_report
+from localdistill.sandbox.limits import Limits, SandboxError
+from localdistill.sandbox.pool import Program, run_many
+from localdistill.sandbox.sandbox import ExecutionResult, TestOutcome, Value, evaluate, run_tests
 from localdistill.tasks.record import Task
 
 

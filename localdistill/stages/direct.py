@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from localdistill import manifest
 from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.records import attempt_key, check_tasks_have_tests
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
 

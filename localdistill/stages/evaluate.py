@@ -28,7 +28,6 @@ from localdistill.answers import SENT, generate
 from localdistill.backends import request_for
 from localdistill.backends.base import CONTEXT
 from localdistill.errors import BadInput
-from localdistill.execute import Limits, program_for
 from localdistill.extract import extract_completion, shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.passk import mean_pass_at_k
@@ -36,6 +35,7 @@ from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.records import attempt_messages, check_tasks_have_tests
 from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
 

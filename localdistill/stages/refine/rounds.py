@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from localdistill.answers import generate
 from localdistill.backends import request_for
-from localdistill.execute import program_for
 from localdistill.extract import extract_completion, has_code, same_code, shown_code
 from localdistill.prompts import render
-from localdistill.refine.similarity import is_copy, similarity
-from localdistill.refine.strategies import Strategy
+from localdistill.sandbox import program_for
+from localdistill.stages.refine.similarity import is_copy, similarity
+from localdistill.stages.refine.strategies import Strategy
 from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from localdistill.execute.sandbox import ExecutionResult, Limits, run_tests
 from localdistill.progress import Bar
+from localdistill.sandbox.sandbox import ExecutionResult, Limits, run_tests
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
     a config:   python -m accelerate.commands.launch --config_file FILE ... WORKER
                 (DeepSpeed ZeRO-3, FSDP, several machines: examples/accelerate/)
 
-with WORKER = `-m localdistill.train.worker JOB`
+with WORKER = `-m localdistill.stages.train.worker JOB`
 
 where JOB (OUT/.launch.json) holds the data set, the student and the settings. torchrun is what
 `accelerate launch` itself runs for DDP; on a CPU it is called directly because `accelerate
@@ -31,8 +31,8 @@ from localdistill.errors import BadInput
 from localdistill.models import ModelSpec
 from localdistill.progress import StageReport
 from localdistill.rundir import make_private_dir, write_atomic
-from localdistill.train.config import TrainConfig
-from localdistill.train.distributed import LAUNCHED
+from localdistill.stages.train.config import TrainConfig
+from localdistill.stages.train.distributed import LAUNCHED
 
 JOB = ".launch.json"
 FAILED = "localdistill train failed on rank"  # the line a failing rank prints (worker.py)
@@ -74,7 +74,7 @@ def needs_gpus(config: dict) -> bool:
 
 
 def launcher_command(config: TrainConfig, job: Path, cuda: bool) -> list[str]:
-    worker = ["-m", "localdistill.train.worker", str(job)]
+    worker = ["-m", "localdistill.stages.train.worker", str(job)]
     port = str(_free_port())
     if config.launch_config:
         settings = check_launch_config(config.launch_config, config.processes)
@@ -101,7 +101,7 @@ def launch(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     import torch
 
     from localdistill.models.config import models_file
-    from localdistill.train import TrainResult
+    from localdistill.stages.train import TrainResult
 
     make_private_dir(out)
     job = out / JOB
@@ -145,6 +145,6 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    from localdistill.train.distributed import die_with_parent
+    from localdistill.stages.train.distributed import die_with_parent
 
     die_with_parent()

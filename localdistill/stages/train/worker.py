@@ -18,8 +18,8 @@ def main(argv: list[str]) -> int:
         from rich.console import Console
 
         from localdistill.progress import Progress
-        from localdistill.train import train
-        from localdistill.train.config import TrainConfig
+        from localdistill.stages.train import train
+        from localdistill.stages.train.config import TrainConfig
 
         job = json.loads(Path(argv[0]).read_text())
         config = TrainConfig(**job["config"])
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the launcher, whatever went wrong
-        from localdistill.train.launch import FAILED
+        from localdistill.stages.train.launch import FAILED
 
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{FAILED} {rank}: {message}", file=sys.stderr, flush=True)

@@ -20,14 +20,15 @@ from collections.abc import Sequence
 
 from localdistill import manifest
 from localdistill.errors import BadInput
-from localdistill.execute import Limits
 from localdistill.extract import shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
 from localdistill.records import tasks_for
-from localdistill.refine.guides import guides_for, teacher_solutions
-from localdistill.refine.rounds import FailedAttempt, Settings, run_round
-from localdistill.refine.strategies import (
+from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits
+from localdistill.stages.refine.guides import guides_for, teacher_solutions
+from localdistill.stages.refine.rounds import FailedAttempt, Settings, run_round
+from localdistill.stages.refine.strategies import (
     DEFAULT,
     STRATEGIES,
     Strategy,
@@ -35,7 +36,6 @@ from localdistill.refine.strategies import (
     get_strategy,
     register,
 )
-from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
 STAGE = "refine + verify"  # its name in the stage table and the manifest

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from localdistill.extract import shown_code
-from localdistill.refine.strategies import Strategy, StrategyError
+from localdistill.stages.refine.strategies import Strategy, StrategyError
 from localdistill.tasks.record import Task
 
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdistill.execute.limits import Limits, SandboxError
-from localdistill.execute.runner import force_remove
+from localdistill.sandbox.limits import Limits, SandboxError
+from localdistill.sandbox.runner import force_remove
 
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from localdistill.execute import judge
-from localdistill.execute.isolation import isolation
-from localdistill.execute.limits import Limits, SandboxError
-from localdistill.execute.worker import _execute
+from localdistill.sandbox import judge
+from localdistill.sandbox.isolation import isolation
+from localdistill.sandbox.limits import Limits, SandboxError
+from localdistill.sandbox.worker import _execute
 
 __all__ = [
     "ExecutionResult",

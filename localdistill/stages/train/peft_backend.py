@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.train.config import TrainConfig
+from localdistill.stages.train.config import TrainConfig
 
 
 def load(base: Path, config: TrainConfig):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from localdistill.errors import BadInput
 from localdistill.progress import Bar
-from localdistill.train.config import TrainConfig
-from localdistill.train.data import Example
-from localdistill.train.distributed import Ranks
+from localdistill.stages.train.config import TrainConfig
+from localdistill.stages.train.data import Example
+from localdistill.stages.train.distributed import Ranks
 
 CHECKPOINT = "checkpoint"
 LOG = "train_log.jsonl"

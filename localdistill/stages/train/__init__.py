@@ -26,8 +26,8 @@ from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, get_model, weights_path
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
-from localdistill.train import data, distributed, loop
-from localdistill.train.config import TrainConfig
+from localdistill.stages.train import data, distributed, loop
+from localdistill.stages.train.config import TrainConfig
 
 
 @dataclass
@@ -39,7 +39,7 @@ class TrainResult:
 
 
 def choose_backend(config: TrainConfig) -> str:
-    from localdistill.train import unsloth_backend
+    from localdistill.stages.train import unsloth_backend
 
     if config.backend == "auto":
         return "unsloth" if unsloth_backend.available() else "peft"
@@ -62,7 +62,7 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
                        "model (merge first to stack adapters)")
     out = Path(out)
     if (config.processes > 1 or config.launch_config) and not distributed.launched():
-        from localdistill.train.launch import launch
+        from localdistill.stages.train.launch import launch
 
         return launch(data_set, spec, out, config, restart)
     ranks = distributed.joined()
@@ -105,9 +105,9 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     backend_name = choose_backend(config)
     rows = data.load_rows(data_set)
     if backend_name == "unsloth":
-        from localdistill.train import unsloth_backend as backend
+        from localdistill.stages.train import unsloth_backend as backend
     else:
-        from localdistill.train import peft_backend as backend
+        from localdistill.stages.train import peft_backend as backend
     model, tokenizer = backend.load(base, config)
     examples, too_long = data.tokenize(rows, tokenizer, config.max_length)
     if not examples:
@@ -127,7 +127,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     _save_adapter(model, adapter, base, result.whole_state)
     gguf_adapter, gguf_note = None, "-"
     if base.is_file():
-        from localdistill.train.gguf_lora import AdapterError, export_gguf_lora
+        from localdistill.stages.train.gguf_lora import AdapterError, export_gguf_lora
 
         try:
             gguf_adapter = export_gguf_lora(adapter, base, out / "adapter.gguf")

@@ -1,0 +1,12 @@
+"""The stages of the loop, in order (docs/architecture.md):
+
+    attempt.py    1  the student attempts every task                     -> attempts.jsonl
+    execute.py    2  each attempt runs against its task's hidden tests   -> executions.jsonl
+    direct.py        the teacher answers tasks from scratch (StanD, InpD) -> direct.jsonl
+    refine/     3-4  the teacher refines each failed attempt, verified   -> refinements.jsonl
+    build.py      5  the data sets of the chosen methods (methods.py)    -> data/<method>/
+    train/        6  a LoRA adapter per data set                         -> train/<method>/
+    evaluate.py   7  pass@k, one step and after self-repair              -> eval/<model>/<bench>/
+
+collect.py runs 1-5 in one run directory; experiment.py (`localdistill run`) runs them all.
+"""

@@ -1,0 +1,46 @@
+"""Stage 2 of the loop: every attempt is executed against its task's hidden tests.
+
+Each attempt of attempts.jsonl runs in the sandbox (localdistill/sandbox/); pass/fail and the
+execution feedback (which input, what came out, what was expected, or the error) go to
+executions.jsonl. The verdicts go through the run's memory (verdicts.py): a rerun runs only what
+was never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from localdistill import manifest
+from localdistill.progress import Progress, StageReport, bar
+from localdistill.records import tasks_for
+from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, program_for
+from localdistill.tasks.record import Task
+from localdistill.verdicts import judge
+
+
+def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),
+                     workers: int | None = None,
+                     progress: Progress | None = None) -> StageReport:
+    """Every attempt of attempts.jsonl judged on its task's hidden tests -> executions.jsonl."""
+    with manifest.stage(run, "execute") as report:
+        attempts = list(run.records("attempts"))
+        by_id = tasks_for(attempts, tasks, run)
+        programs = [program_for(by_id[a["task_id"]], a["completion"], key=a["key"])
+                    for a in attempts]
+        verdicts = judge(run, programs, limits, workers, bar(progress, "execute", len(programs)))
+        records = [{"key": a["key"], "task_id": a["task_id"], **_verdict(verdicts[a["key"]])}
+                   for a in attempts]
+        run.write("executions", records)
+        solved = {r["task_id"] for r in records if r["passed"]}
+        report.counts = {"attempts executed": len(records),
+                         "attempts passed": sum(r["passed"] for r in records),
+                         "attempts failed": sum(not r["passed"] for r in records),
+                         "tasks solved by some attempt": len(solved),
+                         "tasks with a failed attempt":
+                             len({r["task_id"] for r in records if not r["passed"]})}
+        return report.finish()
+
+
+def _verdict(verdict: dict) -> dict:
+    return {k: verdict[k] for k in ("passed", "status", "feedback", "outcomes", "runtime")}
