@@ -19,6 +19,7 @@ from localdistill.methods import METHODS, get_method
 from localdistill.models import ModelSpec, get_model
 from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
+from localdistill.records import failed_task_ids
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.attempt import attempt
@@ -26,7 +27,13 @@ from localdistill.stages.build import build
 from localdistill.stages.direct import STAGE as DIRECT_STAGE
 from localdistill.stages.direct import direct_answers
 from localdistill.stages.execute import execute_attempts
-from localdistill.stages.refine import DEFAULT, get_strategy, refine
+from localdistill.stages.refine import (
+    DEFAULT,
+    ROUNDS,
+    UNCHANGED_RETRIES,
+    get_strategy,
+    refine,
+)
 from localdistill.stages.refine import STAGE as REFINE_STAGE
 from localdistill.tasks.record import Task
 
@@ -46,9 +53,9 @@ class CollectConfig:
         "help": "teacher temperature (default: models.toml)"})
     teacher_max_tokens: int | None = field(default=None, metadata={
         "help": "tokens per teacher answer (default: models.toml)"})
-    rounds: int = field(default=2, metadata={
+    rounds: int = field(default=ROUNDS, metadata={
         "help": "refinement rounds in all: the first, plus retries with the new feedback"})
-    unchanged_retries: int = field(default=2, metadata={
+    unchanged_retries: int = field(default=UNCHANGED_RETRIES, metadata={
         "help": "re-asks, sampling, when the teacher hands the student's code back unchanged"})
     strategy: str = field(default=DEFAULT, metadata={
         "help": "how the teacher refines (stages/refine/strategies.py; `localdistill probe` "
@@ -58,7 +65,7 @@ class CollectConfig:
     methods: tuple[str, ...] = field(default=tuple(METHODS), metadata={
         "help": "data sets to build"})
     seed: int = field(default=0, metadata={"help": "seed of the first sample"})
-    test_timeout: float = field(default=3.0, metadata={"help": "seconds per test"})
+    test_timeout: float = field(default=Limits.test_timeout, metadata={"help": "seconds per test"})
     workers: int | None = field(default=None, metadata={"help": "parallel sandboxes"})
     student_adapter: str | None = field(default=None, metadata={
         "help": "a LoRA adapter for the student (the one trained in the previous round)"})
@@ -101,7 +108,7 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
                  config.seed, progress))
     done(execute_attempts(tasks, run, limits, config.workers, progress))
     # The teacher's own answers come first: a strategy may show them as guides.
-    failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+    failed = failed_task_ids(run)
     needs = {METHODS[m].teacher for m in config.methods} - {None}  # "all" or "failed" tasks
     if needs or _guided_by_teacher(config.strategy, [t for t in tasks if t.task_id in failed]):
         wanted = tasks if "all" in needs else [t for t in tasks if t.task_id in failed]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from localdistill.collect import CollectConfig
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS
+from localdistill.methods import METHODS, get_method
 from localdistill.sandbox import Limits
 from localdistill.stages.evaluate import EvalConfig
 from localdistill.stages.train.config import TrainConfig
@@ -61,10 +61,11 @@ class LoopConfig:
         "help": "a models.toml to use (relative to this file); default: the usual search"})
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise BadInput(f"methods: unknown data set {unknown[0]!r} "
-                           f"(expected: {', '.join(METHODS)})")
+        for name in self.methods:
+            try:
+                get_method(name)
+            except BadInput as e:
+                raise BadInput(f"methods: {e}") from None
         if self.limit is not None and self.limit < 1:
             raise BadInput("limit must be at least 1")
         if self.distill_rounds < 1:

@@ -23,3 +23,8 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
     if not values:
         raise ValueError("pass@k of no tasks is undefined")
     return sum(values) / len(values)
+
+
+def label(k: int) -> str:
+    """pass@k's name in summaries and tables."""
+    return f"pass@{k}"

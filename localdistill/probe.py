@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
+from localdistill.records import Direct, read
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.refine import failed_attempts, get_strategy
@@ -48,7 +49,7 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
     strategy's records to RUN/probe-<strategy>.jsonl."""
     chosen = [get_strategy(name) for name in strategies]  # every name checked before any work
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
-    teacher_answers = teacher_solutions(source.records("direct"))
+    teacher_answers = teacher_solutions(read(source, Direct))
     # the teacher's time on each strategy, summed over every invocation of the probe (one cut
     # short by Ctrl-C or SIGTERM included), so a resumed probe still shows what it cost
     saved = run.read_json("probe")

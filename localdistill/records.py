@@ -34,8 +34,8 @@ def attempt_key(task_id: str, sample: int) -> str:
 class Attempt:
     key: str
     task_id: str
-    model: str
     completion: str  # the code extracted from `answer`
+    model: str = ""
     sample: int = 0
     answer: str = ""
 
@@ -85,6 +85,11 @@ def read(run: RunDir, kind: type[R]) -> list[R]:
     names = {f.name for f in dataclasses.fields(kind)}
     return [kind(**{k: v for k, v in record.items() if k in names})
             for record in run.records(FILES[kind])]
+
+
+def failed_task_ids(run: RunDir) -> set[str]:
+    """The tasks with a failed attempt (executions.jsonl)."""
+    return {e.task_id for e in read(run, Execution) if not e.passed}
 
 
 def tasks_for(records: Iterable, tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from localdistill.errors import BadInput
 from localdistill.methods import METHODS
 from localdistill.methods import teacher_tokens as method_teacher_tokens
+from localdistill.passk import label
 from localdistill.progress import StageReport, duration
 from localdistill.rundir import load_json
 
@@ -44,6 +45,7 @@ class Entry:
     pass_at_k: dict[str, dict[str, float]]  # "step s" -> {"pass@k": value}
     pass1_interval: list[float]  # 95% half-width of pass@1 per step
     eval_seconds: float
+    ks: tuple[int, ...] = (1,)  # the k of each pass@k measured
     per_task: list[dict[str, float]] = field(default_factory=list)  # pass@1 of each task, by step
     method: str = "base"  # the data set's name (persd, standd...) or "base"
     data_set: str | None = None
@@ -78,6 +80,8 @@ def load_entry(run: Path) -> Entry:
                                                   summary["samples"])
                                       for step in summary["pass_at_k"]],
                       eval_seconds=summary.get("wall_seconds", summary.get("seconds", 0.0)),
+                      ks=tuple(sorted(k for k in summary.get("ks", [1])  # as `eval` measured
+                                      if k <= summary["samples"])),
                       per_task=[{task: c / summary["samples"] for task, c in
                                  summary["correct_per_task"][step].items()}
                                 for step in summary["pass_at_k"]])
@@ -152,15 +156,14 @@ def table(entries: list[Entry]):
     from rich.table import Table
 
     steps = max(e.steps for e in entries)
-    ks = sorted({k for e in entries for k in e.pass_at_k["step 0"] if k != "pass@1"},
-                key=lambda k: int(k.split("@")[1]))
+    ks = sorted({k for e in entries for k in e.ks} - {1})
     result = Table(title="localdistill report", title_justify="left")
     for name in ("run", "model", "data set", "examples", "benchmark", "tasks × n"):
         result.add_column(name, justify="right" if name in ("examples", "tasks × n") else "left")
     for step in range(steps + 1):
         result.add_column(f"pass@1 step {step}" if steps else "pass@1", justify="right")
     for k in ks:
-        result.add_column(f"{k} (last step)", justify="right")
+        result.add_column(f"{label(k)} (last step)", justify="right")
     for name in ("teacher tokens", "train time", "eval time"):
         result.add_column(name, justify="right")
     for e in entries:
@@ -169,7 +172,7 @@ def table(entries: list[Entry]):
                  _short(e.benchmark), f"{e.tasks} × {e.samples}"]
         cells += [(f"{e.pass_at_k[f'step {s}']['pass@1']:.1%}" + _plus_minus(e.pass1_interval[s])
                    if s <= e.steps else "") for s in range(steps + 1)]
-        cells += [f"{last[k]:.1%}" if k in last else "" for k in ks]
+        cells += [f"{last[label(k)]:.1%}" if label(k) in last else "" for k in ks]
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
         evaluated = ("replayed" if "replayed_from" in e.extra else "cached" if e.extra.get("cached")
                      else duration(e.eval_seconds))

@@ -148,12 +148,13 @@ def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
                    only_failed: bool, limit: int | None, workers: int | None,
                    timeout: float) -> None:
     """The baselines' data: the teacher answers tasks from scratch, verified -> RUN/direct.jsonl."""
+    from localdistill.records import failed_task_ids
     from localdistill.sandbox import Limits
     from localdistill.stages.direct import direct_answers
 
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         if only_failed:
-            failed = {e["task_id"] for e in run.records("executions") if not e["passed"]}
+            failed = failed_task_ids(run)
             tasks = [t for t in tasks if t.task_id in failed]
         show(direct_answers(tasks, teacher, run, 1, teacher_temperature, teacher_max_tokens, 0,
                             Limits(test_timeout=timeout), workers, progress))

@@ -30,7 +30,7 @@ from localdistill.backends.base import CONTEXT
 from localdistill.errors import BadInput
 from localdistill.extract import extract_completion, shown_code
 from localdistill.models import ModelSpec, get_model
-from localdistill.passk import mean_pass_at_k
+from localdistill.passk import label, mean_pass_at_k
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.records import attempt_messages, check_tasks_have_tests
@@ -218,7 +218,7 @@ def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: l
     pass_at_k, per_task = {}, {}
     for step in range(config.steps + 1):
         counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
-        pass_at_k[f"step {step}"] = {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks}
+        pass_at_k[f"step {step}"] = {label(k): mean_pass_at_k(counts, k) for k in ks}
         per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
     replayed = {"replayed_from": spec.path} if spec.backend == "replay" else {}
     return {"model": spec.name, "adapter": spec.adapter, **replayed, "benchmark": benchmark,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from localdistill import manifest
 from localdistill.progress import Progress, StageReport, bar
-from localdistill.records import tasks_for
+from localdistill.records import Attempt, read, tasks_for
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
@@ -24,12 +24,11 @@ def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits
                      progress: Progress | None = None) -> StageReport:
     """Every attempt of attempts.jsonl judged on its task's hidden tests -> executions.jsonl."""
     with manifest.stage(run, "execute") as report:
-        attempts = list(run.records("attempts"))
+        attempts = read(run, Attempt)
         by_id = tasks_for(attempts, tasks, run)
-        programs = [program_for(by_id[a["task_id"]], a["completion"], key=a["key"])
-                    for a in attempts]
+        programs = [program_for(by_id[a.task_id], a.completion, key=a.key) for a in attempts]
         verdicts = judge(run, programs, limits, workers, bar(progress, "execute", len(programs)))
-        records = [{"key": a["key"], "task_id": a["task_id"], **_verdict(verdicts[a["key"]])}
+        records = [{"key": a.key, "task_id": a.task_id, **_verdict(verdicts[a.key])}
                    for a in attempts]
         run.write("executions", records)
         solved = {r["task_id"] for r in records if r["passed"]}

@@ -23,11 +23,18 @@ from localdistill.errors import BadInput
 from localdistill.extract import shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
-from localdistill.records import tasks_for
+from localdistill.records import Attempt, Direct, Execution, read, tasks_for
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.refine.guides import guides_for, teacher_solutions
-from localdistill.stages.refine.rounds import FailedAttempt, Settings, run_round
+from localdistill.stages.refine.rounds import (
+    RETRY_TEMPERATURE,
+    ROUNDS,
+    UNCHANGED_RETRIES,
+    FailedAttempt,
+    Settings,
+    run_round,
+)
 from localdistill.stages.refine.strategies import (
     DEFAULT,
     STRATEGIES,
@@ -45,28 +52,28 @@ def failed_attempts(run: RunDir, tasks: Sequence[Task], strategy: Strategy,
                     teacher_answers: dict[str, str] | None = None) -> list[FailedAttempt]:
     """The run's failed attempts, each with its task, code, feedback and guide.
     `teacher_answers`: the teacher's verified answers by task (default: the run's direct.jsonl)."""
-    attempts = {a["key"]: a for a in run.records("attempts")}
-    failed = [e for e in run.records("executions") if not e["passed"] and e["key"] in attempts]
+    attempts = {a.key: a for a in read(run, Attempt)}
+    failed = [e for e in read(run, Execution) if not e.passed and e.key in attempts]
     by_id = tasks_for(failed, tasks, run)
     if teacher_answers is None:
         # read whatever the guide: the teacher's answer is also the baseline of unguided ones
-        teacher_answers = teacher_solutions(run.records("direct"))
-    guides = guides_for(strategy, [by_id[i] for i in dict.fromkeys(e["task_id"]
-                                                                   for e in failed)],
+        teacher_answers = teacher_solutions(read(run, Direct))
+    guides = guides_for(strategy, [by_id[i] for i in dict.fromkeys(e.task_id for e in failed)],
                         teacher_answers)
     items = []
     for e in failed:
-        task, guide = by_id[e["task_id"]], guides[e["task_id"]]
-        code = shown_code(task, attempts[e["key"]]["completion"])
-        items.append(FailedAttempt(e["key"], task, code, e["feedback"], code, guide.shown,
+        task, guide = by_id[e.task_id], guides[e.task_id]
+        code = shown_code(task, attempts[e.key].completion)
+        items.append(FailedAttempt(e.key, task, code, e.feedback, code, guide.shown,
                                    guide.source, guide.baseline))
     return items
 
 
-def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds: int = 2,
+def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds: int = ROUNDS,
            temperature: float | None = None, max_tokens: int | None = None,
-           limits: Limits = Limits(), workers: int | None = None, unchanged_retries: int = 2,
-           retry_temperature: float = 0.8, progress: Progress | None = None,
+           limits: Limits = Limits(), workers: int | None = None,
+           unchanged_retries: int = UNCHANGED_RETRIES,
+           retry_temperature: float = RETRY_TEMPERATURE, progress: Progress | None = None,
            strategy: str | Strategy = DEFAULT) -> StageReport:
     """Refine and verify every failed attempt of the run -> refinements.jsonl."""
     if rounds < 1:
@@ -149,5 +156,6 @@ def verified_by_round(run: RunDir) -> dict[int, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in sorted(table.items())}
 
 
-__all__ = ["DEFAULT", "STRATEGIES", "FailedAttempt", "Strategy", "StrategyError",
-           "failed_attempts", "get_strategy", "refine", "register", "verified_by_round"]
+__all__ = ["DEFAULT", "ROUNDS", "STRATEGIES", "UNCHANGED_RETRIES", "FailedAttempt", "Strategy",
+           "StrategyError", "failed_attempts", "get_strategy", "refine", "register",
+           "verified_by_round"]

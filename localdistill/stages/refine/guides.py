@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from localdistill.extract import shown_code
+from localdistill.records import Direct
 from localdistill.stages.refine.strategies import Strategy, StrategyError
 from localdistill.tasks.record import Task
 
@@ -19,12 +20,12 @@ class Guide:
     baseline: str | None  # the correct solution the refinement must be closer to the attempt than
 
 
-def teacher_solutions(direct_records: Iterable[dict]) -> dict[str, str]:
+def teacher_solutions(direct: Iterable[Direct]) -> dict[str, str]:
     """The teacher's first verified answer from scratch per task (direct.jsonl), as completions."""
     found: dict[str, str] = {}
-    for record in direct_records:
-        if record.get("passed"):
-            found.setdefault(record["task_id"], record["completion"])
+    for answer in direct:
+        if answer.passed:
+            found.setdefault(answer.task_id, answer.completion)
     return found
 
 

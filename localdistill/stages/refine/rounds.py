@@ -39,12 +39,17 @@ class FailedAttempt:
     baseline: str | None = None
 
 
+ROUNDS = 2  # refinement rounds in all: the first, plus retries with the new feedback
+UNCHANGED_RETRIES = 2  # re-asks, sampling, when the teacher hands the student's code back
+RETRY_TEMPERATURE = 0.8  # at least this temperature for those re-asks
+
+
 @dataclass(frozen=True)
 class Settings:
     temperature: float | None = None  # the run's teacher temperature (None: models.toml)
     max_tokens: int | None = None
-    unchanged_retries: int = 2
-    retry_temperature: float = 0.8
+    unchanged_retries: int = UNCHANGED_RETRIES
+    retry_temperature: float = RETRY_TEMPERATURE
 
 
 def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], round_: int,
