@@ -15,9 +15,13 @@ Files, in the run directory:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from localdistill.backends import kind_of, open_backend
@@ -102,8 +106,35 @@ def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: s
                     answers[key] = _answer(key, record, cached=False)
                     bar.advance(tokens=record["completion_tokens"])
     finally:
-        backend.close()
+        with interrupts_held():
+            backend.close()
+            del backend
+            gc.collect()  # the model's native objects are freed here, not at a random later point
     return answers
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, which the CLI turns into one) held back until the block is done, then
+    delivered. Freeing a model runs its native objects' finalizers (`__del__`), and Python prints
+    and drops an exception raised inside one: a Ctrl-C that came then was lost, and the command
+    went on as if never interrupted. (Signals are handled in the main thread only; elsewhere the
+    block runs as it is.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])  # as if it came now: the handler it would have met
 
 
 def _reusable(run: RunDir, wanted: set[str]) -> dict[str, dict]:
