@@ -155,7 +155,7 @@ def main() -> None:
                                    str(Path(tmp) / backend), str(args.steps), backend],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{backend}: failed: {done.stderr.strip().splitlines()[-1]}")
+                print(f"{backend}: failed:\n" + "\n".join(done.stderr.strip().splitlines()[-15:]))
                 continue
             results[backend] = json.loads(done.stdout.strip().splitlines()[-1])
             results[backend]["wall"] = time.monotonic() - started

@@ -167,16 +167,23 @@ def _interrupt_and_resume(command: list[str], env: dict, logs: Path, rng: random
                 if attempt == times:  # the last time, to the end
                     process.wait(timeout=900)
                     break
+                landed = {s for s, _ in stops}
                 if attempt == 0 and during_start_up:
+                    # start-up ends at the first answer: on a fast machine the whole small
+                    # command can finish within seconds (CI's did, before the signal came)
                     deadline = time.monotonic() + rng.uniform(0.5, 4.0)
-                    while time.monotonic() < deadline and process.poll() is None:
+                    while time.monotonic() < deadline and progress() <= before and \
+                            process.poll() is None:
                         time.sleep(0.02)
                 else:
                     deadline = time.monotonic() + 600
                     while progress() <= before and process.poll() is None:
                         assert time.monotonic() < deadline, "no progress within 600 s"
                         time.sleep(0.02)
-                    time.sleep(rng.uniform(0.0, 0.5))
+                    # a random moment after the progress, but a signal that has not landed
+                    # yet is sent at once, so that each is seen even when resumes are quick
+                    delay = rng.uniform(0.0, 0.5)
+                    time.sleep(delay if sig in landed else 0.0)
                 if process.poll() is not None:
                     break  # it finished before the signal: nothing left to interrupt
                 os.killpg(process.pid, sig)

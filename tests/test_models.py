@@ -295,3 +295,14 @@ def test_a_backend_declared_in_its_module_is_found_and_its_keys_are_checked_ther
         sys.modules.pop("localdistill.backends.sharded", None)
         backends.modules.cache_clear()
     assert "sharded" not in backends.kinds()
+
+
+def test_a_dot_in_a_models_name_is_explained():
+    """`[models.qwen-0.5b]` is TOML for the table `5b` inside `models.qwen-0`: the error says so
+    and how to write it (it read as an unknown key of a model the user never named)."""
+    with pytest.raises(ModelsFileError) as e:
+        parse_models('[models.qwen-0.5b]\nbackend = "llama.cpp"\npath = "x.gguf"\n', "m.toml")
+    assert str(e.value) == ("m.toml: models.qwen-0.5b: unknown key '5b'; a dot in a table's "
+                            'name nests a table: quote the name, as in [models."qwen-0.5b"]')
+    assert "qwen-0.5b" in parse_models('[models."qwen-0.5b"]\nbackend = "llama.cpp"\n'
+                                       'path = "x.gguf"\n', "m.toml")
