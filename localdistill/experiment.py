@@ -356,9 +356,15 @@ def _trained(out: Path, data_set: Path, config: TrainConfig) -> bool:
             same_data = False
     else:  # trained before train.json kept the digest
         same_data = done.get("data_set") == str(data_set)
-    return same_data and model_settings(
-        done.get("config") or {}) == model_settings(json.loads(json.dumps(
-            dataclasses.asdict(config))))
+    if "settings" in done:  # the settings as given (some left open to the set's size)
+        recorded = done["settings"]
+    else:  # trained before train.json kept them: the settings it resolved, for its examples
+        recorded = done.get("config") or {}
+        examples = (done.get("report") or {}).get("counts", {}).get("examples")
+        if isinstance(examples, int):
+            config = config.for_examples(examples)
+    return same_data and model_settings(recorded) == model_settings(json.loads(json.dumps(
+        dataclasses.asdict(config))))
 
 
 def _keep_config(config: RunConfig, run_dir: Path, say: Callable[[object], None]) -> None:

@@ -31,6 +31,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTH
     printf '[models.random-05b]\nbackend = "transformers"\npath = "/tmp/random-0.5b"\ncontext_length = 2048\n' \
         > /tmp/gpu-models.toml
     LOCALDISTILL_MODELS=/tmp/gpu-models.toml timeout 190 $PY scripts/bench_training.py \
-        --student random-05b --backend both --steps 20
+        --student random-05b --backend both --steps 80
     date -u
 } 2>&1 | tee "$OUT/log"

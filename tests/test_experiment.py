@@ -206,3 +206,33 @@ def test_the_config_reference_page_is_in_step_with_the_code():
     from localdistill.experiment import config_reference
 
     assert page.rstrip().endswith(config_reference().rstrip())
+
+
+def test_an_adapter_trained_with_the_settings_given_is_not_trained_again(tmp_path):
+    """`run` keeps an adapter whose settings and data match. train.json keeps the settings as
+    given (epochs and grad_accumulation may be left to the set's size) and as resolved; one
+    written before it kept the given ones matches by the resolved ones, for its examples."""
+    from dataclasses import asdict
+
+    from localdistill.experiment import _trained
+    from localdistill.stages.train import TrainConfig
+    from localdistill.stages.train.data import load_rows, rows_digest
+
+    data_set = tmp_path / "rows.jsonl"
+    data_set.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    digest = rows_digest(load_rows(data_set))
+
+    def written(**fields) -> None:
+        (out / "train.json").write_text(json.dumps({"data_digest": digest, **fields}))
+
+    given = TrainConfig()
+    written(config=asdict(given.for_examples(9)), settings=asdict(given),
+            report={"counts": {"examples": 9}})
+    assert _trained(out, data_set, given)
+    assert not _trained(out, data_set, TrainConfig(epochs=3, grad_accumulation=2))
+    written(config=asdict(given.for_examples(9)), report={"counts": {"examples": 9}})  # before
+    assert _trained(out, data_set, given)
+    assert _trained(out, data_set, TrainConfig(epochs=3, grad_accumulation=2))
+    assert not _trained(out, data_set, TrainConfig(epochs=4))

@@ -27,7 +27,7 @@ from localdistill.models import ModelSpec, get_model, weights_path
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
 from localdistill.stages.train import data, distributed, loop
-from localdistill.stages.train.config import TrainConfig
+from localdistill.stages.train.config import SMALL_SET, TrainConfig
 
 
 @dataclass
@@ -66,7 +66,7 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
 
         return launch(data_set, spec, out, config, restart)
     ranks = distributed.joined()
-    if config.grad_accumulation % ranks.world:
+    if config.grad_accumulation is not None and config.grad_accumulation % ranks.world:
         raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
                        f"must be a multiple of the {ranks.world} processes launched")
     try:
@@ -112,6 +112,11 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     examples, too_long = data.tokenize(rows, tokenizer, config.max_length)
     if not examples:
         raise BadInput(f"{data_set}: no example fits in max_length={config.max_length} tokens")
+    given = config
+    config = config.for_examples(len(examples))
+    if config.grad_accumulation % ranks.world:  # (only a user's own `accelerate launch`)
+        raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
+                       f"must be a multiple of the {ranks.world} processes launched")
     from localdistill.hashing import file_digest
 
     fingerprint = "|".join([config.digest(), data.digest(examples), file_digest(base)])
@@ -137,6 +142,11 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     plot_loss(out)
     report.counts = {"backend": backend_name}
     report.count("examples", len(examples))
+    open_keys = [k for k in ("epochs", "grad_accumulation") if getattr(given, k) is None]
+    if open_keys:
+        report.count("settings for the set's size",
+                     ", ".join(f"{k} {getattr(config, k)}" for k in open_keys)
+                     + (" (small set)" if len(examples) < SMALL_SET else ""))
     if len(examples) < SMALL_SET:
         report.count("warning", small_set_warning(len(examples)))
     report.counts |= {
@@ -152,6 +162,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         "adapter": str(adapter), "GGUF adapter": gguf_note}
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
+               "settings": asdict(given),  # as given: `run` retrains when they change
                "data_set": str(data_set), "data_digest": data.rows_digest(rows),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "report": report.as_dict()}
@@ -159,11 +170,10 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     return TrainResult(out, adapter, gguf_adapter, report)
 
 
-# Below this many examples an adapter is not expected to help, and can hurt: on the demo pair,
-# 2 PERsD examples (the quickstart of 2026-12-03) cost the 0.5B student 20 points on HumanEval's
-# first 20 tasks, and 20 PERsD examples did nothing measurable on MBPP while StanD's 278 and
-# PERsD-combine's 40 helped (docs/results.md).
-SMALL_SET = 32
+# SMALL_SET (config.py): below it an adapter is not expected to help, and can hurt: on the demo
+# pair, 2 PERsD examples (the quickstart of 2026-12-03) cost the 0.5B student 20 points on
+# HumanEval's first 20 tasks, and 20 PERsD examples did nothing measurable on MBPP while StanD's
+# 278 and PERsD-combine's 40 helped (docs/results.md).
 
 
 def small_set_warning(examples: int) -> str:
