@@ -5,7 +5,10 @@
 #     bash scripts/gpu_check.sh            # writes its log to $OUT/log (default /tmp/gpu-check)
 #
 # Where the Python packages the GPU machine lacks were packed beside it (.gpu/site.tar.xz, as for
-# the device tool of this project's workplace), they are unpacked to /tmp/site first.
+# the device tool of this project's workplace), they are unpacked to /tmp/site first. On the H200
+# of 2026-12-04 those were unsloth and unsloth_zoo 2026.10.9, bitsandbytes 0.50.2 (its CUDA 13.0
+# library only), trl 1.15.0, datasets 4.3.0, gguf, torchao, cut_cross_entropy, tyro, pydantic and
+# their small dependencies, fetched here with `pip download --no-deps` (12 MB packed).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
