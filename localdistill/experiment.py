@@ -233,6 +233,10 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
         os.environ["LOCALDISTILL_MODELS"] = config.loop.models
     for name in config.model_names:  # a wrong name fails now, not after an hour of collecting
         get_model(name)
+    from localdistill.stages.train import choose_backend, unsloth_backend
+
+    if choose_backend(config.train) == "unsloth":  # before any stage loads transformers
+        unsloth_backend.import_first()
     with DirectoryLock(run_dir):  # a second `run` here is refused before it touches anything
         return _run_loop(config, run_dir, progress, say, reuse)
 

@@ -236,3 +236,34 @@ def test_an_adapter_trained_with_the_settings_given_is_not_trained_again(tmp_pat
     assert _trained(out, data_set, given)
     assert _trained(out, data_set, TrainConfig(epochs=3, grad_accumulation=2))
     assert not _trained(out, data_set, TrainConfig(epochs=4))
+
+
+def test_run_imports_unsloth_before_any_stage_when_it_will_train_with_it(tmp_path, monkeypatch):
+    """Unsloth patches transformers and PEFT fully only when it is imported before them (on the
+    H200 it warned when a test had loaded transformers first), and `run`'s collect may load
+    transformers (a vLLM or transformers teacher does): `run` imports it before any stage. No GPU
+    or Unsloth here: that Unsloth would train is stood in for, and the collect stage by a stub
+    that records the order and stops the loop."""
+    import localdistill.collect
+    from localdistill.experiment import run_loop
+    from localdistill.stages.train import unsloth_backend
+
+    config = load_config(_config(tmp_path, GOOD))
+    order = []
+    monkeypatch.setattr(unsloth_backend, "available", lambda: True)
+    monkeypatch.setattr(unsloth_backend, "import_first", lambda: order.append("unsloth"))
+
+    def collect(*args, **kwargs):
+        order.append("collect")
+        raise KeyboardInterrupt  # enough: the loop stops here
+
+    monkeypatch.setattr(localdistill.collect, "collect", collect)
+    monkeypatch.setattr("localdistill.tasks.load_tasks", lambda spec: [])
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(config, tmp_path / "run", say=lambda _: None)
+    assert order == ["unsloth", "collect"]
+    order.clear()
+    monkeypatch.setattr(unsloth_backend, "available", lambda: False)  # PEFT: nothing imported
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(config, tmp_path / "run", say=lambda _: None)
+    assert order == ["collect"]

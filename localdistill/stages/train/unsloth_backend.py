@@ -25,6 +25,14 @@ def available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
+def import_first() -> None:
+    """Import Unsloth now. It patches transformers and PEFT as it is imported, and fully only when
+    it comes before them (otherwise it warns that training may be slower or take more memory, as
+    it did on the H200 when a test had loaded transformers first): `run`, whose earlier stages may
+    load transformers (a vLLM or transformers teacher does), calls this before any of them."""
+    import unsloth  # noqa: F401
+
+
 def load(base: Path, config: TrainConfig):
     if not available():
         raise BadInput("the unsloth backend needs a CUDA GPU and `pip install "
