@@ -13,6 +13,7 @@ from pathlib import Path
 
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
+from localdistill.tasks.rows import text_lines
 
 REQUIRED = ("task_id", "prompt", "entry_point", "tests")
 OPTIONAL = ("seen_tests", "test_setup", "reference", "source", "description", "metadata")
@@ -36,16 +37,7 @@ def load_jsonl(path: Path | str) -> list[Task]:
     data = Path(path).read_bytes()
     tasks: list[Task] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            problem = f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
-            raise TaskFileError(path, number, "row", problem + "; save the file as UTF-8") from None
-        if number == 1:
-            line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
-        if not line.strip():
-            continue
+    for number, line in text_lines(path, data):
         task = _task(path, number, line)
         if task.task_id in first_line:
             problem = f"duplicate {task.task_id!r} (first on line {first_line[task.task_id]})"

@@ -35,6 +35,19 @@ def json_rows(path: Path | str) -> Iterator[tuple[int, dict]]:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as error:
             raise TaskFileError(path, 1, "file", f"not a whole gzip file ({error})") from None
+    for number, line in text_lines(path, data):
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise TaskFileError(path, number, "row", f"not valid JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise TaskFileError(path, number, "row", "expected a JSON object")
+        yield number, row
+
+
+def text_lines(path: Path | str, data: bytes) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every non-blank line of a file's bytes, or TaskFileError at the
+    first line that is not UTF-8; a byte-order mark some editors write is dropped."""
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")
@@ -43,15 +56,8 @@ def json_rows(path: Path | str) -> Iterator[tuple[int, dict]]:
             raise TaskFileError(path, number, "row", problem + "; save the file as UTF-8") from None
         if number == 1:
             line = line.removeprefix("\ufeff")
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:
-            raise TaskFileError(path, number, "row", f"not valid JSON ({error})") from None
-        if not isinstance(row, dict):
-            raise TaskFileError(path, number, "row", "expected a JSON object")
-        yield number, row
+        if line.strip():
+            yield number, line
 
 
 def check_fields(path: Path | str, number: int, row: dict, fields: dict[str, Check],
