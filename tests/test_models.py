@@ -304,5 +304,7 @@ def test_a_dot_in_a_models_name_is_explained():
         parse_models('[models.qwen-0.5b]\nbackend = "llama.cpp"\npath = "x.gguf"\n', "m.toml")
     assert str(e.value) == ("m.toml: models.qwen-0.5b: unknown key '5b'; a dot in a table's "
                             'name nests a table: quote the name, as in [models."qwen-0.5b"]')
+    with pytest.raises(ModelsFileError, match=r'as in \[models."qwen-0.5b"\]$'):
+        parse_models('[models.qwen-0.5b]\nbackend = "llama.cpp"\n', "/home/u/models.toml")
     assert "qwen-0.5b" in parse_models('[models."qwen-0.5b"]\nbackend = "llama.cpp"\n'
                                        'path = "x.gguf"\n', "m.toml")

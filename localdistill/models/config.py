@@ -102,7 +102,7 @@ def _in_words(where: str, m: Mismatch) -> ModelsFileError:
             # `[models.qwen-0.5b]` is the table `5b` inside `models.qwen-0`: TOML's dots nest
             return ModelsFileError(
                 f"{at}: unknown key {m.key!r}; a dot in a table's name nests a table: quote "
-                f"the name, as in [models.\"{at.split('models.', 1)[1]}\"]")
+                f"the name, as in [models.\"{at.rsplit(': models.', 1)[1]}\"]")
         case "unknown key":
             return ModelsFileError(f"{at}: unknown key (expected one of: {', '.join(m.known)})")
         case "missing key":

@@ -66,9 +66,8 @@ def train(data_set: Path | str, student: ModelSpec | str, out: Path | str,
 
         return launch(data_set, spec, out, config, restart)
     ranks = distributed.joined()
-    if config.grad_accumulation is not None and config.grad_accumulation % ranks.world:
-        raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
-                       f"must be a multiple of the {ranks.world} processes launched")
+    if config.grad_accumulation is not None:  # before the model loads; else once it is chosen
+        _check_shares(config, ranks.world)
     try:
         # one training into OUT at a time (a second is refused, never interleaved); of a
         # launch's processes rank 0 holds the lock, the others only read OUT
@@ -114,9 +113,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         raise BadInput(f"{data_set}: no example fits in max_length={config.max_length} tokens")
     given = config
     config = config.for_examples(len(examples))
-    if config.grad_accumulation % ranks.world:  # (only a user's own `accelerate launch`)
-        raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
-                       f"must be a multiple of the {ranks.world} processes launched")
+    _check_shares(config, ranks.world)
     from localdistill.hashing import file_digest
 
     fingerprint = "|".join([config.digest(), data.digest(examples), file_digest(base)])
@@ -170,10 +167,12 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     return TrainResult(out, adapter, gguf_adapter, report)
 
 
-# SMALL_SET (config.py): below it an adapter is not expected to help, and can hurt: on the demo
-# pair, 2 PERsD examples (the quickstart of 2026-12-03) cost the 0.5B student 20 points on
-# HumanEval's first 20 tasks, and 20 PERsD examples did nothing measurable on MBPP while StanD's
-# 278 and PERsD-combine's 40 helped (docs/results.md).
+def _check_shares(config: TrainConfig, world: int) -> None:
+    """Each optimiser step's forward passes are shared out evenly over the processes launched
+    (only a user's own `accelerate launch` can get this wrong: --processes is checked earlier)."""
+    if config.grad_accumulation % world:
+        raise BadInput(f"training settings: grad_accumulation ({config.grad_accumulation}) "
+                       f"must be a multiple of the {world} processes launched")
 
 
 def small_set_warning(examples: int) -> str:

@@ -16,9 +16,11 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 FORBIDDEN_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed", "output")
 TRAINERS = ("auto", "peft", "unsloth")
 
-# Below this many examples an adapter is not expected to help, and can hurt (a warning says so),
-# and the settings left open take their small-set values. Measured on held-out tasks
-# (docs/results.md, "Training on a small set"): on 9 examples, 4 optimiser steps of 8 (the
+# Below this many examples an adapter is not expected to help, and can hurt (a warning says so:
+# on the demo pair, the quickstart's 2 PERsD examples of 2026-12-03 cost the 0.5B student 20
+# points on HumanEval's first 20 tasks; 20 did nothing measurable on MBPP while StanD's 278 and
+# PERsD-combine's 40 helped), and the settings left open take their small-set values. Measured
+# on held-out tasks (docs/results.md, "Training on a small set"): on 9 examples, 4 steps of 8 (the
 # defaults for larger sets) cost the 0.5B student 11 and 12 points of HumanEval on two seeds
 # (p < 0.01); 15 steps of 2 (3 epochs) cost 2 and 3, which could not be told from noise.
 SMALL_SET = 32
@@ -72,7 +74,8 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.epochs is None or self.epochs >= 1, "epochs must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
-            (self.batch_size >= 1 and (self.grad_accumulation or 1) >= 1,
+            (self.batch_size >= 1 and (self.grad_accumulation is None
+                                        or self.grad_accumulation >= 1),
              "batch_size and grad_accumulation must be at least 1"),
             (self.max_length >= 16, "max_length must be at least 16"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
