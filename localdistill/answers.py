@@ -7,7 +7,9 @@ asked, a changed template or model re-asks only what depends on it, and kill -9 
 loses nothing that finished. (The sandbox's verdicts are remembered the same way: verdicts.py.)
 
 Files, in the run directory:
-  cache/requests.jsonl    one answer per line (append-only; `key` is the request hash)
+  cache/requests.jsonl    one answer per line (append-only; `key` is the request hash; an
+                          answer copied from another run by --reuse is marked `"reused": true`:
+                          its time was spent there, and the time figures leave it out)
   cache/sent.jsonl        one line each time a request is handed to a model (an audit trail:
                           a request answered once is never sent again)
 """
@@ -33,6 +35,7 @@ from localdistill.rundir import RunDir
 
 REQUESTS = "cache/requests"
 SENT = "cache/sent"
+REUSED = "reused"  # marks a cached answer taken from another run (--reuse), not asked here
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Answer:
     completion_tokens: int
     prompt_tokens: int
     cached: bool  # True: read from the run's cache, the model was not asked now
+    reused: bool = False  # True: first asked in another run (--reuse): its time is not this run's
 
 
 def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: str,
@@ -81,8 +85,12 @@ def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: s
                     if record is None:
                         continue
                     if record["key"] in missing:
-                        out.add(record)  # the run keeps its own copy: it stays self-contained
+                        # the run keeps its own copy (it stays self-contained), marked as
+                        # reused: the time it took was spent elsewhere, and the time figures say so
+                        record = {**record, REUSED: True}
+                        out.add(record)
                         del missing[record["key"]]
+                        found[record["key"]] = record
                     answers[request.key] = _answer(request.key, record, cached=True)
                     bar.advance(tokens=record["completion_tokens"])
     if not missing:
@@ -172,7 +180,8 @@ def _record(h: str, spec: ModelSpec, stage: str, result) -> dict:
 
 def _answer(key: str, record: dict, cached: bool) -> Answer:
     return Answer(key, record["key"], record["text"], record["finish_reason"],
-                  record["completion_tokens"], record["prompt_tokens"], cached)
+                  record["completion_tokens"], record["prompt_tokens"], cached,
+                  bool(record.get(REUSED)))
 
 
 def request_hash(identity: dict, request: Request) -> str:

@@ -145,8 +145,8 @@ def _with_costs(built: StageReport, reports: list[StageReport],
             continue
         built.counts[f"teacher tokens per {name} example"] = (
             f"{report.teacher_tokens / examples:,.0f}" if examples else "-")
-        built.counts[f"teacher minutes per {name} example"] = (
-            f"{minutes(stage) / examples:.2f}" if examples else "-")
+        built.counts[f"teacher minutes per {name} example"] = report.per_example(
+            minutes(stage), examples, digits=2)
     built.counts["teacher tokens in all"] = sum(r.teacher_tokens for r in reports)
     built.counts["student tokens in all"] = sum(r.student_tokens for r in reports)
     built.counts["minutes of all stages, all runs"] = (

@@ -254,7 +254,7 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
 
     _keep_config(config, run_dir, say)
 
-    tasks = [t for spec in config.loop.tasks for t in load_tasks(spec)][:config.loop.limit]
+    tasks = load_tasks(",".join(config.loop.tasks))[:config.loop.limit]  # a task twice: an error
     benchmarks = {spec: load_tasks(spec)[:config.eval.limit] for spec in config.eval.benchmarks}
     with RunDir(run_dir / "collect", reuse) as collect_run:
         collect(tasks, config.collect, collect_run, ",".join(config.loop.tasks), progress,

@@ -100,8 +100,7 @@ def run_tasks(run_dir: Path | str) -> tuple[list[Task], str | None]:
     except (OSError, ValueError, KeyError, TypeError):
         return [], "the run's manifest names no task set"
     try:
-        # `localdistill run` records its task sets joined by commas
-        return [t for part in spec.split(",") if part for t in load_tasks(part)], None
+        return load_tasks(spec), None  # `localdistill run` records its sets joined by commas
     except (OSError, ValueError) as error:
         return [], f"its task set {spec!r} cannot be loaded here ({error})"
 

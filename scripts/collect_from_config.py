@@ -26,7 +26,7 @@ def main() -> None:
                         help="run directories whose answers to the same requests are taken")
     args = parser.parse_args()
     config = load_config(args.config)
-    tasks = [task for spec in config.loop.tasks for task in load_tasks(spec)]
+    tasks = load_tasks(",".join(config.loop.tasks))
     with RunDir(args.run, reuse=args.reuse) as run:
         for report in collect(tasks, config.collect, run, ",".join(config.loop.tasks)):
             print(f"{report.stage}: {report.counts} (model calls made now: {report.new_requests})")

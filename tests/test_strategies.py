@@ -6,12 +6,14 @@ echo test of test_refine.py does, and the model is then never asked."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from localdistill.answers import REQUESTS, model_identity, request_hash
 from localdistill.models import get_model
@@ -115,6 +117,37 @@ def test_k_candidates_are_all_verified_and_the_closest_verified_is_kept(tmp_path
     assert report.counts["round 1: copied (verified, a copy of the guide)"] == 0
     assert report.counts["round 1: answers with no code / cut off"] == "0 / 0"
     assert report.counts["teacher tokens per verified example"] == "160"
+
+
+def test_answers_taken_from_another_run_are_counted_and_left_out_of_the_time_figures(tmp_path):
+    """--reuse: answers another run paid for cost this run no time, so its seconds per verified
+    example leaves them out and says so; the mark stays with the run's own copies, so a resumed
+    run (no --reuse now) still says it. Tokens count every answer, reused or not."""
+    close = ATTEMPT.strip().replace("x < best", "x > best")
+    with RunDir(tmp_path / "runs" / "earlier") as run:
+        _failed_student(run)
+        _plant(run, K4, [close, close, close, close])
+        first = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                       strategy="test-k4")
+    assert first.reused == 0 and "not counting" not in first.counts["seconds per verified example"]
+    later = tmp_path / "later"
+    with RunDir(later, reuse=[tmp_path / "runs"]) as run:
+        _failed_student(run)
+        report = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                        strategy="test-k4")
+    assert report.new_requests == 0 and report.reused == 4
+    assert report.counts["seconds per verified example"].endswith(
+        " (not counting 4 answers from --reuse)")
+    assert report.counts["teacher tokens per verified example"] == "160"
+    copies = [json.loads(line) for line in (later / "cache" / "requests.jsonl").open()]
+    assert len(copies) == 4 and all(c["reused"] is True for c in copies)
+    with RunDir(later) as run:  # resumed without --reuse: the answers are the run's own now
+        again = refine([MAX], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                       strategy="test-k4")
+    assert again.reused == 4 and "not counting 4" in again.counts["seconds per verified example"]
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(again.table())
+    assert "answers taken from other runs (--reuse)" in console.export_text()
 
 
 def test_a_kept_copy_is_counted_and_can_be_left_out_of_the_persd_sets(tmp_path):

@@ -436,6 +436,20 @@ def test_load_tasks_specs(monkeypatch):
     monkeypatch.setenv("LOCALDISTILL_DATA", str(DATA))
     assert len(load_tasks("mbpp")) == 500
     assert len(load_tasks("mbpp:validation")) == 90
+    both = load_tasks("mbpp:train,mbpp:validation")  # several sets, in order
+    assert [t.task_id for t in both] == [t.task_id for t in load_tasks("mbpp:train")
+                                         + load_tasks("mbpp:validation")]
+    assert len({t.task_id for t in both}) == 464
+    with pytest.raises(TaskSpecError, match="is in both 'mbpp:all' and 'mbpp:train'"):
+        load_tasks("mbpp:all,mbpp:train")  # a task twice would train and be judged twice
+
+
+def test_a_task_file_named_with_a_comma_is_one_set(tmp_path):
+    path = tmp_path / "mine,v2.jsonl"
+    save_jsonl([Task("t1", "def f():\n", "f", ("assert f() is None",))], path)
+    assert [t.task_id for t in load_tasks(str(path))] == ["t1"]
+    with pytest.raises(TaskSpecError, match="an empty task spec"):
+        load_tasks(f"{path},")
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@
                                PATH defaults to $LOCALDISTILL_DATA/code_alpaca_tasks.jsonl
     PATH.jsonl                 your own tasks (the schema: docs/tasks.md)
     DIRECTORY                  a dataset saved by tasks_to_dataset(...).save_to_disk(DIRECTORY)
+    SPEC,SPEC,...              several of the above, in order (mbpp:train,mbpp:validation); a
+                               task id in two of them is an error
 """
 
 from __future__ import annotations
@@ -51,7 +53,27 @@ _SPECS = "humaneval, mbpp[:split][=PATH], alpaca[=PATH], a .jsonl file or a save
 
 
 def load_tasks(spec: str) -> list[Task]:
-    """Tasks named by `spec` (see the module docstring); TaskSpecError when it names nothing."""
+    """Tasks named by `spec` (see the module docstring): one set, or several joined by commas
+    (as `localdistill run` records its list of sets); TaskSpecError when one names nothing or
+    two hold the same task."""
+    if "," not in spec or Path(spec).exists():
+        return _load_one(spec)
+    tasks: list[Task] = []
+    found_in: dict[str, str] = {}
+    parts = [p.strip() for p in spec.split(",")]
+    if not all(parts):
+        raise TaskSpecError(f"an empty task spec in {spec!r}: name sets as SPEC,SPEC")
+    for part in parts:
+        for task in _load_one(part):
+            if task.task_id in found_in:
+                raise TaskSpecError(f"task {task.task_id!r} is in both {found_in[task.task_id]!r} "
+                                    f"and {part!r}: name each task set once")
+            found_in[task.task_id] = part
+            tasks.append(task)
+    return tasks
+
+
+def _load_one(spec: str) -> list[Task]:
     match = _BENCHMARK.match(spec)
     if match and match["name"] == "humaneval":
         if match["split"]:

@@ -103,7 +103,7 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
         report.counts["refinements verified"] = sum(r["passed"] for r in records)
         report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
         report.finish()
-        report.counts.update(cost_counts(records, report.teacher_tokens, report.seconds))
+        report.counts.update(cost_counts(records, report))
         return report
 
 
@@ -126,8 +126,9 @@ def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
     return counts
 
 
-def cost_counts(records: Sequence[dict], teacher_tokens: int, seconds: float) -> dict:
+def cost_counts(records: Sequence[dict], report: StageReport) -> dict:
     verified = sum(r["passed"] for r in records)
+    teacher_tokens = report.teacher_tokens
     gains = [r["similarity"] - r["guide_similarity"] for r in records
              if r["passed"] and r.get("guide_similarity") is not None]
     return {
@@ -136,7 +137,7 @@ def cost_counts(records: Sequence[dict], teacher_tokens: int, seconds: float) ->
         "mean personalisation gain (verified)": _mean(gains, signed=True),
         "teacher tokens per verified example": f"{teacher_tokens / verified:,.0f}"
         if verified else "-",
-        "seconds per verified example": f"{seconds / verified:,.1f}" if verified else "-"}
+        "seconds per verified example": report.per_example(report.seconds, verified)}
 
 
 def _mean(values: Sequence[float], signed: bool = False) -> str:
