@@ -114,11 +114,16 @@ def test_a_ctrl_c_while_a_model_is_freed_is_not_lost(tmp_path, monkeypatch):
     monkeypatch.setattr(answers, "model_identity", lambda spec: {"weights": "stand-in"})
     run = RunDir(tmp_path / "run")
     asked = [Request(messages=MESSAGES, key=f"k{i}", seed=i) for i in range(3)]
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &` in a script)
+    # inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         answers.generate(run, get_model("tiny"), asked, "test")
     except KeyboardInterrupt:
         pass
     else:
         raise AssertionError("the Ctrl-C was lost: generate returned as if never interrupted")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # what was answered before it is kept
     assert len((tmp_path / "run" / "cache" / "requests.jsonl").read_text().splitlines()) == 3
