@@ -97,6 +97,22 @@ def test_wrong_value_feedback_is_in_persd_format():
     assert result.feedback == "AssertionError\nINPUT: 2, 3\nOUTPUT: -1\nEXPECTED: 5"
 
 
+def test_feedback_does_not_change_between_runs_with_the_hash_seed():
+    """A set's order depends on string hashes: with the hash seed fixed (0) a program's output,
+    so its feedback and the teacher prompt made from it, is the same in every run; a random
+    seed made a rebuilt collect ask the teacher again for such a failure."""
+    import sys
+
+    words = "['Python', 'Exercises', 'Practice', 'Solution', 'Example', 'Feedback']"
+    expected = subprocess.run([sys.executable, "-c", f"print(repr(list(set({words}))))"],
+                              env={"PYTHONHASHSEED": "0"}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    program = "def unique(words):\n    return list(set(words))\n"
+    test = f"assert unique({words}) == []"
+    result = run_tests(program, [test], "unique")
+    assert result.feedback.splitlines()[2] == f"OUTPUT: {expected}"
+
+
 def test_error_feedback_names_exception_and_input():
     result = run_tests("def inv(x):\n    return 1 / x\n", ["assert inv(0) == 0"], "inv")
     assert result.outcomes[0].status == "error"

@@ -1,6 +1,6 @@
 """The sandboxed side of the executor: a zygote that forks one confined child per program.
 
-Started by sandbox.py as `python -I -S -B -c <this file's source>` (inside new PID, network and
+Started by sandbox.py as `python -s -P -B -S -c <this file's source>` (inside new PID, network and
 mount namespaces where the kernel allows), it imports only the standard library and nothing of
 localdistill. It reads its configuration, then confines itself for good (pids cgroup, read-only
 file system but for its base directory, no capabilities). Then, for each job line on stdin, it

@@ -71,7 +71,11 @@ class _Worker:
             config["lockdown"] = {"keep": sorted(keep), "disk_mb": limits.max_disk_mb,
                                   "hide": _benchmark_packages() if limits.site_packages else [],
                                   "own_ipc": "--ipc" in mode.prefix}
-        python = [sys.executable, "-I", "-B"] + ([] if limits.site_packages else ["-S"])
+        # -s -P: no user site-packages, no working directory on sys.path (what -I does) but
+        # without -I's -E, so the environment set here (_clean_env, nothing of the user's) counts:
+        # PYTHONHASHSEED=0 among it, or a program's set order, and so its feedback and the
+        # teacher prompt made from it, would change from run to run and miss the answer cache
+        python = [sys.executable, "-s", "-P", "-B"] + ([] if limits.site_packages else ["-S"])
         try:
             self.proc = subprocess.Popen(
                 [*mode.prefix, *python, "-c", RUNNER_SOURCE],
