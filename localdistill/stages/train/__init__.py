@@ -177,8 +177,8 @@ def _check_shares(config: TrainConfig, world: int) -> None:
 
 def small_set_warning(examples: int) -> str:
     return (f"only {examples} examples: too few to expect a gain, and enough to hurt the student "
-            "on other tasks (docs/results.md); collect from more tasks, or with a guided "
-            "refinement strategy (docs/refinement.md)")
+            "on other tasks (docs/results.md); collect from more tasks, or find the refinement "
+            "strategy that repairs the most with `localdistill probe` (docs/refinement.md)")
 
 
 def _save_adapter(model, target: Path, base: Path, whole_state: dict | None = None) -> None:
