@@ -85,12 +85,8 @@ def generate(run: RunDir, spec: ModelSpec, requests: Sequence[Request], stage: s
                     if record is None:
                         continue
                     if record["key"] in missing:
-                        # the run keeps its own copy (it stays self-contained), marked as
-                        # reused: the time it took was spent elsewhere, and the time figures say so
-                        record = {**record, REUSED: True}
-                        out.add(record)
+                        out.add(record)  # the run keeps its own copy: it stays self-contained
                         del missing[record["key"]]
-                        found[record["key"]] = record
                     answers[request.key] = _answer(request.key, record, cached=True)
                     bar.advance(tokens=record["completion_tokens"])
     if not missing:
@@ -146,7 +142,8 @@ def interrupts_held() -> Iterator[None]:
 
 
 def _reusable(run: RunDir, wanted: set[str]) -> dict[str, dict]:
-    """Answers to `wanted` request hashes found in the caches of the run's `reuse` directories.
+    """Answers to `wanted` request hashes found in the caches of the run's `reuse` directories,
+    marked as reused (the time they took was spent elsewhere: the time figures say so).
 
     A hash covers the model's weights and every setting that shapes the answer, so an answer
     found under the same hash is the answer this model would be asked for here."""
@@ -165,7 +162,7 @@ def _reusable(run: RunDir, wanted: set[str]) -> dict[str, dict]:
                     except ValueError:
                         continue
                     if isinstance(record, dict) and record.get("key") in wanted:
-                        found.setdefault(record["key"], record)
+                        found.setdefault(record["key"], {**record, REUSED: True})
     return found
 
 

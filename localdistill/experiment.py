@@ -254,10 +254,11 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
 
     _keep_config(config, run_dir, say)
 
-    tasks = load_tasks(",".join(config.loop.tasks))[:config.loop.limit]  # a task twice: an error
+    task_spec = ",".join(config.loop.tasks)  # one spec: a task in two of the sets is an error
+    tasks = load_tasks(task_spec)[:config.loop.limit]
     benchmarks = {spec: load_tasks(spec)[:config.eval.limit] for spec in config.eval.benchmarks}
     with RunDir(run_dir / "collect", reuse) as collect_run:
-        collect(tasks, config.collect, collect_run, ",".join(config.loop.tasks), progress,
+        collect(tasks, config.collect, collect_run, task_spec, progress,
                 on_stage=lambda r: say(r.table()))
 
     students = {"base": get_model(config.loop.student)}

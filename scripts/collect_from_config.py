@@ -26,9 +26,9 @@ def main() -> None:
                         help="run directories whose answers to the same requests are taken")
     args = parser.parse_args()
     config = load_config(args.config)
-    tasks = load_tasks(",".join(config.loop.tasks))
+    spec = ",".join(config.loop.tasks)
     with RunDir(args.run, reuse=args.reuse) as run:
-        for report in collect(tasks, config.collect, run, ",".join(config.loop.tasks)):
+        for report in collect(load_tasks(spec), config.collect, run, spec):
             print(f"{report.stage}: {report.counts} (model calls made now: {report.new_requests})")
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -101,8 +102,6 @@ def test_feedback_does_not_change_between_runs_with_the_hash_seed():
     """A set's order depends on string hashes: with the hash seed fixed (0) a program's output,
     so its feedback and the teacher prompt made from it, is the same in every run; a random
     seed made a rebuilt collect ask the teacher again for such a failure."""
-    import sys
-
     words = "['Python', 'Exercises', 'Practice', 'Solution', 'Example', 'Feedback']"
     expected = subprocess.run([sys.executable, "-c", f"print(repr(list(set({words}))))"],
                               env={"PYTHONHASHSEED": "0"}, capture_output=True, text=True,

@@ -128,14 +128,13 @@ def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
 
 def cost_counts(records: Sequence[dict], report: StageReport) -> dict:
     verified = sum(r["passed"] for r in records)
-    teacher_tokens = report.teacher_tokens
     gains = [r["similarity"] - r["guide_similarity"] for r in records
              if r["passed"] and r.get("guide_similarity") is not None]
     return {
         "mean similarity to the attempt (verified)": _mean([r["similarity"] for r in records
                                                             if r["passed"]]),
         "mean personalisation gain (verified)": _mean(gains, signed=True),
-        "teacher tokens per verified example": f"{teacher_tokens / verified:,.0f}"
+        "teacher tokens per verified example": f"{report.teacher_tokens / verified:,.0f}"
         if verified else "-",
         "seconds per verified example": report.per_example(report.seconds, verified)}
 
