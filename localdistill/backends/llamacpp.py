@@ -43,19 +43,34 @@ class Options:
                 "a near tie (other matrix kernels round differently), so the run cache keeps "
                 "them apart",
         "hint": "servers: max_in_flight; vLLM batches on its own"})
+    ngram_draft: int = field(default=0, metadata={
+        "help": "with parallel > 1: each sequence drafts up to this many tokens from text it "
+                "already has (its prompt, its answer so far) and the batch verifies them in the "
+                "same pass (llamacpp_batched.py); the draft length adapts, and a sequence whose "
+                "drafts keep failing stops drafting for a while. Tokens are still sampled from "
+                "the model's own distribution one by one (greedy and sampled alike), so answers "
+                "are the model's, but like parallel they can part after a near tie: a changed "
+                "value re-asks cached answers. 0: off. With parallel = 1 see prompt_lookup"})
 
     def check(self, where: str) -> None:
         if self.prompt_lookup < 0:
             raise ModelsFileError(f"{where}.prompt_lookup: expected 0 (off) or more, got "
                                   f"{self.prompt_lookup}")
         at_least_one(where, self, "parallel")
+        if self.ngram_draft < 0:
+            raise ModelsFileError(f"{where}.ngram_draft: expected 0 (off) or more, got "
+                                  f"{self.ngram_draft}")
         if self.parallel > 1 and self.prompt_lookup:
             raise ModelsFileError(f"{where}: parallel and prompt_lookup cannot be combined; "
                                   "choose one")
 
     def identity(self) -> dict:
         # batched decoding can round differently (llamacpp_batched.py): its answers are its own
-        return {"parallel": self.parallel} if self.parallel > 1 else {}
+        if self.parallel == 1:
+            return {}
+        # drafting can part greedy answers after a near tie too (llamacpp_batched.py)
+        return {"parallel": self.parallel} | (
+            {"ngram_draft": self.ngram_draft} if self.ngram_draft else {})
 
 
 BACKEND = Kind("llama.cpp", Options, adapter="gguf",
@@ -113,7 +128,8 @@ class LlamaCppBackend:
             from localdistill.backends.llamacpp_batched import BatchedDecoder
 
             self.batched = BatchedDecoder(self.llm, spec.options.parallel, spec.context_length,
-                                          kwargs["n_threads"], self.formatter)
+                                          kwargs["n_threads"], self.formatter,
+                                          spec.options.ngram_draft)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         if self.batched is not None:

@@ -12,6 +12,28 @@ temperature 0), so a batched answer is an answer of the same model to the same p
 always bit for bit the sequential one: the matrix kernels llama.cpp picks for a batch of N rows
 round differently from those for one row, so a greedy answer can part ways after a near tie.
 That is why `parallel` belongs to the model's identity in the run cache.
+
+Drafting without a draft model (`ngram_draft = K`, models.toml). Code answers copy long spans of
+their prompt (signatures, docstrings, the student's code in a refinement prompt, the guide) and
+of themselves. Each sequence looks up the last few tokens it has (prompt and answer so far) where
+they occurred before, and proposes the tokens that followed there as a draft of up to K tokens.
+The drafts ride in the same batch as every other sequence's next token (`_step`): one decode
+computes the model's distribution at every drafted position, and the sequence's own sampler
+(the same chain, the same seed) picks each next token from those distributions in order. A
+drafted token is kept while it is the token the sampler picked; at the first that is not, the
+picked token is kept instead, and the KV cells of the rest of the draft are removed. So every
+token is sampled from the model's own distribution given the tokens before it, exactly as without
+drafting, for greedy and sampled requests alike (for a draft that proposes one token with
+certainty, "keep it if the sampler picks it" is the exact speculative-sampling acceptance rule,
+and the sampler's random draws are the same ones, one per token kept). What can differ is
+rounding: positions decoded in one pass go through other kernels than one token at a time, so a
+greedy answer can part ways after a near tie, as with `parallel`; `ngram_draft` therefore belongs
+to the model's identity in the run cache too.
+
+A draft costs compute even when it fails (about a third of a decoded token per drafted token on
+a CPU), so drafting adapts per sequence: the draft length grows while drafts are accepted whole
+and shrinks to what was accepted when they are not, and a sequence whose drafts keep failing (an
+answer written from scratch) stops drafting for a while, longer each time.
 """
 
 from __future__ import annotations
@@ -38,13 +60,17 @@ class _Job:
     text: str = ""
     finish_reason: str = ""
     next_token: int = -1  # sampled, not yet fed to the model
+    drafter: NgramDrafter | None = None
+    draft: list[int] = field(default_factory=list)  # drafted tokens fed in this step
 
 
 class BatchedDecoder:
     """`parallel` sequences of `llm`'s model decoded together in a context of their own."""
 
-    def __init__(self, llm, parallel: int, context_length: int, threads: int, formatter) -> None:
-        """`formatter`: `chat_formatter`'s for the model (None: it has no chat template)."""
+    def __init__(self, llm, parallel: int, context_length: int, threads: int, formatter,
+                 ngram_draft: int = 0) -> None:
+        """`formatter`: `chat_formatter`'s for the model (None: it has no chat template);
+        `ngram_draft`: the longest draft a sequence may propose (0: no drafting)."""
         import llama_cpp
 
         if formatter is None:
@@ -54,6 +80,8 @@ class BatchedDecoder:
         self.llm = llm
         self.parallel = parallel
         self.context_length = context_length
+        self.ngram_draft = ngram_draft
+        self.stats = DraftStats()
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         # llama-cpp-python's own settings (attention kernel, KV types...), resized
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
@@ -74,6 +102,8 @@ class BatchedDecoder:
                 raise BackendError("llama.cpp could not apply the LoRA adapter to the batch")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
+        # every slot's next token and its longest draft must fit one batch
+        self.ngram_draft = min(ngram_draft, self.n_batch // parallel - 1)
 
     # --- requests in, results out -------------------------------------------------------------
 
@@ -180,6 +210,8 @@ class BatchedDecoder:
         """The prompt into the slot's sequence (n_batch tokens a decode), then its first token."""
         job.sampler = self._sampler(job.request, job.index)
         prompt = job.prompt
+        if self.ngram_draft:
+            job.drafter = NgramDrafter(prompt, self.ngram_draft)
         for start in range(0, len(prompt), self.n_batch):
             piece = prompt[start:start + self.n_batch]
             self.batch.n_tokens = 0
@@ -189,14 +221,46 @@ class BatchedDecoder:
         self._accept(job, self.batch.n_tokens - 1)
 
     def _step(self, slots: list[_Job | None], active: list[int]) -> None:
-        """One token for every active sequence, in one decode."""
+        """One decode for every active sequence: its next token and, where it drafts, the
+        drafted tokens after it; then each sequence keeps what its sampler confirms."""
         self.batch.n_tokens = 0
+        first: dict[int, int] = {}  # slot -> batch index of its next token
         for slot in active:
             job = slots[slot]
-            self._add(job.next_token, len(job.prompt) + len(job.tokens) - 1, slot, True)
+            pos = len(job.prompt) + len(job.tokens) - 1
+            job.draft = self._draft(job)
+            first[slot] = self.batch.n_tokens
+            self._add(job.next_token, pos, slot, True)
+            for i, token in enumerate(job.draft, 1):
+                self._add(token, pos + i, slot, True)
         self._decode()
-        for i, slot in enumerate(active):
-            self._accept(slots[slot], i)
+        self.stats.steps += 1
+        self.stats.batch_tokens += self.batch.n_tokens
+        for slot in active:
+            job = slots[slot]
+            output = first[slot]
+            self._accept(job, output)
+            kept = 0
+            for token in job.draft:
+                if job.finish_reason or job.next_token != token:
+                    break
+                kept += 1
+                output += 1
+                self._accept(job, output)
+            if job.draft:
+                self.stats.drafted += len(job.draft)
+                self.stats.accepted += kept
+                job.drafter.feedback(len(job.draft), kept)
+                if not job.finish_reason:  # the cells of the draft's rejected tail
+                    self.lib.llama_memory_seq_rm(
+                        self.memory, slot, len(job.prompt) + len(job.tokens) - 1, -1)
+
+    def _draft(self, job: _Job) -> list[int]:
+        """Tokens `job` proposes after its next token (none when it does not draft)."""
+        if job.drafter is None:
+            return []
+        room = job.max_tokens - len(job.tokens)  # a draft past the token limit is never kept
+        return job.drafter.propose(min(room, self.ngram_draft)) if room > 0 else []
 
     def _accept(self, job: _Job, output: int) -> None:
         """Sample the job's next token from batch output `output`; end the job where it ends."""
@@ -206,6 +270,8 @@ class BatchedDecoder:
             job.finish_reason = "stop"
             return
         job.tokens.append(token)
+        if job.drafter is not None:
+            job.drafter.append(token)
         text = self.llm.detokenize(job.tokens, prev_tokens=job.prompt).decode("utf-8", "ignore")
         cut = min((i for i in (text.find(s) for s in job.stops if s) if i >= 0), default=-1)
         if cut >= 0:
@@ -226,6 +292,78 @@ class BatchedDecoder:
         if code != 0:
             raise BackendError(f"llama.cpp failed to decode a batch (code {code}; out of "
                                "context memory? lower `parallel` or `context_length`)")
+
+
+@dataclass
+class DraftStats:
+    """What drafting did in one decoder's life (the benchmark prints it)."""
+
+    steps: int = 0  # decodes of the generation loop (prefills not counted)
+    batch_tokens: int = 0  # tokens those decodes carried
+    drafted: int = 0
+    accepted: int = 0
+
+
+class NgramDrafter:
+    """One sequence's drafts: the tokens that followed the last time its last `n` tokens occurred
+    (n = 4, then 3, then 2: the longest match first), in its prompt or its answer so far.
+
+    Every n-gram's latest end is indexed as tokens arrive, so a lookup costs a dictionary read.
+    The draft length adapts: it starts at 4, doubles (up to the limit) after a draft accepted
+    whole and falls to what was accepted plus one after one that was not; after 3 drafts in a
+    row with nothing accepted the sequence stops drafting for 8 tokens, then 16, 32... (reset by
+    an accepted token).
+    """
+
+    SIZES = (4, 3, 2)
+
+    def __init__(self, prompt: list[int], limit: int) -> None:
+        self.tokens: list[int] = []
+        self.ends: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest occurrence ends
+        self.limit = limit
+        self.length = min(4, limit)
+        self.misses = 0
+        self.pause = 0  # tokens to go before drafting again
+        self.pause_next = 8
+        for token in prompt:
+            self.append(token, counting=False)
+
+    def append(self, token: int, counting: bool = True) -> None:
+        tokens = self.tokens
+        tokens.append(token)
+        end = len(tokens)
+        # index the n-grams ending just before this token: indexing the one that ends here too
+        # would make every lookup find the sequence's own tail
+        for n in self.SIZES:
+            if end - 1 >= n:
+                self.ends[tuple(tokens[end - 1 - n:end - 1])] = end - 1
+        if counting and self.pause:
+            self.pause -= 1
+
+    def propose(self, limit: int) -> list[int]:
+        if self.pause or limit <= 0:
+            return []
+        tokens = self.tokens
+        for n in self.SIZES:
+            if len(tokens) <= n:
+                continue
+            end = self.ends.get(tuple(tokens[-n:]))
+            if end is not None:
+                return tokens[end:end + min(self.length, limit)]
+        return []
+
+    def feedback(self, drafted: int, accepted: int) -> None:
+        if accepted == drafted:
+            self.length = min(self.limit, self.length * 2)
+        else:
+            self.length = max(1, accepted + 1)
+        if accepted:
+            self.misses, self.pause_next = 0, 8
+            return
+        self.misses += 1
+        if self.misses >= 3:
+            self.misses, self.pause = 0, self.pause_next
+            self.pause_next = min(self.pause_next * 2, 256)
 
 
 def prompt_tokens(llm, formatter, request: Request) -> tuple[list[int], tuple[str, ...]]:

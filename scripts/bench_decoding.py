@@ -1,0 +1,224 @@
+"""Decoding benchmark: today's batched decoding against the new levers, side by side.
+
+One invocation decodes the same requests twice per workload, first as the loop decoded them
+before the issue "Decoding at the speed this CPU allows" (llama.cpp in process, `parallel = 4`,
+no drafting: the baseline) and then with the new settings (by default the demo models' entries in
+models.toml as they are now), and prints for each workload tokens/s, wall time, the ratio, how
+many answers differ and where, and what drafting did. The workloads (issue 33):
+
+  (a) the demo student on HumanEval's 164 prompts, as evaluation asks them (greedy)
+  (b) the demo student on 100 MBPP test prompts, as evaluation asks them (greedy)
+  (c) the demo teacher on 60 `restyle` refinement prompts of the kept reproduction answers
+      (docs/results/answers/reproduce-k4), greedy and sampled at the recorded 0.7 and seed
+
+Then a roofline: the tokens/s that this machine's measured memory bandwidth allows for each
+model's weight bytes at batch 1, and the model's prompt-processing rate on this CPU (a bound on
+what any number of tokens in one pass can reach), beside what each run reached.
+
+    .venv/bin/python scripts/bench_decoding.py                       # everything (about an hour)
+    .venv/bin/python scripts/bench_decoding.py --only a --limit 40    # a quicker look
+    .venv/bin/python scripts/bench_decoding.py --new parallel=8,ngram_draft=16
+
+Nothing else should run beside it: two CPU-heavy processes on two cores slow each other far more
+than twice (llama.cpp's threads wait for each other at every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KEPT = REPO / "docs/results/answers/reproduce-k4/cache/requests.jsonl"
+BASELINE = {"parallel": 4, "ngram_draft": 0}
+
+
+def eval_requests(spec, tasks, key_prefix: str) -> list:
+    """The requests `localdistill eval` makes for its first answers (stages/evaluate.py)."""
+    from localdistill.backends import request_for
+    from localdistill.records import attempt_messages
+    from localdistill.stages.evaluate import EvalConfig, sample_key
+
+    config = EvalConfig()
+    return [request_for(spec, messages=attempt_messages(t), temperature=0.0,
+                        max_tokens=config.max_tokens, seed=config.seed,
+                        key=key_prefix + sample_key(t.task_id, 0, 0)) for t in tasks]
+
+
+def refinement_requests(spec, count: int, sampled: bool) -> list:
+    """`count` distinct restyle prompts the demo teacher was asked in the kept reproduction,
+    greedy or as recorded (sampled at 0.7 with the recorded seed)."""
+    from localdistill.backends.base import Request
+
+    seen, picked = set(), []
+    with KEPT.open() as f:
+        for line in f:
+            record = json.loads(line)
+            asked = record["request"]
+            if record.get("stage") != "refine" or asked["temperature"] == 0:
+                continue
+            if "own way" not in json.dumps(asked["messages"]):  # restyle's prompt
+                continue
+            text = json.dumps(asked["messages"], sort_keys=True)
+            if text in seen:
+                continue
+            seen.add(text)
+            picked.append(asked)
+            if len(picked) == count:
+                break
+    return [Request(messages=tuple(a["messages"]), max_tokens=a["max_tokens"], top_p=a["top_p"],
+                    temperature=a["temperature"] if sampled else 0.0,
+                    seed=a["seed"] if sampled else None, key=f"r{i}")
+            for i, a in enumerate(picked)]
+
+
+def decode(spec, requests) -> dict:
+    from localdistill.backends import open_backend
+
+    backend = open_backend(spec)
+    try:
+        started = time.perf_counter()
+        texts, tokens = {}, 0
+        for result in backend.generate(requests):
+            texts[result.request.key] = result.samples[0].text
+            tokens += result.samples[0].completion_tokens
+        seconds = time.perf_counter() - started
+        stats = getattr(getattr(backend, "batched", None), "stats", None)
+    finally:
+        backend.close()
+    return {"texts": texts, "seconds": seconds, "tokens": tokens, "stats": stats}
+
+
+def differences(base: dict, other: dict) -> list[str]:
+    lines = []
+    for key, a in base.items():
+        b = other.get(key, "")
+        if a != b:
+            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                      min(len(a), len(b)))
+            lines.append(f"    {key}: first difference at character {at} of {len(a)} "
+                         f"({a[at:at + 25]!r} vs {b[at:at + 25]!r})")
+    return lines
+
+
+def memory_bandwidth() -> float:
+    """Bytes/s of a plain copy of 512 MB (best of 5): what streaming the weights can reach."""
+    import numpy as np
+
+    src = np.ones(512 * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - started)
+    return 2 * src.nbytes / best  # read + write
+
+
+def prompt_rate(spec, tokens: int = 256) -> float:
+    """Tokens/s of the model processing `tokens` prompt tokens in one pass (best of 3)."""
+    from llama_cpp import Llama
+
+    from localdistill.models import weights_path
+
+    llm = Llama(model_path=str(weights_path(spec)), n_ctx=1024, n_batch=512,
+                n_threads=spec.threads or os.cpu_count(), verbose=False)
+    try:
+        ids = llm.tokenize(("def f(x):\n    return x + 1\n" * 200).encode())[:tokens]
+        best = float("inf")
+        for _ in range(3):
+            llm.reset()
+            started = time.perf_counter()
+            llm.eval(ids)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        llm.close()
+    return tokens / best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="abc", help="which workloads (any of a, b, c)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="at most this many prompts per workload (default: 164, 100, 60)")
+    parser.add_argument("--new", default="",
+                        help="settings of the new run, key=value,... (default: models.toml's)")
+    parser.add_argument("--student", default="demo-student")
+    parser.add_argument("--teacher", default="demo-teacher")
+    parser.add_argument("--no-roofline", action="store_true")
+    args = parser.parse_args()
+
+    from localdistill.models import get_model, weights_path
+    from localdistill.tasks import load_humaneval, load_tasks
+
+    new = {}
+    for item in filter(None, args.new.split(",")):
+        key, _, value = item.partition("=")
+        new[key] = int(value)
+
+    def limit(n: int) -> int:
+        return min(n, args.limit) if args.limit else n
+
+    workloads = []
+    student, teacher = get_model(args.student), get_model(args.teacher)
+    if "a" in args.only:
+        tasks = load_humaneval()[:limit(164)]
+        workloads.append(("(a) student, HumanEval", student, eval_requests(student, tasks, "")))
+    if "b" in args.only:
+        tasks = load_tasks("mbpp:test")[:limit(100)]
+        workloads.append(("(b) student, MBPP test", student, eval_requests(student, tasks, "")))
+    if "c" in args.only:
+        for sampled in (False, True):
+            label = "(c) teacher, restyle " + ("sampled 0.7" if sampled else "greedy")
+            workloads.append((label, teacher, refinement_requests(teacher, limit(60), sampled)))
+
+    print(f"baseline: {BASELINE}; new: "
+          f"{ {k: getattr(student.options, k) for k in BASELINE} | new if not new else new}"
+          f" (student), threads {student.threads or os.cpu_count()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    reached: dict[str, list[float]] = {}
+    for label, spec, requests in workloads:
+        spec = replace(spec, threads=spec.threads or os.cpu_count())
+        base = decode(spec.with_keys(**BASELINE), requests)
+        after = decode(spec.with_keys(**new) if new else spec, requests)
+        rate_a = base["tokens"] / base["seconds"]
+        rate_b = after["tokens"] / after["seconds"]
+        print(f"\n{label}: {len(requests)} requests")
+        print(f"  baseline {base['tokens']:>7,} tokens in {base['seconds']:7.1f} s = "
+              f"{rate_a:6.1f} tokens/s")
+        print(f"  new      {after['tokens']:>7,} tokens in {after['seconds']:7.1f} s = "
+              f"{rate_b:6.1f} tokens/s   {rate_b / rate_a:.2f}x "
+              f"(wall time {base['seconds'] / after['seconds']:.2f}x)")
+        stats = after["stats"]
+        if stats is not None and stats.steps:
+            print(f"  drafting: {stats.drafted:,} tokens drafted, {stats.accepted:,} accepted "
+                  f"({stats.accepted / max(stats.drafted, 1):.0%}); "
+                  f"{stats.batch_tokens / stats.steps:.1f} tokens a decode over {stats.steps:,} "
+                  "decodes")
+        lines = differences(base["texts"], after["texts"])
+        print(f"  answers identical to the baseline's: {len(requests) - len(lines)} of "
+              f"{len(requests)}")
+        if lines:
+            print("\n".join(lines[:10]))
+        reached.setdefault(spec.name, []).append(rate_b)
+
+    if not args.no_roofline:
+        bandwidth = memory_bandwidth()
+        print(f"\nroofline: memory bandwidth (numpy copy) {bandwidth / 1e9:.1f} GB/s")
+        for spec in {s.name: s for _, s, _ in workloads}.values():
+            size = weights_path(spec).stat().st_size
+            pp = prompt_rate(replace(spec, threads=spec.threads or os.cpu_count()))
+            print(f"  {spec.name}: {size / 1e6:.0f} MB of weights -> at most "
+                  f"{bandwidth / size:.0f} tokens/s at batch 1 (memory bound); prompt "
+                  f"processing {pp:.0f} tokens/s (compute bound for tokens in one pass); "
+                  f"reached: {', '.join(f'{r:.0f}' for r in reached[spec.name])} tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Drafting without a draft model in the batched llama.cpp decoder (`ngram_draft`).
+
+The drafter is checked on its own (what it proposes, how its draft length adapts), then on the
+real tiny model: with drafting on, every greedy answer is the one the same batch gives without
+it (the tiny model's batched kernels give the sequential answers bit for bit, see
+test_backend_llamacpp.py, so any difference here would be drafting's own), sampled answers
+follow the same seeds to the same texts, and stop strings, the token limit and an interrupted
+generation behave as without drafting."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from localdistill.backends import open_backend, request_for
+from localdistill.backends.llamacpp_batched import NgramDrafter
+from localdistill.models import get_model
+from localdistill.models.config import ModelsFileError, parse_models
+
+CODE = "\n".join(
+    f"def scale_{i}(values, factor={i}):\n    \"\"\"Multiply every value by {i}.\"\"\"\n"
+    f"    return [v * factor for v in values]\n"
+    for i in range(12)
+)
+
+
+def test_the_drafter_proposes_what_followed_the_latest_occurrence():
+    drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8], limit=8)
+    assert drafter.propose(8) == []  # the tail 7, 8 occurred nowhere before
+    drafter.append(2)
+    drafter.append(3)
+    # "2 3" ended twice before: the latest (followed by 4, 7, 8, 2) wins; the first draft is 4 long
+    assert drafter.propose(8) == [4, 7, 8, 2]
+    assert drafter.propose(2) == [4, 7]  # never past the caller's limit
+    drafter.append(4)
+    drafter.append(5)  # "3 4 5" only occurred in the first copy: the longest match wins
+    assert drafter.propose(8) == [9, 2, 3, 4]
+
+
+def test_the_draft_length_adapts_and_a_failing_sequence_pauses():
+    drafter = NgramDrafter(list(range(40)) * 2, limit=16)
+    assert len(drafter.propose(16)) == 4
+    drafter.feedback(4, 4)
+    assert len(drafter.propose(16)) == 8  # accepted whole: doubled
+    drafter.feedback(8, 8)
+    drafter.feedback(16, 16)
+    assert len(drafter.propose(16)) == 16  # never past the limit
+    drafter.feedback(16, 2)
+    assert len(drafter.propose(16)) == 3  # what was accepted, plus one
+    for _ in range(3):
+        drafter.feedback(3, 0)
+    assert drafter.propose(16) == []  # three misses in a row: a pause of 8 tokens
+    for token in range(7):
+        drafter.append(token)
+    assert drafter.propose(16) == []
+    drafter.append(7)
+    assert drafter.propose(16) != []  # paused for 8 tokens exactly
+    for _ in range(3):
+        drafter.feedback(1, 0)
+    assert drafter.pause == 16  # the next pause is longer
+
+
+def test_ngram_draft_is_a_models_toml_key_and_part_of_the_identity():
+    from localdistill.backends.base import options_identity
+
+    spec = get_model("tiny")
+    assert options_identity(spec.with_keys(parallel=4, ngram_draft=12).options) == {
+        "parallel": 4, "ngram_draft": 12}
+    assert options_identity(spec.with_keys(parallel=4, ngram_draft=0).options) == {
+        "parallel": 4}
+    # with one sequence at a time the batched decoder is not used: nothing to tell apart
+    assert options_identity(spec.with_keys(parallel=1, ngram_draft=12).options) == {}
+    with pytest.raises(ModelsFileError, match="ngram_draft"):
+        parse_models('[models.x]\nbackend = "llama.cpp"\npath = "demo:tiny"\nparallel = 4\n'
+                     'ngram_draft = -1\n', "models.toml")
+
+
+def _decode(spec, requests):
+    backend = open_backend(spec)
+    try:
+        results = {r.request.key: r for r in backend.generate(requests)}
+        return results, backend.batched.stats
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_drafting_keeps_every_greedy_answer_and_stop_and_limit_behave():
+    spec = replace(get_model("tiny"), threads=2)
+    asks = [
+        ("copy", dict(messages=[{"role": "user", "content": f"Repeat this code exactly:\n{CODE}"}],
+                      max_tokens=200)),
+        ("copy cut", dict(messages=[{"role": "user", "content": f"Repeat this code:\n{CODE}"}],
+                          max_tokens=37)),  # the limit falls inside a draft
+        ("copy stop", dict(messages=[{"role": "user", "content": f"Repeat this code:\n{CODE}"}],
+                           max_tokens=200, stop=["scale_3"])),  # the stop string in a draft
+        ("raw", dict(prompt=CODE + "\ndef scale_12(values, factor=12):\n", max_tokens=60)),
+        ("scratch", dict(messages=[{"role": "user", "content": "Write a haiku about rain."}],
+                         max_tokens=40)),
+    ]
+    requests = [replace(request_for(spec, temperature=0.0, **kw), key=k) for k, kw in asks]
+    plain, _ = _decode(spec.with_keys(parallel=3, ngram_draft=0), requests)
+    drafted, stats = _decode(spec.with_keys(parallel=3, ngram_draft=16), requests)
+    assert stats.accepted > 100  # drafting did happen, and most drafts of copied code held
+    assert stats.batch_tokens > 2 * stats.steps
+    for key, want in plain.items():
+        assert drafted[key].samples == want.samples, key
+        assert drafted[key].prompt_tokens == want.prompt_tokens, key
+    assert plain["copy cut"].samples[0].finish_reason == "length"
+    assert plain["copy cut"].samples[0].completion_tokens == 37
+    stop = plain["copy stop"].samples[0]
+    assert stop.finish_reason == "stop" and "scale_3" not in stop.text
+    assert "scale_2" in stop.text  # it did copy up to the stop string
+
+
+@pytest.mark.slow
+def test_sampled_answers_are_drafted_and_follow_their_seeds():
+    """Sampled requests draft too: each token is still drawn by the sequence's own seeded
+    sampler from the model's distribution at its position, and a drafted token is kept only when
+    it is the one drawn (the exact acceptance rule for a draft that proposes one token). The same
+    requests give the same texts again, and the seeds matter. What drafting gives up: positions
+    decoded in one pass get logits that differ in rounding from one token at a time (a KL of
+    about 1e-3 measured on the tiny model), and how many positions share a pass depends on the
+    other sequences' drafts, so a sampled answer can depend on its company in the batch (without
+    drafting it does not; test_backend_llamacpp.py). docs/models.md says so."""
+    spec = replace(get_model("tiny"), threads=2).with_keys(parallel=2, ngram_draft=16)
+    ask = [{"role": "user", "content": f"Repeat this code:\n{CODE}"}]
+    requests = [replace(request_for(spec, messages=ask, temperature=0.7, max_tokens=60, seed=s),
+                        key=str(s)) for s in (1, 2, 3)]
+    a, stats = _decode(spec, requests)
+    b, _ = _decode(spec, requests)
+    assert stats.accepted > 20
+    assert len({r.samples[0].text for r in a.values()}) > 1  # the seeds do matter
+    for key in ("1", "2", "3"):
+        assert b[key].samples[0] == a[key].samples[0], key
+
+
+@pytest.mark.slow
+def test_a_generation_stopped_midway_leaves_the_decoder_as_new():
+    """Ctrl-C reaches the stage as KeyboardInterrupt inside the generator, often with drafted
+    cells in the cache: closing it frees every slot, and the same backend answers the same
+    requests as a fresh one."""
+    spec = replace(get_model("tiny"), threads=2).with_keys(parallel=2, ngram_draft=16)
+    ask = [{"role": "user", "content": f"Repeat this code:\n{CODE}"}]
+    requests = [replace(request_for(spec, messages=ask, temperature=0.0, max_tokens=m),
+                        key=str(m)) for m in (50, 70, 90)]
+    fresh, _ = _decode(spec, requests)
+    backend = open_backend(spec)
+    try:
+        stream = backend.generate(requests)
+        next(stream)
+        with pytest.raises(KeyboardInterrupt):
+            stream.throw(KeyboardInterrupt)
+        again = {r.request.key: r for r in backend.generate(requests)}
+    finally:
+        backend.close()
+    for key, want in fresh.items():
+        assert again[key].samples == want.samples, key
