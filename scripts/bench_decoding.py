@@ -146,8 +146,9 @@ def main() -> int:
     parser.add_argument("--only", default="abc", help="which workloads (any of a, b, c)")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many prompts per workload (default: 164, 100, 60)")
-    parser.add_argument("--new", default="",
-                        help="settings of the new run, key=value,... (default: models.toml's)")
+    parser.add_argument("--new", action="append", default=[],
+                        help="settings of a new run, key=value,... (default: models.toml's); "
+                             "repeat it to compare several against the one baseline")
     parser.add_argument("--student", default="demo-student")
     parser.add_argument("--teacher", default="demo-teacher")
     parser.add_argument("--no-roofline", action="store_true")
@@ -156,10 +157,15 @@ def main() -> int:
     from localdistill.models import get_model, weights_path
     from localdistill.tasks import load_humaneval, load_tasks
 
-    new = {}
-    for item in filter(None, args.new.split(",")):
-        key, _, value = item.partition("=")
-        new[key] = int(value)
+    variants = []
+    for text in args.new or [""]:
+        new = {}
+        for item in filter(None, text.split(",")):
+            key, _, value = item.partition("=")
+            new[key] = {"true": True, "false": False}.get(value.lower(), None)
+            if new[key] is None:
+                new[key] = int(value)
+        variants.append(new)
 
     def limit(n: int) -> int:
         return min(n, args.limit) if args.limit else n
@@ -177,35 +183,38 @@ def main() -> int:
             label = "(c) teacher, restyle " + ("sampled 0.7" if sampled else "greedy")
             workloads.append((label, teacher, refinement_requests(teacher, limit(60), sampled)))
 
-    print(f"baseline: {BASELINE}; new: "
-          f"{ {k: getattr(student.options, k) for k in BASELINE} | new if not new else new}"
-          f" (student), threads {student.threads or os.cpu_count()}, "
+    threads = student.threads or os.cpu_count()
+    print(f"baseline: {BASELINE}; threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     reached: dict[str, list[float]] = {}
     for label, spec, requests in workloads:
         spec = replace(spec, threads=spec.threads or os.cpu_count())
         base = decode(spec.with_keys(**BASELINE), requests)
-        after = decode(spec.with_keys(**new) if new else spec, requests)
         rate_a = base["tokens"] / base["seconds"]
-        rate_b = after["tokens"] / after["seconds"]
         print(f"\n{label}: {len(requests)} requests")
         print(f"  baseline {base['tokens']:>7,} tokens in {base['seconds']:7.1f} s = "
               f"{rate_a:6.1f} tokens/s")
-        print(f"  new      {after['tokens']:>7,} tokens in {after['seconds']:7.1f} s = "
-              f"{rate_b:6.1f} tokens/s   {rate_b / rate_a:.2f}x "
-              f"(wall time {base['seconds'] / after['seconds']:.2f}x)")
-        stats = after["stats"]
-        if stats is not None and stats.steps:
-            print(f"  drafting: {stats.drafted:,} tokens drafted, {stats.accepted:,} accepted "
-                  f"({stats.accepted / max(stats.drafted, 1):.0%}); "
-                  f"{stats.batch_tokens / stats.steps:.1f} tokens a decode over {stats.steps:,} "
-                  "decodes")
-        lines = differences(base["texts"], after["texts"])
-        print(f"  answers identical to the baseline's: {len(requests) - len(lines)} of "
-              f"{len(requests)}")
-        if lines:
-            print("\n".join(lines[:10]))
-        reached.setdefault(spec.name, []).append(rate_b)
+        for new in variants:
+            news = spec.with_keys(**new) if new else spec
+            after = decode(news, requests)
+            rate_b = after["tokens"] / after["seconds"]
+            shown = {k: getattr(news.options, k) for k in BASELINE}
+            print(f"  new {shown}")
+            print(f"           {after['tokens']:>7,} tokens in {after['seconds']:7.1f} s = "
+                  f"{rate_b:6.1f} tokens/s   {rate_b / rate_a:.2f}x "
+                  f"(wall time {base['seconds'] / after['seconds']:.2f}x)")
+            stats = after["stats"]
+            if stats is not None and stats.drafted:
+                print(f"    drafting: {stats.drafted:,} tokens drafted, {stats.accepted:,} "
+                      f"accepted ({stats.accepted / stats.drafted:.0%}); "
+                      f"{stats.batch_tokens / stats.steps:.1f} tokens a decode over "
+                      f"{stats.steps:,} decodes")
+            lines = differences(base["texts"], after["texts"])
+            print(f"    answers identical to the baseline's: {len(requests) - len(lines)} of "
+                  f"{len(requests)}")
+            if lines:
+                print("\n".join(lines[:10]))
+            reached.setdefault(spec.name, []).append(rate_b)
 
     if not args.no_roofline:
         bandwidth = memory_bandwidth()

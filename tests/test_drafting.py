@@ -27,38 +27,56 @@ CODE = "\n".join(
 
 def test_the_drafter_proposes_what_followed_the_latest_occurrence():
     drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8], limit=8)
-    assert drafter.propose(8) == []  # the tail 7, 8 occurred nowhere before
+    assert drafter.lookup(4) == []  # the tail 7, 8 occurred nowhere before
     drafter.append(2)
     drafter.append(3)
-    # "2 3" ended twice before: the latest (followed by 4, 7, 8, 2) wins; the first draft is 4 long
-    assert drafter.propose(8) == [4, 7, 8, 2]
-    assert drafter.propose(2) == [4, 7]  # never past the caller's limit
+    # "2 3" ended twice before: the latest (followed by 4, 7, 8, 2) wins
+    assert drafter.lookup(4) == [4, 7, 8, 2]
+    assert drafter.lookup(2) == [4, 7]  # never past the caller's limit
     drafter.append(4)
     drafter.append(5)  # "3 4 5" only occurred in the first copy: the longest match wins
-    assert drafter.propose(8) == [9, 2, 3, 4]
+    assert drafter.lookup(4) == [9, 2, 3, 4]
 
 
-def test_the_draft_length_adapts_and_a_failing_sequence_pauses():
+def test_the_acceptance_rate_follows_recent_drafts():
     drafter = NgramDrafter(list(range(40)) * 2, limit=16)
-    assert len(drafter.propose(16)) == 4
-    drafter.feedback(4, 4)
-    assert len(drafter.propose(16)) == 8  # accepted whole: doubled
-    drafter.feedback(8, 8)
-    drafter.feedback(16, 16)
-    assert len(drafter.propose(16)) == 16  # never past the limit
-    drafter.feedback(16, 2)
-    assert len(drafter.propose(16)) == 3  # what was accepted, plus one
-    for _ in range(3):
-        drafter.feedback(3, 0)
-    assert drafter.propose(16) == []  # three misses in a row: a pause of 8 tokens
-    for token in range(7):
-        drafter.append(token)
-    assert drafter.propose(16) == []
-    drafter.append(7)
-    assert drafter.propose(16) != []  # paused for 8 tokens exactly
-    for _ in range(3):
-        drafter.feedback(1, 0)
-    assert drafter.pause == 16  # the next pause is longer
+    assert drafter.rate == 0.5  # before any draft: 1 kept of 2
+    for _ in range(10):
+        drafter.feedback(8, 8)  # every token kept
+    assert drafter.rate > 0.95
+    for _ in range(10):
+        drafter.feedback(8, 0)  # the first token already wrong: one tried, none kept
+    assert drafter.rate < 0.25  # recent drafts weigh most
+    assert len(drafter.lookup(100)) == 16  # never past the limit
+
+
+def test_rows_are_chosen_by_expected_tokens_per_second():
+    """The decoder's choice of drafted rows, with a cost curve like the demo student's (8 rows
+    cheaper than 7): drafts fill rows that cost little, and none are added where they do not
+    pay."""
+    from localdistill.backends.llamacpp_batched import BatchedDecoder, _Job
+
+    ms = {1: 21, 2: 46, 3: 51, 4: 55, 5: 82, 6: 104, 7: 129, 8: 91}
+    decoder = BatchedDecoder.__new__(BatchedDecoder)
+    decoder.cost = [0.0] + [ms[min(r, 8)] / 1000 if r <= 8 else 10.0 for r in range(1, 33)]
+    decoder.ngram_draft = 16
+
+    def job(rate: float):
+        j = _Job(request=None, index=0, prompt=[], stops=(), max_tokens=100)
+        j.drafter = NgramDrafter(list(range(20)) * 2, limit=16)
+        j.drafter.kept, j.drafter.tried = rate, 1.0
+        return j
+
+    sure = [job(0.95) for _ in range(4)]
+    decoder._drafts(sure)  # 4 rows cost 55 ms, 8 rows 91: one more token each pays
+    assert [len(j.draft) for j in sure] == [1, 1, 1, 1]
+    hopeless = [job(0.05) for _ in range(4)]
+    decoder._drafts(hopeless)
+    assert [len(j.draft) for j in hopeless] == [0, 0, 0, 0]
+    alone = [job(0.8)]  # one sequence left: 4 rows for 2.6x the cost of 1, 2.95 tokens expected
+    decoder._drafts(alone)
+    assert len(alone[0].draft) == 3
+    assert alone[0].draft == alone[0].drafter.lookup(3)
 
 
 def test_ngram_draft_is_a_models_toml_key_and_part_of_the_identity():

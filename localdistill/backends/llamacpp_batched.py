@@ -30,18 +30,26 @@ rounding: positions decoded in one pass go through other kernels than one token 
 greedy answer can part ways after a near tie, as with `parallel`; `ngram_draft` therefore belongs
 to the model's identity in the run cache too.
 
-A draft costs compute even when it fails (about a third of a decoded token per drafted token on
-a CPU), so drafting adapts per sequence: the draft length grows while drafts are accepted whole
-and shrinks to what was accepted when they are not, and a sequence whose drafts keep failing (an
-answer written from scratch) stops drafting for a while, longer each time.
+What a decode costs is not proportional to its rows: llama.cpp's CPU kernels multiply some
+quantised weights several rows at a time and the rest one row at a time, so on the demo student a
+decode of 4 rows took 55 ms, 7 rows 129 ms and 8 rows 91 ms, and on the demo teacher 10 rows 309 ms
+and 16 rows 280 ms (docs/results.md). The decoder therefore measures its model's cost of a decode
+of 1 to 32 rows once, when it is made (`calibrate`, a few seconds), and at every step picks how
+many drafted tokens to add: each sequence's candidates are worth the chance that they are kept
+(its own running acceptance rate, to the power of the token's place in the draft), and the
+number of rows chosen is the one with the most expected tokens per second of measured cost. So
+drafts ride in rows that would cost (nearly) nothing otherwise, a sequence whose drafts keep
+failing stops drafting, and a full batch of sequences drafts only where it pays.
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
 
@@ -104,6 +112,9 @@ class BatchedDecoder:
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
         # every slot's next token and its longest draft must fit one batch
         self.ngram_draft = min(ngram_draft, self.n_batch // parallel - 1)
+        self.cost: list[float] = []  # cost[r]: seconds a decode of r rows takes (calibrate)
+        if self.ngram_draft:
+            self.cost = self._costs(max(MAX_ROWS, parallel), threads)
 
     # --- requests in, results out -------------------------------------------------------------
 
@@ -223,12 +234,12 @@ class BatchedDecoder:
     def _step(self, slots: list[_Job | None], active: list[int]) -> None:
         """One decode for every active sequence: its next token and, where it drafts, the
         drafted tokens after it; then each sequence keeps what its sampler confirms."""
+        self._drafts([slots[slot] for slot in active])
         self.batch.n_tokens = 0
         first: dict[int, int] = {}  # slot -> batch index of its next token
         for slot in active:
             job = slots[slot]
             pos = len(job.prompt) + len(job.tokens) - 1
-            job.draft = self._draft(job)
             first[slot] = self.batch.n_tokens
             self._add(job.next_token, pos, slot, True)
             for i, token in enumerate(job.draft, 1):
@@ -255,12 +266,116 @@ class BatchedDecoder:
                     self.lib.llama_memory_seq_rm(
                         self.memory, slot, len(job.prompt) + len(job.tokens) - 1, -1)
 
-    def _draft(self, job: _Job) -> list[int]:
-        """Tokens `job` proposes after its next token (none when it does not draft)."""
-        if job.drafter is None:
-            return []
-        room = job.max_tokens - len(job.tokens)  # a draft past the token limit is never kept
-        return job.drafter.propose(min(room, self.ngram_draft)) if room > 0 else []
+    def _drafts(self, jobs: list[_Job]) -> None:
+        """Each job's draft for this step: the rows with the most expected tokens per second.
+
+        A candidate is the i-th token of a job's lookup, worth rate**i (rate: the job's running
+        acceptance); the best candidates are taken first. Of every row count from one per job to
+        all candidates, the one with the most expected tokens per second of calibrated cost
+        wins."""
+        for job in jobs:
+            job.draft = []
+        if not self.cost:
+            return
+        lookups, gains = [], []
+        for i, job in enumerate(jobs):
+            room = job.max_tokens - len(job.tokens)  # a draft past the limit is never kept
+            lookup = job.drafter.lookup(min(room, self.ngram_draft)) if job.drafter else []
+            lookups.append(lookup)
+            worth = 1.0
+            for _ in lookup:
+                worth *= job.drafter.rate
+                gains.append((worth, i))
+        if not gains:
+            return
+        gains.sort(reverse=True)
+        rows = len(jobs)
+        best, best_rows, expected = len(jobs) / self._cost(rows), rows, float(len(jobs))
+        for worth, _ in gains:
+            rows += 1
+            if rows >= len(self.cost):
+                break
+            expected += worth
+            if expected / self._cost(rows) > best:
+                best, best_rows = expected / self._cost(rows), rows
+        taken = [0] * len(jobs)
+        for _, i in gains[:best_rows - len(jobs)]:
+            taken[i] += 1
+        for i, job in enumerate(jobs):
+            job.draft = lookups[i][:taken[i]]
+
+    def _cost(self, rows: int) -> float:
+        return self.cost[min(rows, len(self.cost) - 1)]
+
+    def _costs(self, most: int, threads: int) -> list[float]:
+        """The calibrated costs of this model on this machine: measured the first time, then
+        read from $XDG_CACHE_HOME/localdistill/decode-costs.json. Kept, because the rows chosen
+        depend on them, and so can a greedy answer after a near tie: measured anew each time,
+        timing noise would make the same requests come out differently from run to run."""
+        import json
+        import os
+        import platform
+
+        from localdistill.hashing import digest, file_digest
+
+        adapter = getattr(self.llm, "lora_path", None)
+        key = digest({"weights": file_digest(Path(self.llm.model_path)),
+                      "adapter": file_digest(Path(adapter)) if adapter else None,
+                      "threads": threads, "most": most, "llama.cpp": self.lib.__version__,
+                      "cpu": _cpu_name(), "machine": platform.machine()})
+        root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(root) / "localdistill" / "decode-costs.json"
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if not isinstance(known, dict):
+            known = {}
+        cost = known.get(key)
+        if isinstance(cost, list) and len(cost) == most + 1:
+            return [float(c) for c in cost]
+        cost = self.calibrate(most)
+        known[key] = cost
+        try:  # a machine where it cannot be kept measures again next time: slower, not wrong
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            partial.write_text(json.dumps(known))
+            partial.replace(path)
+        except OSError:
+            pass
+        return cost
+
+    def calibrate(self, most: int) -> list[float]:
+        """Seconds a decode of 0..`most` rows takes on this model and machine (index: rows).
+
+        Measured once, on a scratch sequence up to 256 tokens long, the best of two, at 1 to 8
+        rows and every fourth count above; a count not measured costs what the next measured
+        one does. More rows can cost less (8 rows against 7 on the demo student): that is kept,
+        it is what the choice of rows is for."""
+        lib = self.lib
+        base = max(0, min(256, self.context_length - most - 1))
+        filler = self.llm.tokenize(b"def f(values):\n    return [v + 1 for v in values]\n" * 40)
+        filler = (filler * (1 + (base + most) // len(filler)))[:base + most]
+        if base:
+            self.batch.n_tokens = 0
+            for i in range(base):
+                self._add(filler[i], i, 0, False)
+            self._decode()
+        measured = {}
+        for rows in [*range(1, 9), *range(12, most + 1, 4)]:
+            best = float("inf")
+            for _ in range(2):
+                self.batch.n_tokens = 0
+                for i in range(rows):
+                    self._add(filler[base + i], base + i, 0, True)
+                started = time.perf_counter()
+                self._decode()
+                best = min(best, time.perf_counter() - started)
+                lib.llama_memory_seq_rm(self.memory, 0, base, -1)
+            measured[rows] = best
+        lib.llama_memory_seq_rm(self.memory, 0, -1, -1)
+        return [0.0] + [measured[min(r for r in measured if r >= rows)]
+                        for rows in range(1, most + 1)]
 
     def _accept(self, job: _Job, output: int) -> None:
         """Sample the job's next token from batch output `output`; end the job where it ends."""
@@ -294,6 +409,22 @@ class BatchedDecoder:
                                "context memory? lower `parallel` or `context_length`)")
 
 
+MAX_ROWS = 32  # the most rows a decode is calibrated for (more rarely pay on a CPU)
+
+
+def _cpu_name() -> str:
+    """The processor's name and instruction sets (the same name covers EPYCs with and without
+    AVX-512)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    wanted = ("model name", "flags")
+    return " | ".join(next((line.split(":", 1)[1].strip() for line in lines
+                            if line.startswith(key)), "") for key in wanted)
+
+
 @dataclass
 class DraftStats:
     """What drafting did in one decoder's life (the benchmark prints it)."""
@@ -306,29 +437,31 @@ class DraftStats:
 
 class NgramDrafter:
     """One sequence's drafts: the tokens that followed the last time its last `n` tokens occurred
-    (n = 4, then 3, then 2: the longest match first), in its prompt or its answer so far.
+    (n = 4, then 3, then 2: the longest match first), in its prompt or its answer so far, and
+    how often its drafted tokens have been kept (`rate`, for the decoder's choice of rows).
 
     Every n-gram's latest end is indexed as tokens arrive, so a lookup costs a dictionary read.
-    The draft length adapts: it starts at 4, doubles (up to the limit) after a draft accepted
-    whole and falls to what was accepted plus one after one that was not; after 3 drafts in a
-    row with nothing accepted the sequence stops drafting for 8 tokens, then 16, 32... (reset by
-    an accepted token).
+    `rate` is the share of drafted tokens kept, counted as a draft is verified (its kept tokens,
+    and the first one not kept; the rest were never tested), older drafts weighing less, starting
+    from 1 kept of 2.
     """
 
     SIZES = (4, 3, 2)
+    DECAY = 0.7  # the weight of what earlier drafts showed, at each new one
 
     def __init__(self, prompt: list[int], limit: int) -> None:
         self.tokens: list[int] = []
         self.ends: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest occurrence ends
         self.limit = limit
-        self.length = min(4, limit)
-        self.misses = 0
-        self.pause = 0  # tokens to go before drafting again
-        self.pause_next = 8
+        self.kept, self.tried = 1.0, 2.0
         for token in prompt:
-            self.append(token, counting=False)
+            self.append(token)
 
-    def append(self, token: int, counting: bool = True) -> None:
+    @property
+    def rate(self) -> float:
+        return self.kept / self.tried
+
+    def append(self, token: int) -> None:
         tokens = self.tokens
         tokens.append(token)
         end = len(tokens)
@@ -337,11 +470,11 @@ class NgramDrafter:
         for n in self.SIZES:
             if end - 1 >= n:
                 self.ends[tuple(tokens[end - 1 - n:end - 1])] = end - 1
-        if counting and self.pause:
-            self.pause -= 1
 
-    def propose(self, limit: int) -> list[int]:
-        if self.pause or limit <= 0:
+    def lookup(self, limit: int) -> list[int]:
+        """Up to `limit` tokens that followed the latest occurrence of the longest tail that
+        occurred before."""
+        if limit <= 0:
             return []
         tokens = self.tokens
         for n in self.SIZES:
@@ -349,21 +482,12 @@ class NgramDrafter:
                 continue
             end = self.ends.get(tuple(tokens[-n:]))
             if end is not None:
-                return tokens[end:end + min(self.length, limit)]
+                return tokens[end:end + min(limit, self.limit)]
         return []
 
     def feedback(self, drafted: int, accepted: int) -> None:
-        if accepted == drafted:
-            self.length = min(self.limit, self.length * 2)
-        else:
-            self.length = max(1, accepted + 1)
-        if accepted:
-            self.misses, self.pause_next = 0, 8
-            return
-        self.misses += 1
-        if self.misses >= 3:
-            self.misses, self.pause = 0, self.pause_next
-            self.pause_next = min(self.pause_next * 2, 256)
+        self.kept = self.kept * self.DECAY + accepted
+        self.tried = self.tried * self.DECAY + accepted + (accepted < drafted)
 
 
 def prompt_tokens(llm, formatter, request: Request) -> tuple[list[int], tuple[str, ...]]:
