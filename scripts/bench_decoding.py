@@ -8,8 +8,9 @@ many answers differ and where, and what drafting did. The workloads (issue 33):
 
   (a) the demo student on HumanEval's 164 prompts, as evaluation asks them (greedy)
   (b) the demo student on 100 MBPP test prompts, as evaluation asks them (greedy)
-  (c) the demo teacher on 60 `restyle` refinement prompts of the kept reproduction answers
-      (docs/results/answers/reproduce-k4), greedy and sampled at the recorded 0.7 and seed
+  (c) the demo teacher on `restyle` refinement prompts of the kept reproduction answers
+      (docs/results/answers/reproduce-k4): 60 distinct prompts greedy, and 60 requests sampled
+      as restyle-k4 asked them (15 prompts, each 4 times at 0.7 with its recorded seed)
 
 Then a roofline: the tokens/s that this machine's measured memory bandwidth allows for each
 model's weight bytes at batch 1, and the model's prompt-processing rate on this CPU (a bound on
@@ -35,7 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KEPT = REPO / "docs/results/answers/reproduce-k4/cache/requests.jsonl"
-BASELINE = {"parallel": 4, "ngram_draft": 0}
+# as scripts/test.sh: MBPP is read from the shared data folder beside the repository
+os.environ.setdefault("LOCALDISTILL_DATA", str(REPO.parent / "shared" / "data"))
+BASELINE = {"parallel": 4, "ngram_draft": 0, "prefix_reuse": False}
 
 
 def eval_requests(spec, tasks, key_prefix: str) -> list:
@@ -51,8 +54,9 @@ def eval_requests(spec, tasks, key_prefix: str) -> list:
 
 
 def refinement_requests(spec, count: int, sampled: bool) -> list:
-    """`count` distinct restyle prompts the demo teacher was asked in the kept reproduction,
-    greedy or as recorded (sampled at 0.7 with the recorded seed)."""
+    """Restyle prompts the demo teacher was asked in the kept reproduction: sampled, the first
+    `count` requests as the `-k4` strategy asked them (each prompt 4 times, seeds 0-3, at 0.7);
+    greedy, the first `count` distinct prompts."""
     from localdistill.backends.base import Request
 
     seen, picked = set(), []
@@ -65,7 +69,7 @@ def refinement_requests(spec, count: int, sampled: bool) -> list:
             if "own way" not in json.dumps(asked["messages"]):  # restyle's prompt
                 continue
             text = json.dumps(asked["messages"], sort_keys=True)
-            if text in seen:
+            if not sampled and text in seen:
                 continue
             seen.add(text)
             picked.append(asked)
@@ -94,6 +98,18 @@ def decode(spec, requests) -> dict:
     return {"texts": texts, "seconds": seconds, "tokens": tokens, "stats": stats}
 
 
+def profile(run: dict) -> str:
+    """Where a run's time went: prompts, generation steps, the rest (Python, detokenising)."""
+    stats = run["stats"]
+    if stats is None:
+        return ""
+    rest = run["seconds"] - stats.prefill_seconds - stats.step_seconds
+    return (f"    time: prompts {stats.prefill_seconds:.1f} s ({stats.prefill_tokens:,} tokens, "
+            f"{stats.prefill_tokens / max(stats.prefill_seconds, 1e-9):.0f}/s), generation "
+            f"{stats.step_seconds:.1f} s ({stats.steps:,} decodes of "
+            f"{stats.batch_tokens / max(stats.steps, 1):.1f} rows), the rest {rest:.1f} s")
+
+
 def differences(base: dict, other: dict) -> list[str]:
     lines = []
     for key, a in base.items():
@@ -104,6 +120,39 @@ def differences(base: dict, other: dict) -> list[str]:
             lines.append(f"    {key}: first difference at character {at} of {len(a)} "
                          f"({a[at:at + 25]!r} vs {b[at:at + 25]!r})")
     return lines
+
+
+def tie_gaps(spec, requests, base: dict, other: dict) -> list[float]:
+    """For each greedy answer that differs: at the first token where the two part, how far apart
+    the model puts the two tokens (logit of the baseline's minus the other's), computed once more
+    one sequence at a time. Near zero: a near tie that rounding decides."""
+    from llama_cpp import Llama
+
+    from localdistill.backends.llamacpp_batched import chat_formatter, prompt_tokens
+    from localdistill.models import weights_path
+
+    llm = Llama(model_path=str(weights_path(spec)), n_ctx=spec.context_length, n_batch=512,
+                n_threads=spec.threads or os.cpu_count(), verbose=False)
+    formatter = chat_formatter(llm, spec.chat_template)
+    gaps = []
+    try:
+        for request in requests:
+            a, b = base[request.key], other.get(request.key, "")
+            if a == b or request.temperature:
+                continue
+            ta = llm.tokenize(a.encode(), add_bos=False, special=True)
+            tb = llm.tokenize(b.encode(), add_bos=False, special=True)
+            same = len(os.path.commonprefix([ta, tb]))
+            if same >= min(len(ta), len(tb)):
+                continue  # one is the other cut short (a stop string): no token to compare
+            prompt, _ = prompt_tokens(llm, formatter, request)
+            llm.reset()
+            llm.eval(prompt + ta[:same])
+            logits = llm.scores[llm.n_tokens - 1]
+            gaps.append(float(logits[ta[same]] - logits[tb[same]]))
+    finally:
+        llm.close()
+    return gaps
 
 
 def memory_bandwidth() -> float:
@@ -152,6 +201,7 @@ def main() -> int:
     parser.add_argument("--student", default="demo-student")
     parser.add_argument("--teacher", default="demo-teacher")
     parser.add_argument("--no-roofline", action="store_true")
+    parser.add_argument("--save", help="write every run's answers to this JSON file")
     args = parser.parse_args()
 
     from localdistill.models import get_model, weights_path
@@ -187,6 +237,7 @@ def main() -> int:
     print(f"baseline: {BASELINE}; threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     reached: dict[str, list[float]] = {}
+    saved: dict[str, dict] = {}
     for label, spec, requests in workloads:
         spec = replace(spec, threads=spec.threads or os.cpu_count())
         base = decode(spec.with_keys(**BASELINE), requests)
@@ -194,6 +245,8 @@ def main() -> int:
         print(f"\n{label}: {len(requests)} requests")
         print(f"  baseline {base['tokens']:>7,} tokens in {base['seconds']:7.1f} s = "
               f"{rate_a:6.1f} tokens/s")
+        print(profile(base))
+        saved[label] = {"baseline": base["texts"]}
         for new in variants:
             news = spec.with_keys(**new) if new else spec
             after = decode(news, requests)
@@ -203,7 +256,10 @@ def main() -> int:
             print(f"           {after['tokens']:>7,} tokens in {after['seconds']:7.1f} s = "
                   f"{rate_b:6.1f} tokens/s   {rate_b / rate_a:.2f}x "
                   f"(wall time {base['seconds'] / after['seconds']:.2f}x)")
+            print(profile(after))
             stats = after["stats"]
+            if stats is not None and stats.reused_tokens:
+                print(f"    prompt tokens copied from another sequence: {stats.reused_tokens:,}")
             if stats is not None and stats.drafted:
                 print(f"    drafting: {stats.drafted:,} tokens drafted, {stats.accepted:,} "
                       f"accepted ({stats.accepted / stats.drafted:.0%}); "
@@ -214,7 +270,17 @@ def main() -> int:
                   f"{len(requests)}")
             if lines:
                 print("\n".join(lines[:10]))
+                gaps = sorted(abs(g) for g in tie_gaps(spec, requests, base["texts"],
+                                                       after["texts"]))
+                if gaps:
+                    print(f"    where they part, the two tokens' logits differ by (one sequence "
+                          f"at a time): median {gaps[len(gaps) // 2]:.2f}, largest "
+                          f"{gaps[-1]:.2f}, over 1.0 for {sum(g > 1 for g in gaps)} of "
+                          f"{len(gaps)}")
             reached.setdefault(spec.name, []).append(rate_b)
+            saved[label][json.dumps(shown)] = after["texts"]
+        if args.save:
+            Path(args.save).write_text(json.dumps(saved, indent=1))
 
     if not args.no_roofline:
         bandwidth = memory_bandwidth()

@@ -37,20 +37,26 @@ class Options:
                 "(context_length x vocabulary x 4 bytes)"})
     parallel: int = field(default=1, metadata={
         "help": "requests decoded together in one batch (continuous batching in process). On a "
-                "CPU several sequences cost little more than one: 1.6-2x the tokens/s at 4 on "
-                "the demo models (README; scripts/bench_generation.py). Each takes "
-                "context_length tokens of KV cache. Answers can differ from parallel = 1 after "
-                "a near tie (other matrix kernels round differently), so the run cache keeps "
-                "them apart",
+                "CPU a decode of many rows costs far less than that many decodes of one: on 2 "
+                "cores the demo models use 16 (docs/results.md, \"Decoding\"; "
+                "scripts/bench_decoding.py). Each takes context_length tokens of KV cache. "
+                "Answers can differ after a near tie (other matrix kernels round differently), "
+                "so the run cache keeps each value's answers apart",
         "hint": "servers: max_in_flight; vLLM batches on its own"})
+    prefix_reuse: bool = field(default=False, metadata={
+        "help": "with parallel > 1: a prompt's first tokens that a sequence in the batch already "
+                "holds (the same instructions; the same prompt sampled again, as the -k4 "
+                "refinement strategies ask it 4 times) are copied from it, not computed again: "
+                "restyle-k4's teacher requests 1.9x faster on 2 cores. Can part answers after a "
+                "near tie, so it is part of the model's identity in the run cache"})
     ngram_draft: int = field(default=0, metadata={
-        "help": "with parallel > 1: each sequence drafts up to this many tokens from text it "
-                "already has (its prompt, its answer so far) and the batch verifies them in the "
-                "same pass (llamacpp_batched.py); the draft length adapts, and a sequence whose "
-                "drafts keep failing stops drafting for a while. Tokens are still sampled from "
-                "the model's own distribution one by one (greedy and sampled alike), so answers "
-                "are the model's, but like parallel they can part after a near tie: a changed "
-                "value re-asks cached answers. 0: off. With parallel = 1 see prompt_lookup"})
+        "help": "with parallel > 1: each sequence may draft up to this many tokens from text it "
+                "already has (its prompt, its answer so far), verified in the same decode; the "
+                "decoder adds the drafted tokens with the most expected tokens per second of its "
+                "measured cost. Every token is still drawn by the sequence's own sampler, so "
+                "answers are the model's, but they can part after a near tie (part of the "
+                "identity). Measured on 2 cores: no gain beside parallel = 16, whose decodes "
+                "are already bound by compute (docs/results.md); 0: off"})
 
     def check(self, where: str) -> None:
         if self.prompt_lookup < 0:
@@ -70,7 +76,8 @@ class Options:
             return {}
         # drafting can part greedy answers after a near tie too (llamacpp_batched.py)
         return {"parallel": self.parallel} | (
-            {"ngram_draft": self.ngram_draft} if self.ngram_draft else {})
+            {"ngram_draft": self.ngram_draft} if self.ngram_draft else {}) | (
+            {"prefix_reuse": True} if self.prefix_reuse else {})
 
 
 BACKEND = Kind("llama.cpp", Options, adapter="gguf",
@@ -129,7 +136,8 @@ class LlamaCppBackend:
 
             self.batched = BatchedDecoder(self.llm, spec.options.parallel, spec.context_length,
                                           kwargs["n_threads"], self.formatter,
-                                          spec.options.ngram_draft)
+                                          spec.options.ngram_draft,
+                                          spec.options.prefix_reuse)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         if self.batched is not None:

@@ -45,6 +45,7 @@ failing stops drafting, and a full batch of sequences drafts only where it pays.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -76,9 +77,10 @@ class BatchedDecoder:
     """`parallel` sequences of `llm`'s model decoded together in a context of their own."""
 
     def __init__(self, llm, parallel: int, context_length: int, threads: int, formatter,
-                 ngram_draft: int = 0) -> None:
+                 ngram_draft: int = 0, prefix_reuse: bool = False) -> None:
         """`formatter`: `chat_formatter`'s for the model (None: it has no chat template);
-        `ngram_draft`: the longest draft a sequence may propose (0: no drafting)."""
+        `ngram_draft`: the longest draft a sequence may propose (0: no drafting);
+        `prefix_reuse`: a prompt's first tokens held by another slot are copied from it."""
         import llama_cpp
 
         if formatter is None:
@@ -89,6 +91,7 @@ class BatchedDecoder:
         self.parallel = parallel
         self.context_length = context_length
         self.ngram_draft = ngram_draft
+        self.prefix_reuse = prefix_reuse
         self.stats = DraftStats()
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         # llama-cpp-python's own settings (attention kernel, KV types...), resized
@@ -162,7 +165,7 @@ class BatchedDecoder:
                         if job is None:
                             break
                         slots[slot] = job
-                        self._prefill(slot, job)
+                        self._prefill(slot, job, slots)
                         if job.finish_reason:  # ended at its first token
                             result = finish(slot)
                             if result is not None:
@@ -217,19 +220,46 @@ class BatchedDecoder:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _prefill(self, slot: int, job: _Job) -> None:
+    def _prefill(self, slot: int, job: _Job, slots: list[_Job | None]) -> None:
         """The prompt into the slot's sequence (n_batch tokens a decode), then its first token."""
         job.sampler = self._sampler(job.request, job.index)
         prompt = job.prompt
         if self.ngram_draft:
             job.drafter = NgramDrafter(prompt, self.ngram_draft)
-        for start in range(0, len(prompt), self.n_batch):
+        for start in range(self._reuse(slot, job, slots), len(prompt), self.n_batch):
             piece = prompt[start:start + self.n_batch]
             self.batch.n_tokens = 0
             for i, token in enumerate(piece):
                 self._add(token, start + i, slot, start + i == len(prompt) - 1)
+            started = time.perf_counter()
             self._decode()
+            self.stats.prefill_seconds += time.perf_counter() - started
+            self.stats.prefill_tokens += len(piece)
         self._accept(job, self.batch.n_tokens - 1)
+
+    def _reuse(self, slot: int, job: _Job, slots: list[_Job | None]) -> int:
+        """How many of the job's first prompt tokens it takes from another slot that holds them
+        (the same system prompt and instructions, or the same prompt sampled again: `-k4`
+        strategies ask each refinement prompt 4 times): their KV cells are copied, not
+        computed. The prompt's last token is always computed, its logits pick the first token."""
+        if not self.prefix_reuse:
+            return 0
+        best, source = 0, -1
+        for other, held in enumerate(slots):
+            if held is None or other == slot:
+                continue
+            same = len(os.path.commonprefix([held.prompt, job.prompt]))
+            if same > best:
+                best, source = same, other
+        best = min(best, len(job.prompt) - 1)
+        if best < MIN_REUSE:
+            return 0
+        # another stream's cells are copied whole (llama.cpp copies across streams only so),
+        # then everything past the shared prefix is dropped
+        self.lib.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
+        self.lib.llama_memory_seq_rm(self.memory, slot, best, -1)
+        self.stats.reused_tokens += best
+        return best
 
     def _step(self, slots: list[_Job | None], active: list[int]) -> None:
         """One decode for every active sequence: its next token and, where it drafts, the
@@ -244,7 +274,9 @@ class BatchedDecoder:
             self._add(job.next_token, pos, slot, True)
             for i, token in enumerate(job.draft, 1):
                 self._add(token, pos + i, slot, True)
+        started = time.perf_counter()
         self._decode()
+        self.stats.step_seconds += time.perf_counter() - started
         self.stats.steps += 1
         self.stats.batch_tokens += self.batch.n_tokens
         for slot in active:
@@ -409,6 +441,7 @@ class BatchedDecoder:
                                "context memory? lower `parallel` or `context_length`)")
 
 
+MIN_REUSE = 16  # a shared prefix shorter than this is computed again (copying costs too)
 MAX_ROWS = 32  # the most rows a decode is calibrated for (more rarely pay on a CPU)
 
 
@@ -433,6 +466,10 @@ class DraftStats:
     batch_tokens: int = 0  # tokens those decodes carried
     drafted: int = 0
     accepted: int = 0
+    step_seconds: float = 0.0  # in those decodes
+    prefill_tokens: int = 0  # prompt tokens decoded
+    prefill_seconds: float = 0.0
+    reused_tokens: int = 0  # prompt tokens copied from another slot instead (prefix_reuse)
 
 
 class NgramDrafter:

@@ -10,12 +10,14 @@ generation behave as without drafting."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from localdistill.backends import open_backend, request_for
 from localdistill.backends.llamacpp_batched import NgramDrafter
-from localdistill.models import get_model
+from localdistill.errors import BadInput
+from localdistill.models import get_model, weights_path
 from localdistill.models.config import ModelsFileError, parse_models
 
 CODE = "\n".join(
@@ -175,3 +177,55 @@ def test_a_generation_stopped_midway_leaves_the_decoder_as_new():
         backend.close()
     for key, want in fresh.items():
         assert again[key].samples == want.samples, key
+
+
+@pytest.mark.slow
+def test_a_prompt_shared_with_the_batch_is_copied_not_computed():
+    """`prefix_reuse`: a new sequence takes the KV cells of the prompt tokens it shares with a
+    sequence already in the batch (the same instructions; the same prompt sampled again with
+    other seeds, as the -k4 strategies ask), and its answer is the one computed from scratch
+    gives."""
+    spec = replace(get_model("tiny"), threads=2).with_keys(parallel=3)
+    shared = f"Here is some code:\n{CODE}\n"
+    asks = [(f"q{i}", dict(messages=[{"role": "user", "content": shared + question}],
+                           temperature=0.0, max_tokens=30))
+            for i, question in enumerate(["Name the first function.", "What does scale_3 do?",
+                                          "Repeat scale_5."])]
+    asks += [(f"s{seed}", dict(messages=[{"role": "user", "content": shared + "Repeat it."}],
+                               temperature=0.7, seed=seed, max_tokens=30)) for seed in (1, 2)]
+    requests = [replace(request_for(spec, **kw), key=k) for k, kw in asks]
+    plain, plain_stats = _decode(spec, requests)
+    reused, stats = _decode(spec.with_keys(prefix_reuse=True), requests)
+    assert plain_stats.reused_tokens == 0
+    assert stats.reused_tokens > 4 * 300  # four of the five prompts took the shared code
+    assert stats.prefill_tokens < plain_stats.prefill_tokens - 4 * 300
+    for key, want in plain.items():
+        assert reused[key].samples == want.samples, key
+        assert reused[key].prompt_tokens == want.prompt_tokens, key
+
+
+def test_the_kept_answers_keep_their_keys_under_the_decoding_they_were_made_with():
+    """A decoding lever left off adds nothing to a model's identity: with
+    examples/models-parallel4.toml (the demo models as they decoded before the levers existed)
+    a kept teacher answer of the reproduction has the key it was stored under, so rebuilding a
+    kept run asks no model; with the repository's models.toml (parallel 16, prefix_reuse) it
+    is another request."""
+    import json
+
+    from localdistill.answers import model_identity, request_hash
+    from localdistill.backends.base import Request
+
+    repo = Path(__file__).resolve().parent.parent
+    kept = repo / "docs/results/answers/reproduce-k4/cache/requests.jsonl"
+    record = json.loads(kept.read_text().splitlines()[0])
+    asked = record["request"]
+    request = Request(messages=asked["messages"], temperature=asked["temperature"],
+                      top_p=asked["top_p"], max_tokens=asked["max_tokens"], seed=asked["seed"])
+    then = get_model("demo-teacher", repo / "examples/models-parallel4.toml")
+    now = get_model("demo-teacher", repo / "models.toml")
+    try:
+        weights_path(then)
+    except BadInput:
+        pytest.skip("the demo teacher is not installed (setup.sh --no-demo)")
+    assert request_hash(model_identity(then), request) == record["key"]
+    assert request_hash(model_identity(now), request) != record["key"]
