@@ -126,6 +126,7 @@ def tie_gaps(spec, requests, base: dict, other: dict) -> list[float]:
     """For each greedy answer that differs: at the first token where the two part, how far apart
     the model puts the two tokens (logit of the baseline's minus the other's), computed once more
     one sequence at a time. Near zero: a near tie that rounding decides."""
+    import llama_cpp
     from llama_cpp import Llama
 
     from localdistill.backends.llamacpp_batched import chat_formatter, prompt_tokens
@@ -148,7 +149,9 @@ def tie_gaps(spec, requests, base: dict, other: dict) -> list[float]:
             prompt, _ = prompt_tokens(llm, formatter, request)
             llm.reset()
             llm.eval(prompt + ta[:same])
-            logits = llm.scores[llm.n_tokens - 1]
+            # the last position's logits (llama-cpp-python's own `scores` stay empty unless
+            # every position's are kept)
+            logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
             gaps.append(float(logits[ta[same]] - logits[tb[same]]))
     finally:
         llm.close()

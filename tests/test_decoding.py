@@ -1,11 +1,12 @@
-"""Drafting without a draft model in the batched llama.cpp decoder (`ngram_draft`).
+"""The batched llama.cpp decoder's levers: n-gram drafting (`ngram_draft`) and prefix reuse.
 
-The drafter is checked on its own (what it proposes, how its draft length adapts), then on the
-real tiny model: with drafting on, every greedy answer is the one the same batch gives without
-it (the tiny model's batched kernels give the sequential answers bit for bit, see
-test_backend_llamacpp.py, so any difference here would be drafting's own), sampled answers
-follow the same seeds to the same texts, and stop strings, the token limit and an interrupted
-generation behave as without drafting."""
+The drafter and the choice of rows are checked on their own, then on the real tiny model: with
+drafting on, every greedy answer is the one the same batch gives without it (the tiny model's
+batched kernels give the sequential answers bit for bit, see test_backend_llamacpp.py, so any
+difference here would be drafting's own), sampled answers are drafted and follow their seeds,
+stop strings, the token limit and an interrupted generation behave as without drafting, and a
+prompt prefix copied from a sequence in the batch gives the answers computing it gives. Last, the
+kept answers keep their keys under the decoding they were made with."""
 
 from __future__ import annotations
 
@@ -207,25 +208,25 @@ def test_a_prompt_shared_with_the_batch_is_copied_not_computed():
 def test_the_kept_answers_keep_their_keys_under_the_decoding_they_were_made_with():
     """A decoding lever left off adds nothing to a model's identity: with
     examples/models-parallel4.toml (the demo models as they decoded before the levers existed)
-    a kept teacher answer of the reproduction has the key it was stored under, so rebuilding a
-    kept run asks no model; with the repository's models.toml (parallel 16, prefix_reuse) it
-    is another request."""
+    a kept answer of the base student's HumanEval evaluation has the key it was stored under, so
+    resuming or rebuilding a kept run asks no model; with the repository's models.toml
+    (parallel 16, prefix_reuse) it is another request."""
     import json
 
     from localdistill.answers import model_identity, request_hash
-    from localdistill.backends.base import Request
 
     repo = Path(__file__).resolve().parent.parent
-    kept = repo / "docs/results/answers/reproduce-k4/cache/requests.jsonl"
+    kept = repo / "docs/results/answers/reproduce-demo/eval/base/humaneval/cache/requests.jsonl"
     record = json.loads(kept.read_text().splitlines()[0])
     asked = record["request"]
-    request = Request(messages=asked["messages"], temperature=asked["temperature"],
-                      top_p=asked["top_p"], max_tokens=asked["max_tokens"], seed=asked["seed"])
-    then = get_model("demo-teacher", repo / "examples/models-parallel4.toml")
-    now = get_model("demo-teacher", repo / "models.toml")
+    then = get_model("demo-student", repo / "examples/models-parallel4.toml")
+    now = get_model("demo-student", repo / "models.toml")
     try:
         weights_path(then)
     except BadInput:
-        pytest.skip("the demo teacher is not installed (setup.sh --no-demo)")
+        pytest.skip("the demo student is not installed (setup.sh --no-demo)")
+    request = request_for(then, messages=asked["messages"], temperature=asked["temperature"],
+                          top_p=asked["top_p"], max_tokens=asked["max_tokens"],
+                          seed=asked["seed"])
     assert request_hash(model_identity(then), request) == record["key"]
     assert request_hash(model_identity(now), request) != record["key"]
