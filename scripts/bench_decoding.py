@@ -34,6 +34,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench_generation import differences  # scripts/ is on the path of a script run from it
+
 REPO = Path(__file__).resolve().parent.parent
 KEPT = REPO / "docs/results/answers/reproduce-k4/cache/requests.jsonl"
 # as scripts/test.sh: MBPP is read from the shared data folder beside the repository
@@ -108,18 +110,6 @@ def profile(run: dict) -> str:
             f"{stats.prefill_tokens / max(stats.prefill_seconds, 1e-9):.0f}/s), generation "
             f"{stats.step_seconds:.1f} s ({stats.steps:,} decodes of "
             f"{stats.batch_tokens / max(stats.steps, 1):.1f} rows), the rest {rest:.1f} s")
-
-
-def differences(base: dict, other: dict) -> list[str]:
-    lines = []
-    for key, a in base.items():
-        b = other.get(key, "")
-        if a != b:
-            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                      min(len(a), len(b)))
-            lines.append(f"    {key}: first difference at character {at} of {len(a)} "
-                         f"({a[at:at + 25]!r} vs {b[at:at + 25]!r})")
-    return lines
 
 
 def tie_gaps(spec, requests, base: dict, other: dict) -> list[float]:
@@ -268,7 +258,8 @@ def main() -> int:
                       f"accepted ({stats.accepted / stats.drafted:.0%}); "
                       f"{stats.batch_tokens / stats.steps:.1f} tokens a decode over "
                       f"{stats.steps:,} decodes")
-            lines = differences(base["texts"], after["texts"])
+            lines = differences(base["texts"], after["texts"], indent="    ", width=25,
+                                lengths=True)
             print(f"    answers identical to the baseline's: {len(requests) - len(lines)} of "
                   f"{len(requests)}")
             if lines:

@@ -42,15 +42,19 @@ def run(backend, batch) -> tuple[dict, float, int]:
     return texts, time.perf_counter() - started, tokens
 
 
-def differences(base: dict, other: dict) -> list[str]:
+def differences(base: dict, other: dict, indent: str = "  ", width: int = 30,
+                lengths: bool = False) -> list[str]:
+    """A line for each key whose texts differ: where they first part, and what follows there
+    (`width` characters of each; `lengths`: with the baseline text's length)."""
     lines = []
     for key, a in base.items():
         b = other.get(key, "")
         if a != b:
             at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
                       min(len(a), len(b)))
-            lines.append(f"  {key}: first difference at character {at} "
-                         f"({a[at:at + 30]!r} vs {b[at:at + 30]!r})")
+            of = f" of {len(a)}" if lengths else ""
+            lines.append(f"{indent}{key}: first difference at character {at}{of} "
+                         f"({a[at:at + width]!r} vs {b[at:at + width]!r})")
     return lines
 
 
