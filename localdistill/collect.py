@@ -15,7 +15,7 @@ from pathlib import Path
 
 from localdistill import manifest
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS, get_method
+from localdistill.methods import METHODS, default_methods, get_method
 from localdistill.models import ModelSpec, get_model
 from localdistill.models.config import with_trained_adapter
 from localdistill.progress import Progress, StageReport
@@ -62,7 +62,7 @@ class CollectConfig:
                 "compares them)"})
     keep_copies: bool = field(default=True, metadata={
         "help": "whether verified refinements that are copies of the guide enter the PERsD sets"})
-    methods: tuple[str, ...] = field(default=tuple(METHODS), metadata={
+    methods: tuple[str, ...] = field(default=default_methods(), metadata={
         "help": "data sets to build"})
     seed: int = field(default=0, metadata={"help": "seed of the first sample"})
     test_timeout: float = field(default=Limits.test_timeout, metadata={"help": "seconds per test"})

@@ -15,6 +15,7 @@ A method is one `register(Method(...))` here (or in a user's own module):
                   teacher cost adds up over the rounds whose rows it holds
     cost          the teacher tokens its rows took, from a collect run's files (report.py)
     counted_with  other sets whose sizes are shown beside it (a comparison read side by side)
+    default       built when no `--methods` is given (the ablations are built when asked for)
 
 Every row has the columns of build.COLUMNS, whatever the method.
 """
@@ -89,6 +90,7 @@ class Method:
     personalised: bool = False
     follows_student: bool = False
     counted_with: tuple[str, ...] = ()
+    default: bool = True
     help: str = ""
 
     def __post_init__(self) -> None:
@@ -97,6 +99,11 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+
+
+def default_methods() -> tuple[str, ...]:
+    """The data sets built when none are named."""
+    return tuple(name for name, method in METHODS.items() if method.default)
 
 
 def register(method: Method) -> Method:
@@ -202,6 +209,35 @@ def _matched(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
     return unique(rows)
 
 
+THIRD_SEED = 0
+
+
+def a_third(task_ids: list[str]) -> set[str]:
+    """A seeded random third of `task_ids` (rounded to the nearest task; the same tasks for the
+    same ids, whatever their order)."""
+    import random
+
+    ids = sorted(set(task_ids))
+    return set(random.Random(THIRD_SEED).sample(ids, round(len(ids) / 3)))
+
+
+def _standd_third(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
+    """StanD on a seeded random third of its tasks: the from-scratch baseline at the cost of a
+    third of the data, against which PERsD's claim (better with a third of StanD's data) is
+    read the other way round, at equal data."""
+    chosen = a_third([d.task_id for d in inputs.direct])
+    inputs.counts["standd-third tasks (of StanD's)"] = len(chosen)
+    return renamed([r for r in rows_of("standd") if r["task_id"] in chosen], "standd-third")
+
+
+def _personal(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
+    """PERsD's rows whose refinement is not a copy of the guide (stages/refine/similarity.py)."""
+    copies = {r.key for r in inputs.refinements if r.copied}
+    inputs.counts["persd-personal: copies of the guide left out"] = len(copies)
+    return renamed([r for r in rows_of("persd") if r["id"].split("/", 1)[1] not in copies],
+                   "persd-personal")
+
+
 # --- teacher cost ------------------------------------------------------------------------------
 
 
@@ -220,6 +256,12 @@ def _failed_tasks_cost(files: RunFiles) -> int | None:
                                 if not r["passed"]})
 
 
+def _third_cost(files: RunFiles) -> int | None:
+    """The direct answers to standd-third's tasks."""
+    return files.direct_tokens(a_third([r["task_id"] for r in files.read("direct.jsonl")
+                                        if r["passed"]]))
+
+
 def _persd_tasks_cost(files: RunFiles) -> int | None:
     """The direct answers to PERsD's tasks (those a refinement was verified for); its rows that
     are reference solutions cost the teacher only its failed answers to them."""
@@ -227,7 +269,7 @@ def _persd_tasks_cost(files: RunFiles) -> int | None:
                                 if r["passed"]})
 
 
-# --- the methods (the paper's six) --------------------------------------------------------------
+# --- the methods (the paper's six; two ablations built when asked for) --------------------------
 
 register(Method(
     "standd", "StanD", teacher="all", cost=_direct_cost,
@@ -270,6 +312,17 @@ register(Method(
     rows=lambda inputs, rows_of: renamed(rows_of("persd") + rows_of("persd-refine"),
                                          "persd-combine"),
     help="persd and persd-refine together"))
+register(Method(
+    "persd-personal", "PERsD w/o copies", cost=_refine_cost, personalised=True,
+    follows_student=True, default=False, rows=_personal, counted_with=("persd",),
+    help="persd without the refinements that are copies of the guide (what the teacher wrote "
+         "compared, stages/refine/similarity.py): is it the personalisation or the reference "
+         "code that teaches?"))
+register(Method(
+    "standd-third", "StanD (a third)", teacher="all", cost=_third_cost, default=False,
+    rows=_standd_third, counted_with=("standd",),
+    help="standd on a seeded random third of its tasks: StanD at the data PERsD's claim "
+         "(better than StanD with 3x the data) sets it against"))
 
 
 def teacher_tokens(method: str, run: Path, previous: Callable[[Path], int | None]

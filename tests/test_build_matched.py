@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from localdistill.extract import shown_code
-from localdistill.methods import METHODS, answer_text
+from localdistill.methods import METHODS, a_third, answer_text, default_methods
 from localdistill.records import attempt_messages
 from localdistill.report import compare, load_entries, teacher_tokens
 from localdistill.rundir import RunDir
@@ -167,3 +167,45 @@ def test_persd_variants_are_compared_with_inpd_matched(tmp_path):
 
 def test_a_distillation_round_rebuilds_inpd_matched():
     assert METHODS["inpd-matched"].follows_student  # its tasks follow the student's failures
+
+
+def test_the_ablations_are_built_only_when_asked_for(built):
+    run, _ = built
+    assert "persd-personal" not in default_methods() and "standd-third" not in default_methods()
+    assert not (run / "data" / "persd-personal.jsonl").exists()
+    assert not (run / "data" / "standd-third.jsonl").exists()
+
+
+def test_persd_without_copies_leaves_out_the_refinements_judged_copies(tmp_path):
+    _write_run(tmp_path / "run")
+    path = tmp_path / "run" / "refinements.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        record["copied"] = record["task_id"] == "sub"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with RunDir(tmp_path / "run") as run:
+        report = build(TASKS, run, ["persd", "persd-personal"])
+    personal = _rows(tmp_path / "run", "persd-personal")
+    assert [r["task_id"] for r in personal] == ["add", "big"]
+    assert report.counts["persd-personal: copies of the guide left out"] == 1
+    persd = {r["task_id"]: r for r in _rows(tmp_path / "run", "persd")}
+    for row in personal:  # the very rows of persd, under their own name
+        assert row["method"] == "persd-personal" and row["id"].startswith("persd-personal/")
+        assert row["messages"] == persd[row["task_id"]]["messages"]
+
+
+def test_standd_at_a_third_is_a_seeded_third_of_standds_tasks(tmp_path):
+    ids = [f"mbpp/{i}" for i in range(300)]
+    third = a_third(ids)
+    assert len(third) == 100 and third <= set(ids)
+    assert a_third(list(reversed(ids))) == third  # the order they come in does not matter
+    assert a_third(ids[:150]) != a_third(ids[150:])
+    assert len(a_third(ids[:278])) == 93
+    _write_run(tmp_path / "run")
+    with RunDir(tmp_path / "run") as run:
+        build(TASKS, run, ["standd", "standd-third"])
+    standd = {r["task_id"] for r in _rows(tmp_path / "run", "standd")}
+    rows = _rows(tmp_path / "run", "standd-third")
+    assert {r["task_id"] for r in rows} == a_third(sorted(standd)) and len(rows) == 1
+    assert teacher_tokens(tmp_path / "run" / "data" / "standd-third", "standd-third") == \
+        TOKENS[rows[0]["task_id"]]

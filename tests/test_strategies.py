@@ -29,7 +29,13 @@ from localdistill.stages.refine import (
     register,
 )
 from localdistill.stages.refine.rounds import Settings, _requests
-from localdistill.stages.refine.similarity import is_copy, similarity
+from localdistill.stages.refine.similarity import (
+    is_copy,
+    is_personalised,
+    similarity,
+    written_similarity,
+    written_tokens,
+)
 from localdistill.tasks import save_jsonl
 from localdistill.tasks.record import Task
 
@@ -79,11 +85,51 @@ def test_similarity_ignores_layout_comments_and_docstrings():
 
 def test_a_copy_is_close_to_the_guide_and_closer_to_it_than_to_the_attempt():
     guide, attempt = "def f(xs):\n    return max(xs)", "def f(xs):\n    return min(xs)"
-    assert is_copy("def f(xs):\n    return max(xs)  # fixed", guide, attempt)
-    assert not is_copy("def f(xs):\n    return max(xs)", None, attempt)  # no guide shown
+    assert is_copy("def f(xs):\n    return max(xs)  # fixed", guide, attempt, "f")
+    assert not is_copy("def f(xs):\n    return max(xs)", None, attempt, "f")  # no guide shown
     # when attempt and guide are near-identical, being close to the guide is not copying
-    assert not is_copy(guide, guide, guide)
-    assert not is_copy("def f(xs):\n    best = xs[0]\n    return best", guide, attempt)
+    assert not is_copy(guide, guide, guide, "f")
+    assert not is_copy("def f(xs):\n    best = xs[0]\n    return best", guide, attempt, "f")
+
+
+GUIDE = 'def f(xs):\n    """Largest."""\n    ordered = sorted(xs)\n    return ordered[-1]\n'
+FRAMED = ("from typing import *\nfrom collections import *\nimport math\n\n"
+          "def f(xs: List[int]) -> int:\n"
+          '    """Write a function to find the largest item.\n    assert f([1, 2]) == 2\n    """\n'
+          "    # the student's own comment\n{body}\n\nprint(f([3, 1, 2]))\nprint(f([5]))\n")
+
+
+def test_the_guides_body_under_the_attempts_header_imports_and_calls_is_a_copy():
+    attempt = FRAMED.format(body="    result = min(xs)\n    return result")
+    refinement = FRAMED.format(body="    ordered = sorted(xs)\n    return ordered[-1]")
+    # Whole programs: what the refinement kept of the attempt's framing hides the copy...
+    assert similarity(refinement, GUIDE) < 0.95
+    assert similarity(refinement, attempt) > similarity(refinement, GUIDE)
+    # ...what the teacher wrote is the guide's, token for token.
+    assert written_tokens(refinement, "f") == written_tokens(GUIDE, "f") == \
+        ["ordered", "=", "sorted", "(", "xs", ")", "return", "ordered", "[", "-", "1", "]"]
+    assert is_copy(refinement, GUIDE, attempt, "f")
+    own = FRAMED.format(body="    result = max(xs)\n    return result")  # the attempt's way
+    assert not is_copy(own, GUIDE, attempt, "f")
+    assert written_similarity(own, attempt, "f") > written_similarity(GUIDE, attempt, "f")
+    assert is_personalised(own, GUIDE, attempt, "f")
+    assert not is_personalised(GUIDE, GUIDE, attempt, "f")
+
+
+def test_what_a_program_writes_takes_in_the_helpers_and_constants_its_function_uses():
+    code = ("import os\nLIMIT = 10\nUNUSED = 3\n\ndef unused():\n    return 0\n\n"
+            "def helper(x):\n    '''Doc.'''\n    return min(x, LIMIT)\n\n"
+            "class Box:\n    '''A box.'''\n    size = 2\n\n"
+            "def f(xs):\n    return [helper(x) * Box.size for x in xs]\n\nprint(f([1]))\n")
+    tokens = written_tokens(code, "f")
+    assert tokens[:3] == ["return", "[", "helper"]  # the function first, its header left out
+    text = " ".join(tokens)
+    assert "LIMIT = 10" in text and "min ( x , LIMIT )" in text and "class Box" in text
+    for left_out in ("import", "UNUSED", "unused", "print", "Doc", "A box", "def"):
+        assert left_out not in tokens and left_out not in text
+    # no such function, or no parse: the whole program's tokens
+    assert written_tokens(code, "g")[:2] == ["import", "os"]
+    assert written_tokens("def f(:\n  x", "f") == ["def", "f", "(", ":", "x"]
 
 
 K4 = register(Strategy("test-k4", "refine_guide_minimal", guide="reference", candidates=4,

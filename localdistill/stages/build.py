@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS, Inputs, get_method, unique
+from localdistill.methods import METHODS, Inputs, default_methods, get_method, unique
 from localdistill.progress import StageReport
 from localdistill.records import Attempt, Direct, Execution, Refinement, read, tasks_for
 from localdistill.rundir import RunDir, load_jsonl, write_atomic
@@ -45,14 +45,16 @@ def features():
         "distill_round": Value("int32")})
 
 
-def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] = tuple(METHODS),
+def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = None,
           previous: Path | None = None, distill_round: int = 1,
           keep_copies: bool = True) -> StageReport:
     """Write the data sets named in `methods` to RUN/data/<method>/ and RUN/data/<method>.jsonl.
 
     `previous`: the run directory of the previous distillation round; its rows are kept (with
-    their round number) and this run's rows are added as round `distill_round`.
+    their round number) and this run's rows are added as round `distill_round`. `methods`:
+    None builds the default sets (methods.default_methods).
     """
+    methods = default_methods() if methods is None else methods
     for name in methods:
         get_method(name)  # an unknown name: one line, before anything is written
     report = StageReport("build")
@@ -90,8 +92,7 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] = tuple(MET
         if name in methods:
             write_dataset(built[name], data / name)
         report.count(f"examples:{name}", len(built[name]), f"{name} examples")
-        if name == "inpd-matched":
-            report.counts.update(inputs.counts)
+    report.counts.update(inputs.counts)  # the methods' own figures (methods.Inputs.counts)
     return report.finish()
 
 

@@ -18,7 +18,7 @@ from localdistill.backends import request_for
 from localdistill.extract import extract_completion, has_code, same_code, shown_code
 from localdistill.prompts import render
 from localdistill.sandbox import program_for
-from localdistill.stages.refine.similarity import is_copy, similarity
+from localdistill.stages.refine.similarity import is_copy, is_personalised, similarity
 from localdistill.stages.refine.strategies import Strategy
 from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
@@ -126,7 +126,7 @@ def _candidate(item: FailedAttempt, answer, retry: int) -> dict:
             "completion": completion, "retry": retry,
             "unchanged": same_code(code, item.code),
             "similarity": round(similarity(code, item.attempt), 4),
-            "copied": is_copy(code, item.guide, item.attempt),
+            "copied": is_copy(code, item.guide, item.attempt, item.task.entry_point),
             "no_code": not has_code(answer.text, item.task),
             "cut_off": answer.finish_reason == "length",
             "tokens": answer.completion_tokens}
@@ -158,8 +158,10 @@ def _record(item: FailedAttempt, round_: int, teacher: str, strategy: str,
         "passed": passed, "status": chosen["status"], "feedback": chosen["feedback"],
         "attempt": item.attempt, "guide": item.guide, "guide_source": item.guide_source,
         "similarity": chosen["similarity"], "guide_similarity": baseline,
-        "personalised": (passed and chosen["similarity"] > baseline
-                         if baseline is not None else None),
+        "personalised": (passed and not chosen["copied"]
+                         and is_personalised(shown_code(item.task, chosen["completion"]),
+                                             item.baseline, item.attempt, item.task.entry_point)
+                         if item.baseline is not None else None),
         "copied": passed and chosen["copied"],
         "candidates_verified": sum(c["passed"] for c in candidates),
         "candidates": [{k: v for k, v in c.items() if k not in ("answer", "feedback")}
