@@ -246,7 +246,7 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     from localdistill.collect import collect
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
-    from localdistill.report import compare, comparison_table, report, table
+    from localdistill.report import claims, claims_table, compare, comparison_table, report, table
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
     from localdistill.stages.evaluate import evaluate
@@ -307,6 +307,8 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     say(table(entries))
     if compare(entries):
         say(comparison_table(compare(entries)))
+    if claims(entries):
+        say(claims_table(claims(entries)))
     for path in plots:
         say(f"plot: {path}")
     return entries

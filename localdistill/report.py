@@ -10,6 +10,10 @@ per-task pass@1 values). Two models evaluated on the same tasks are also compare
 by task (`compare`): the mean difference with its 95% interval, and an exact two-sided sign test
 over the tasks where they differ (McNemar's test when there is one sample per task). The paired
 comparison is much sharper than overlapping intervals, since both models face the same tasks.
+
+The paper's claims (`CLAIMS`, each a list of method pairs) are read off the same paired
+comparisons (`claims`): "holds" or "does not hold" only at p < 0.05, "cannot tell" otherwise;
+OUT/claims.json and OUT/paired_differences.png (each difference with its interval) show them.
 """
 
 from __future__ import annotations
@@ -256,12 +260,158 @@ def comparison_table(comparisons: list[Comparison]):
                  "p"):
         result.add_column(name, justify="left" if name in ("benchmark", "a", "b") else "right")
     for c in comparisons:
-        interval = "-" if math.isnan(c.half_width) else (
-            f"{100 * (c.difference - c.half_width):+.1f} .. "
-            f"{100 * (c.difference + c.half_width):+.1f}")
         result.add_row(_short(c.benchmark), str(c.step), c.a, c.b, f"{100 * c.difference:+.1f}",
-                       interval, str(c.a_better), str(c.b_better), f"{c.p_value:.3f}")
+                       _interval_text(c), str(c.a_better), str(c.b_better), f"{c.p_value:.3f}")
     return result
+
+
+# --- the paper's claims ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims, read as paired comparisons of data-set methods ("base": the
+    student itself): `a` better than `b`, at `steps` (None: every step both runs have)."""
+
+    text: str
+    pairs: tuple[tuple[str, str], ...]
+    steps: tuple[int, ...] | None = None
+
+
+CLAIMS = (
+    Claim("distillation lifts the student",
+          tuple((m, "base") for m in ("persd", "persd-refine", "persd-combine", "persd-personal",
+                                      "inpd-matched", "inpd", "standd", "standd-third"))),
+    Claim("PERsD beats StanD with a third of StanD's data",
+          (("persd-personal", "standd"), ("persd", "standd"), ("persd", "standd-third"))),
+    Claim("PERsD beats InpD on the same tasks", (("persd", "inpd-matched"),)),
+    Claim("PERsD-refine improves multi-step repair",
+          (("persd-refine", "persd"), ("persd-refine", "base")), steps=(1,)),
+    Claim("PERsD-combine is best",
+          tuple(("persd-combine", m) for m in ("persd", "persd-refine", "persd-personal",
+                                               "inpd-matched", "standd", "standd-third"))),
+    Claim("the copies of the reference teach (PERsD with them against without)",
+          (("persd", "persd-personal"), ("inpd-matched", "persd-personal"))),
+)
+SIGNIFICANT = 0.05
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: str
+    comparison: Comparison
+    a_method: str
+    b_method: str
+
+    @property
+    def verdict(self) -> str:
+        """As the numbers say: p < 0.05 over the tasks that differ calls it either way."""
+        c = self.comparison
+        if c.p_value >= SIGNIFICANT or c.a_better == c.b_better:
+            return "cannot tell"
+        return "holds" if c.a_better > c.b_better else "does not hold"
+
+
+def claims(entries: list[Entry], declared: tuple[Claim, ...] = CLAIMS) -> list[ClaimResult]:
+    """Each declared claim's comparisons that these runs can make (both methods evaluated on the
+    same tasks of one benchmark), in the order declared, per benchmark and step."""
+    results = []
+    for claim in declared:
+        for benchmark in dict.fromkeys(e.benchmark for e in entries):
+            by_method: dict[str, Entry] = {}
+            for e in entries:
+                if e.benchmark == benchmark and e.distill_round == 1:
+                    by_method.setdefault(e.method, e)
+            for a_method, b_method in claim.pairs:
+                a, b = by_method.get(a_method), by_method.get(b_method)
+                if a is None or b is None:
+                    continue
+                for step in range(min(a.steps, b.steps) + 1):
+                    if claim.steps is not None and step not in claim.steps:
+                        continue
+                    if a.per_task[step].keys() != b.per_task[step].keys():
+                        continue  # not the same tasks: no pairing
+                    results.append(ClaimResult(claim.text, _paired(a, b, step), a_method,
+                                               b_method))
+    return results
+
+
+def claims_table(results: list[ClaimResult]):
+    from rich.table import Table
+
+    table_ = Table(title="the paper's claims, paired by task: a - b in pass@1 points (95% "
+                         "interval; won / lost: tasks where a / b is better; p: exact sign test; "
+                         f"called at p < {SIGNIFICANT})", title_justify="left")
+    for name in ("claim", "benchmark", "step", "a", "b", "a - b", "95% interval", "won / lost",
+                 "p", "verdict"):
+        table_.add_column(name, justify="left" if name in ("claim", "benchmark", "a", "b",
+                                                           "verdict") else "right")
+    for r in results:
+        c = r.comparison
+        table_.add_row(r.claim, _short(c.benchmark), str(c.step), c.a, c.b,
+                       f"{100 * c.difference:+.1f}", _interval_text(c),
+                       f"{c.a_better} / {c.b_better}", _p_text(c.p_value), r.verdict)
+    return table_
+
+
+def claims_markdown(results: list[ClaimResult]) -> str:
+    """The claims table as Markdown (docs/results.md)."""
+    lines = ["| claim | benchmark | step | a | b | a - b (points) | 95% interval | won / lost "
+             "| p | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.comparison
+        lines.append(f"| {r.claim} | {_short(c.benchmark)} | {c.step} | {c.a} | {c.b} | "
+                     f"{100 * c.difference:+.1f} | {_interval_text(c)} | "
+                     f"{c.a_better} / {c.b_better} | {_p_text(c.p_value)} | {r.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _interval_text(c: Comparison) -> str:
+    if math.isnan(c.half_width):
+        return "-"
+    return (f"{100 * (c.difference - c.half_width):+.1f} .. "
+            f"{100 * (c.difference + c.half_width):+.1f}")
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def plot_differences(comparisons: list[Comparison], out: Path) -> Path | None:
+    """Each paired difference with its 95% interval, one panel per benchmark: what pairing over
+    tasks can tell, which two models' own intervals hide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    unique_ = list({(c.benchmark, c.step, c.a, c.b): c for c in comparisons}.values())
+    if not unique_:
+        return None
+    benchmarks = list(dict.fromkeys(c.benchmark for c in unique_))
+    tallest = max(sum(c.benchmark == b for c in unique_) for b in benchmarks)
+    figure, axes = pyplot.subplots(1, len(benchmarks), squeeze=False,
+                                   figsize=(6.5 * len(benchmarks), 1.2 + 0.32 * tallest))
+    for panel, benchmark in zip(axes[0], benchmarks, strict=True):
+        group = [c for c in unique_ if c.benchmark == benchmark][::-1]  # first on top
+        ys = range(len(group))
+        values = [100 * c.difference for c in group]
+        halves = [0.0 if math.isnan(c.half_width) else 100 * c.half_width for c in group]
+        colours = ["tab:green" if c.p_value < SIGNIFICANT and c.a_better > c.b_better else
+                   "tab:red" if c.p_value < SIGNIFICANT and c.a_better < c.b_better else "0.4"
+                   for c in group]
+        for y, value, half, colour in zip(ys, values, halves, colours, strict=True):
+            panel.errorbar([value], [y], xerr=[[half], [half]], fmt="o", color=colour,
+                           capsize=3)
+        panel.axvline(0, color="0.2", linewidth=1)
+        panel.set_yticks(list(ys), [f"{c.a} - {c.b}, step {c.step}" for c in group],
+                         fontsize=8)
+        panel.set_xlabel("paired difference in pass@1 (points), 95% interval")
+        panel.set_title(f"{_short(benchmark)}: a - b over the same tasks\n(green / red: "
+                        f"a better / worse at p < {SIGNIFICANT}, sign test)", fontsize=10)
+        panel.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, out / "paired_differences.png", pyplot)
 
 
 def _plus_minus(half_width: float) -> str:
@@ -384,4 +534,12 @@ def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
     paired = [{k: None if isinstance(v, float) and math.isnan(v) else v
                for k, v in dataclasses.asdict(c).items()} for c in compare(entries)]
     write_atomic(out / "comparisons.json", (json.dumps(paired, indent=2) + "\n").encode())
-    return entries, plot(entries, out)
+    results = claims(entries)
+    rows = [{"claim": r.claim, "verdict": r.verdict, "a_method": r.a_method,
+             "b_method": r.b_method, **{k: None if isinstance(v, float) and math.isnan(v) else v
+                                        for k, v in dataclasses.asdict(r.comparison).items()}}
+            for r in results]
+    write_atomic(out / "claims.json", (json.dumps(rows, indent=2) + "\n").encode())
+    plots = plot(entries, out)
+    differences = plot_differences([*compare(entries), *(r.comparison for r in results)], out)
+    return entries, plots + ([differences] if differences else [])

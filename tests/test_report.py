@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 from conftest import SCRIPT, needs_mbpp
 
-from localdistill.report import compare, load_entries, report, sign_test, table, teacher_tokens
+from localdistill.report import (
+    claims,
+    claims_markdown,
+    compare,
+    load_entries,
+    report,
+    sign_test,
+    table,
+    teacher_tokens,
+)
 
 pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs
 
@@ -249,3 +258,61 @@ def test_eval_with_an_adapter_gives_what_the_loop_gave(chain, tmp_path):
     assert again["model_calls"] == 0, done.stdout[-2000:]
     assert again["correct_per_task"] == loop["correct_per_task"]
     assert again["adapter"] == loop["adapter"] and again["adapter"].endswith("adapter.gguf")
+
+
+def _two_steps(run: Path, correct0: dict[str, int], correct1: dict[str, int]) -> Path:
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({
+        "model": "m", "benchmark": "bench", "tasks": len(correct0), "samples": 1,
+        "pass_at_k": {f"step {s}": {"pass@1": sum(c.values()) / len(c)}
+                      for s, c in enumerate((correct0, correct1))},
+        "correct_per_task": {"step 0": correct0, "step 1": correct1}}))
+    return run
+
+
+def test_the_claims_are_called_only_as_the_sign_test_allows(tmp_path):
+    tasks = [f"t{i}" for i in range(40)]
+    solved = {"base": (10, 12), "persd": (22, 24), "inpd-matched": (20, 22),
+              "persd-refine": (14, 26), "standd-third": (30, 31)}
+    runs = [_two_steps(tmp_path / name, {t: int(i < s0) for i, t in enumerate(tasks)},
+                       {t: int(i < s1) for i, t in enumerate(tasks)})
+            for name, (s0, s1) in solved.items()]
+    entries = load_entries(runs)
+    for e, name in zip(entries, solved, strict=True):
+        e.method = name
+    results = {(r.claim, r.a_method, r.b_method, r.comparison.step): r for r in claims(entries)}
+    lifts = "distillation lifts the student"
+    # persd: 12 tasks won, none lost at step 0: holds (p = 2 / 2^12)
+    assert results[(lifts, "persd", "base", 0)].verdict == "holds"
+    assert results[(lifts, "persd", "base", 0)].comparison.p_value == pytest.approx(2 / 2 ** 12)
+    # PERsD against InpD on the same tasks: 2 won, 0 lost: p = 0.5, cannot tell
+    same = results[("PERsD beats InpD on the same tasks", "persd", "inpd-matched", 0)]
+    assert (same.comparison.a_better, same.comparison.b_better, same.verdict) == \
+        (2, 0, "cannot tell")
+    # StanD at a third beats PERsD by 8 tasks to 0: the claim does not hold (p = 2 / 2^8)
+    third = results[("PERsD beats StanD with a third of StanD's data", "persd", "standd-third",
+                     0)]
+    assert third.verdict == "does not hold" and third.comparison.difference < 0
+    # the repair claim is read at step 1 only
+    repair = [k for k in results if k[0] == "PERsD-refine improves multi-step repair"]
+    assert sorted(repair) == [("PERsD-refine improves multi-step repair", "persd-refine", m, 1)
+                              for m in ("base", "persd")]
+    assert results[repair[0]].verdict == "cannot tell"  # 2 tasks to 0 over persd
+    # pairs with a method nobody evaluated are left out, not shown empty
+    assert not [k for k in results if "persd-combine" in k or "standd" in k[1:3]]
+    text = claims_markdown(list(results.values()))
+    assert "| distillation lifts the student | bench | 0 | persd | base | +30.0 |" in text
+    assert text.count("\n") == len(results) + 2
+
+
+def test_the_report_draws_the_paired_differences(tmp_path):
+    tasks = [f"t{i}" for i in range(30)]
+    runs = [_summary(tmp_path / "base", "m", {t: int(i < 10) for i, t in enumerate(tasks)}),
+            _summary(tmp_path / "persd", "m", {t: int(i < 20) for i, t in enumerate(tasks)})]
+    result = subprocess.run([str(SCRIPT), "report", *map(str, runs), "-o",
+                             str(tmp_path / "out")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = tmp_path / "out" / "paired_differences.png"
+    assert path.read_bytes()[:4] == b"\x89PNG" and str(path) in result.stdout
+    assert json.loads((tmp_path / "out" / "claims.json").read_text()) == []  # no method known

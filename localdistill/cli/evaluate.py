@@ -90,10 +90,11 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path 
               help="Where report.json and the plots go.")
 def report_command(runs: tuple[Path, ...], out: Path) -> None:
     """Evaluation runs side by side: a table, report.json and PNG plots (pass@1 by method and
-    step, pass@1 against training-set size)."""
+    step, pass@1 against training-set size, the paired differences); the paper's claims read off
+    the paired comparisons (claims.json)."""
     from rich.console import Console
 
-    from localdistill.report import compare, comparison_table, report, table
+    from localdistill.report import claims, claims_table, compare, comparison_table, report, table
 
     entries, plots = report(list(runs), out)
     console = Console(highlight=False)
@@ -102,5 +103,7 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
     console.print(table(entries))
     if compare(entries):
         console.print(comparison_table(compare(entries)))
+    if claims(entries):
+        console.print(claims_table(claims(entries)))
     for path in plots:
         click.echo(f"plot: {path}")
