@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Does it make the student better? The paper's comparisons at equal data (docs/results.md,
+# "The reproduction at equal data"): the 0.5B pair's kept restyle-k4 collect, one LoRA adapter
+# per data set, each evaluated on full HumanEval and MBPP test (greedy, one step and one
+# self-repair step) beside the base student, then the report and its claims table.
+#
+#   bash scripts/reproduce_k4.sh DATA_DIR [METHOD ...]
+#
+# DATA_DIR holds mbpp.jsonl (../shared/data on the project's machines). METHODS default to all
+# six, in the order the issue asks them: persd inpd-matched persd-personal standd-third
+# persd-refine persd-combine. Everything lands in $RUNS/reproduce-k4 (RUNS default: runs):
+#
+#   collect/             rebuilt from the kept answers (no model call; the decoding they were
+#                        made with, examples/models-parallel4.toml), the two ablations built too
+#   train/METHOD/        each adapter (`localdistill train`, resumed from its last checkpoint)
+#   eval/MODEL/BENCH/    each evaluation, with the models.toml decoding (`--reuse` takes every
+#                        answer already kept under docs/results/answers, so nothing is asked twice)
+#   report/              `localdistill report` over every evaluation there: claims.json and plots
+#
+# Each finished evaluation's answers and summary are copied to
+# docs/results/answers/reproduce-k4/eval/MODEL/BENCH/ and each adapter's training record to
+# docs/results/train/reproduce-k4/METHOD/, to be committed: a new machine resumes from them.
+# Run it again after any interruption: it picks up where it stopped (a finished adapter, one
+# with train.json, is kept as it is: its answers are cached under its sha256).
+#
+# REPLAY=1: ask no model and train nothing: judge the kept answers again (`eval --replay`, with
+# the kept training records) and report. This is how a new machine shows the results in minutes.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ $# -lt 1 ] || [ ! -f "$1/mbpp.jsonl" ]; then
+  echo "usage: reproduce_k4.sh DATA_DIR [METHOD ...] (DATA_DIR must hold mbpp.jsonl)" >&2
+  exit 2
+fi
+export LOCALDISTILL_DATA=$(cd "$1" && pwd)
+shift
+methods=("$@")
+[ ${#methods[@]} -gt 0 ] || methods=(persd inpd-matched persd-personal standd-third persd-refine
+                                     persd-combine)
+cd "$repo"
+runs=${RUNS:-runs}/reproduce-k4
+localdistill=${LOCALDISTILL:-$repo/.venv/bin/localdistill}
+python=${PYTHON:-$repo/.venv/bin/python}
+kept=docs/results/answers/reproduce-k4
+trained=docs/results/train/reproduce-k4
+benchmarks=(humaneval mbpp:test)
+mkdir -p "$runs"
+
+keep_eval() {  # RUN MODEL BENCH: the answers and the summary, where a new machine finds them
+  local to=$kept/eval/$2/$3
+  mkdir -p "$to/cache"
+  cp "$1/cache/requests.jsonl" "$to/cache/requests.jsonl"
+  cp "$1/summary.json" "$to/summary.json"
+}
+
+evaluate() {  # MODEL-LABEL MODEL: both benchmarks, one step and one repair step
+  local bench
+  for bench in "${benchmarks[@]}"; do
+    local slug=${bench//:/-}
+    local where=$runs/eval/$1/$slug
+    if [ "${REPLAY:-0}" = 1 ]; then
+      local answers=$kept/eval/$1/$slug/cache/requests.jsonl
+      [ -f "$answers" ] || { echo "== $1 $bench: no kept answers, left out"; continue; }
+      local adapter=()
+      [ "$1" = base ] || adapter=(--adapter "$trained/$1")
+      "$localdistill" eval "$bench" --model demo-student "${adapter[@]}" --temperature 0 \
+        --steps 1 --run "$runs/replayed/$1/$slug" --replay "$answers"
+      continue
+    fi
+    echo "== eval $1 $bench: $(date -u +%FT%TZ)"
+    "$localdistill" eval "$bench" --model "$2" --temperature 0 --steps 1 --run "$where" \
+      --reuse docs/results/answers
+    keep_eval "$where" "$1" "$slug"
+  done
+}
+
+if [ ! -f "$runs.toml" ]; then
+  grep -v '^strategy = "blind"\|^ *# is now "restyle-k4"' examples/reproduce_cpu.toml > "$runs.toml"
+fi
+echo "== collect (from the kept answers): $(date -u +%FT%TZ)"
+LOCALDISTILL_MODELS=examples/models-parallel4.toml "$python" scripts/collect_from_config.py \
+  "$runs.toml" "$runs/collect" --reuse docs/results/answers
+LOCALDISTILL_MODELS=examples/models-parallel4.toml "$localdistill" build \
+  mbpp:train,mbpp:validation --run "$runs/collect" \
+  --methods inpd-matched,persd-personal,standd-third
+
+evaluate base demo-student
+for method in "${methods[@]}"; do
+  if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
+    echo "== train $method: $(date -u +%FT%TZ)"
+    # the recorded reproduction's settings: rank 16 (default), 2 epochs, 8 a step, 2e-4
+    "$localdistill" train "$runs/collect/data/$method" --student demo-student \
+      -o "$runs/train/$method" --epochs 2 --lr 2e-4 --grad-accumulation 8 --save-every 5
+    mkdir -p "$trained/$method"
+    cp "$runs/train/$method"/{train.json,train_log.jsonl,loss.png} "$trained/$method/"
+  fi
+  evaluate "$method" "demo-student+$runs/train/$method"
+done
+
+where=eval
+[ "${REPLAY:-0}" = 1 ] && where=replayed
+shopt -s nullglob
+"$localdistill" report "$runs/$where"/base/* \
+  $(for m in "${methods[@]}"; do echo "$runs/$where/$m"/*; done) -o "$runs/report"
