@@ -246,7 +246,16 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     from localdistill.collect import collect
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
-    from localdistill.report import claims, claims_table, compare, comparison_table, report, table
+    from localdistill.report import (
+        claims,
+        claims_table,
+        compare,
+        comparison_table,
+        moves,
+        moves_table,
+        report,
+        table,
+    )
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
     from localdistill.stages.evaluate import evaluate
@@ -309,6 +318,8 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
         say(comparison_table(compare(entries)))
     if claims(entries):
         say(claims_table(claims(entries)))
+    if moves(entries):
+        say(moves_table(moves(entries)))
     for path in plots:
         say(f"plot: {path}")
     return entries

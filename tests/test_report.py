@@ -16,6 +16,7 @@ from localdistill.report import (
     claims_markdown,
     compare,
     load_entries,
+    moves,
     report,
     sign_test,
     table,
@@ -316,3 +317,39 @@ def test_the_report_draws_the_paired_differences(tmp_path):
     path = tmp_path / "out" / "paired_differences.png"
     assert path.read_bytes()[:4] == b"\x89PNG" and str(path) in result.stdout
     assert json.loads((tmp_path / "out" / "claims.json").read_text()) == []  # no method known
+
+
+def test_wins_and_losses_are_counted_by_how_the_base_student_failed(tmp_path):
+    # base: t0 wrong answer, t1 exception, t2 syntax error, t3 timeout, t4 and t5 passed
+    kinds = {"t0": ("failed", "AssertionError\nINPUT: 1"), "t1": ("error", "KeyError: 8"),
+             "t2": ("error", "SyntaxError: invalid syntax (line 3)"),
+             "t3": ("timeout", "did not finish within 3 s"), "t4": ("passed", ""),
+             "t5": ("passed", "")}
+    # the adapter: passes t0 and t2, still times out on t3, fails t1 and loses t5 to an exception
+    adapter = {"t0": ("passed", ""), "t1": ("failed", "AssertionError"),
+               "t2": ("passed", ""), "t3": ("timeout", ""), "t4": ("passed", ""),
+               "t5": ("error", "IndexError: list index out of range")}
+    runs = []
+    for name, outcome in (("base", kinds), ("persd", adapter)):
+        run = _summary(tmp_path / name, "m", {t: int(s == "passed") for t, (s, _) in
+                                               outcome.items()})
+        (run / "samples.jsonl").write_text("".join(
+            json.dumps({"task_id": t, "sample": 0, "step": 0, "passed": s == "passed",
+                        "status": s, "feedback": f}) + "\n" for t, (s, f) in outcome.items()))
+        runs.append(run)
+    (m,) = moves(load_entries(runs))
+    assert (m.model, m.base, m.step) == ("persd", "base", 0)
+    assert m.base_failed == {"wrong answer": 1, "exception": 1, "timeout": 1,
+                             "syntax error": 1, "not run": 0}
+    assert m.now_passing == {"wrong answer": 1, "exception": 0, "timeout": 0,
+                             "syntax error": 1, "not run": 0}
+    assert m.lost == {"wrong answer": 0, "exception": 1, "timeout": 0, "syntax error": 0,
+                      "not run": 0}
+    result = subprocess.run([str(SCRIPT), "report", *map(str, runs), "-o",
+                             str(tmp_path / "out")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "wins and loses" in result.stdout
+    assert json.loads((tmp_path / "out" / "moves.json").read_text())[0]["lost"]["exception"] == 1
+    shown = (tmp_path / "out" / "side_by_side.md").read_text()
+    assert "### bench t0: persd won against base" in shown
+    assert "### bench t5: persd lost against base" in shown and "exception: IndexError" in shown

@@ -94,7 +94,16 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
     the paired comparisons (claims.json)."""
     from rich.console import Console
 
-    from localdistill.report import claims, claims_table, compare, comparison_table, report, table
+    from localdistill.report import (
+        claims,
+        claims_table,
+        compare,
+        comparison_table,
+        moves,
+        moves_table,
+        report,
+        table,
+    )
 
     entries, plots = report(list(runs), out)
     console = Console(highlight=False)
@@ -105,5 +114,7 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
         console.print(comparison_table(compare(entries)))
     if claims(entries):
         console.print(claims_table(claims(entries)))
+    if moves(entries):
+        console.print(moves_table(moves(entries)))
     for path in plots:
         click.echo(f"plot: {path}")
