@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 MAX_REPR = 300
+# The first line of a test generated from the reference (differential.py): its expected value is
+# the reference's, so floats are compared within a tolerance, not exactly.
+GENERATED = "# localdistill: a generated input, checked against the reference\n"
+REL_TOL, ABS_TOL = 1e-6, 1e-9
 
 _MISSING = object()
 
@@ -40,6 +45,7 @@ class TestPlan:
     expected: Any = _MISSING  # value: known only to the parent
     truth: bool | None = None  # value tests of the form `assert f(x)` / `assert not f(x)`
     inputs: str = ""  # the INPUT line of the feedback
+    close: bool = False  # floats compared within a tolerance (generated tests, differential.py)
 
     @property
     def has_expected(self) -> bool:
@@ -83,6 +89,7 @@ def _plan(source: str, entry_point: str) -> TestPlan:
                 expr=ast.unparse(left),
                 expected=expected,
                 inputs=_inputs(left, entry_point),
+                close=source.startswith(GENERATED),
             )
         return TestPlan(
             source,
@@ -195,6 +202,28 @@ def equal(got: Any, expected: Any) -> bool:
         return bool(got == expected)
     except Exception:  # noqa: BLE001 - deep nesting, Decimal('sNaN')...: not equal
         return False
+
+
+def close(got: Any, expected: Any) -> bool:
+    """`equal`, but numbers where either side is a float match within REL_TOL / ABS_TOL, all the
+    way down lists, tuples and dict values."""
+    try:
+        return _close(got, expected)
+    except Exception:  # noqa: BLE001 - as `equal`
+        return False
+
+
+def _close(got: Any, expected: Any) -> bool:
+    numbers = (int, float)
+    if (isinstance(got, numbers) and isinstance(expected, numbers) and not isinstance(got, bool)
+            and not isinstance(expected, bool) and float in (type(got), type(expected))):
+        return math.isclose(got, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL) or got == expected
+    if isinstance(got, (list, tuple)) and type(got) is type(expected):
+        return len(got) == len(expected) and all(
+            _close(a, b) for a, b in zip(got, expected, strict=True))
+    if isinstance(got, dict) and isinstance(expected, dict):
+        return got.keys() == expected.keys() and all(_close(got[k], expected[k]) for k in got)
+    return bool(got == expected)
 
 
 def wrong_value(plan: TestPlan, output: str, expected: str) -> str:

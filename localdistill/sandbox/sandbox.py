@@ -256,7 +256,7 @@ def _outcome(plan: judge.TestPlan, event: dict, limits: Limits) -> TestOutcome:
         ok = bool(got) is plan.truth
         expected_text = "a true value" if plan.truth else "a false value"
     else:
-        ok = judge.equal(got, expected)
+        ok = judge.close(got, expected) if plan.close else judge.equal(got, expected)
         expected_text = judge.show(expected)
     if ok:
         return TestOutcome(plan.source, "passed")

@@ -1,0 +1,157 @@
+"""Differential checking (sandbox/differential.py) on hand-written tasks: inputs generated from the
+tests' own calls, the reference as oracle, a wrong-but-passing candidate refuted with feedback in
+the PERsD format, a correct one kept, and references that misbehave contained."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from localdistill.sandbox import run_tests
+from localdistill.sandbox.differential import (
+    GENERATED,
+    Call,
+    Oracle,
+    generate_calls,
+    make_oracle,
+    seed_calls,
+)
+from localdistill.sandbox.limits import Limits
+from localdistill.tasks.record import Task
+
+PROMPT = 'def longest_chain(pairs):\n    """The length of the longest chain of pairs."""\n'
+# mbpp/601's lesson: three asserts that a wrong answer (counting a run of consecutive pairs)
+# also passes.
+CHAIN = Task(
+    "chain", PROMPT, "longest_chain",
+    ("assert longest_chain([(5, 24), (15, 25), (27, 40), (50, 60)]) == 3",
+     "assert longest_chain([(1, 2), (3, 4), (5, 6), (7, 8)]) == 4",
+     "assert longest_chain([(19, 10), (11, 12), (13, 14), (15, 16), (31, 54)]) == 5"),
+    reference=("    best = 0\n    end = None\n    for a, b in sorted(pairs, key=lambda p: p[1]):\n"
+               "        if end is None or a > end:\n            best += 1\n            end = b\n"
+               "    return best\n"))
+WRONG = ("    run = best = 1 if pairs else 0\n    for (a, b), (c, d) in zip(pairs, pairs[1:]):\n"
+         "        run = run + 1 if c > b else 1\n        best = max(best, run)\n    return best\n")
+RIGHT = ("    pairs = sorted(pairs, key=lambda p: p[1])\n    count, last = 0, float('-inf')\n"
+         "    for a, b in pairs:\n        if a > last:\n            count, last = count + 1, b\n"
+         "    return count\n")
+# The third test's (19, 10) is a pair whose start is after its end: both solutions above agree
+# on it because they read it the same way; the generated inputs are mutated from all three.
+
+
+def _generated_only(oracle: Oracle) -> tuple[str, ...]:
+    assert oracle.tests and all(t.startswith(GENERATED) for t in oracle.tests)
+    return oracle.tests
+
+
+def test_the_tests_calls_are_the_seeds():
+    calls = seed_calls(CHAIN)
+    assert len(calls) == 3 and calls[1] == Call(([(1, 2), (3, 4), (5, 6), (7, 8)],))
+    assert calls[0].text("longest_chain") == \
+        "longest_chain([(5, 24), (15, 25), (27, 40), (50, 60)])"
+
+
+def test_a_wrong_answer_that_passes_the_tests_is_refuted_with_feedback():
+    assert run_tests(CHAIN.program(WRONG), CHAIN.tests, CHAIN.entry_point).passed
+    oracle = make_oracle(CHAIN, count=20, seed=0)
+    assert oracle.skipped is None and len(oracle.tests) == 20 and oracle.tried >= 20
+    result = run_tests(CHAIN.program(WRONG), _generated_only(oracle), CHAIN.entry_point)
+    assert not result.passed
+    lines = result.feedback.splitlines()
+    assert lines[0] == "AssertionError" and lines[1].startswith("INPUT: [(")
+    assert lines[2].startswith("OUTPUT: ") and lines[3].startswith("EXPECTED: ")
+    # and a correct answer written another way passes every generated input
+    assert run_tests(CHAIN.program(RIGHT), oracle.tests, CHAIN.entry_point).passed
+
+
+def test_the_inputs_are_seeded_bounded_and_new():
+    first = generate_calls(CHAIN, 40, seed=0)
+    assert first == generate_calls(CHAIN, 40, seed=0)  # the same for every model
+    assert first != generate_calls(CHAIN, 40, seed=1)
+    seeds = set(map(repr, seed_calls(CHAIN)))
+    assert len({repr(c) for c in first}) == len(first) == 40 and not seeds & set(map(repr, first))
+    for call in first:
+        (pairs,) = call.args
+        assert isinstance(pairs, list) and 1 <= len(pairs) <= 50  # never emptied: tests never are
+        for pair in pairs:  # nested values mutated, types kept, no sign the tests never use
+            assert isinstance(pair, tuple) and all(isinstance(x, int) and x >= 1 for x in pair)
+
+
+def test_an_argument_that_is_a_length_stays_the_length():
+    task = Task("sized", "def total(arr, n):\n    pass\n", "total",
+                ("assert total([1, 2, 3], 3) == 6", "assert total([4, 5], 2) == 9"),
+                reference="    return sum(arr[:n])\n")
+    calls = generate_calls(task, 30, seed=0)
+    assert calls and all(call.args[1] == len(call.args[0]) for call in calls)
+
+
+def test_floats_are_compared_within_a_tolerance():
+    task = Task("mean", "def mean(xs):\n    pass\n", "mean",
+                ("assert mean([1.5, 2.5, 3.25]) == 2.4166666666666665",),
+                reference="    return sum(xs) / len(xs)\n")
+    oracle = make_oracle(task, count=10, seed=0)
+    # the same mean summed in another order: not the same float, within the tolerance
+    other = "    return sum(sorted(xs, reverse=True)) / len(xs)\n"
+    assert run_tests(task.program(other), oracle.tests, task.entry_point).passed
+    off = "    return sum(xs) / len(xs) + 1e-3\n"
+    assert not run_tests(task.program(off), oracle.tests, task.entry_point).passed
+
+
+def test_a_nondeterministic_reference_skips_the_task():
+    task = Task("noisy", "import random\n\ndef noisy(n):\n    pass\n", "noisy",
+                ("assert noisy(3) is not None", "assert noisy(5) > 0"),
+                reference="    return n + random.random()\n")
+    oracle = make_oracle(task, count=10, seed=0)
+    assert oracle.tests == () and "nondeterministic" in oracle.skipped
+    assert oracle.dropped["the reference answered differently twice"] >= 10
+
+
+def test_references_that_loop_flood_or_crash_cost_inputs_not_the_run():
+    limits = Limits(test_timeout=0.5, total_timeout=10)
+    tests = ("assert f(2) == 2", "assert f(5) == 5", "assert f(8) == 8")
+    looping = Task("loop", "def f(n):\n    pass\n", "f", tests,
+                   reference="    while n not in (2, 5, 8):\n        pass\n    return n\n")
+    oracle = make_oracle(looping, count=10, seed=0, limits=limits)
+    assert oracle.dropped.get("the reference timed out", 0) >= 3
+    assert oracle.dropped.get("not tried (the reference timed out too often)", 0) > 0
+    flooding = Task("flood", "def f(n):\n    pass\n", "f", tests,
+                    reference="    print('x' * 10_000_000)\n    return n\n")
+    started = time.monotonic()
+    oracle = make_oracle(flooding, count=5, seed=0, limits=limits)
+    assert time.monotonic() - started < 60
+    # past the file-size limit its calls fail: inputs dropped and counted, the task skipped
+    assert oracle.tried >= 5 and sum(oracle.dropped.values()) >= 5 and oracle.skipped
+    chatty = Task("chatty", "def f(n):\n    pass\n", "f", tests,
+                  reference="    print('x' * 1000)\n    return n\n")
+    assert len(make_oracle(chatty, count=5, seed=0, limits=limits).tests) == 5
+    crashing = Task("crash", "def f(n):\n    pass\n", "f", tests,
+                    reference="    import os\n    if n not in (2, 5, 8):\n        os._exit(3)\n"
+                              "    return n\n")
+    oracle = make_oracle(crashing, count=5, seed=0, limits=limits)
+    assert oracle.tests == () and oracle.skipped  # every new input killed it: nothing kept
+
+
+def test_tasks_without_a_usable_call_are_skipped_with_a_reason():
+    no_reference = Task("a", "def f(x):\n    pass\n", "f", ("assert f(1) == 1",))
+    assert make_oracle(no_reference).skipped == "no reference solution"
+    computed = Task("b", "def f(x):\n    pass\n", "f", ("assert f(list(range(3))) == 3",),
+                    reference="    return len(x)\n")
+    assert make_oracle(computed).skipped == "no call with literal arguments in its tests"
+    broken = Task("c", "def f(x):\n    pass\n", "f", ("assert f(1 ==",), reference="    return x\n")
+    assert make_oracle(broken).skipped == "no call with literal arguments in its tests"
+
+
+def test_an_oracle_is_stored_and_read_back_whole():
+    oracle = make_oracle(CHAIN, count=5, seed=3)
+    again = Oracle.from_dict(oracle.to_dict())
+    assert again == oracle and again.seed == 3
+
+
+def test_mutation_keeps_each_values_type():
+    from localdistill.sandbox.differential import _bounds, mutate
+
+    rng = random.Random(0)
+    bounds = _bounds(seed_calls(CHAIN))
+    for value in (3, -2.5, "abc", [1, 2], (1, "a"), {"k": 1}, {1, 2}, True, None):
+        for _ in range(20):
+            assert type(mutate(value, rng, bounds)) is type(value)
