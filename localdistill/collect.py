@@ -1,5 +1,5 @@
-"""`collect`: the whole data pipeline in order, attempt -> execute -> refine + verify -> teacher
-answers -> build, in one resumable run directory.
+"""`collect`: the whole data pipeline in order, attempt -> execute -> teacher answers ->
+differential check -> refine + verify -> build, in one resumable run directory.
 
 Multi-round distillation: round k+1 is another `collect` whose student is the one trained in
 round k (its adapter) and whose `previous` is round k's run directory; the new student attempts
@@ -24,6 +24,8 @@ from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.attempt import attempt
 from localdistill.stages.build import build
+from localdistill.stages.differential import DEFAULT_INPUTS as DIFFERENTIAL_INPUTS
+from localdistill.stages.differential import differential_check
 from localdistill.stages.direct import STAGE as DIRECT_STAGE
 from localdistill.stages.direct import direct_answers
 from localdistill.stages.execute import execute_attempts
@@ -65,6 +67,11 @@ class CollectConfig:
     methods: tuple[str, ...] = field(default=default_methods(), metadata={
         "help": "data sets to build"})
     seed: int = field(default=0, metadata={"help": "seed of the first sample"})
+    differential_inputs: int = field(default=DIFFERENTIAL_INPUTS, metadata={
+        "help": "inputs generated per task from its tests' calls, on which answers that pass "
+                "the tests must agree with the reference where a second verified solution "
+                "does (stages/differential.py); 0: no differential check. A run made before "
+                "the check existed keeps running without it"})
     test_timeout: float = field(default=Limits.test_timeout, metadata={"help": "seconds per test"})
     workers: int | None = field(default=None, metadata={"help": "parallel sandboxes"})
     student_adapter: str | None = field(default=None, metadata={
@@ -81,6 +88,8 @@ class CollectConfig:
         for name in ("temperature", "teacher_temperature"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise BadInput(f"{name} must be 0 (greedy) or more")
+        if self.differential_inputs < 0:
+            raise BadInput("differential_inputs must be 0 (no differential check) or more")
         for name in ("max_tokens", "teacher_max_tokens", "workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1")
@@ -92,6 +101,7 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     """Run every stage; each stage's report goes to the manifest and to `on_stage`."""
     student, teacher = _student(config), get_model(config.teacher)
     distill_round = _distill_round(config)
+    config = _as_made(config, run)
     manifest.record(run, config=dataclasses.asdict(config), tasks=manifest.tasks_entry(
         tasks_spec, tasks), student=manifest.model_entry(student),
         teacher=manifest.model_entry(teacher), distill_round=distill_round)
@@ -117,9 +127,14 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
                             progress))
     else:
         run.write("direct", [])
+    differential = None
+    if config.differential_inputs:
+        differential = (config.differential_inputs, config.seed)
+        done(differential_check(tasks, run, config.differential_inputs, config.seed, limits,
+                                config.workers, progress))
     done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
                 config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
-                progress=progress, strategy=config.strategy))
+                progress=progress, strategy=config.strategy, differential=differential))
     built = build(tasks, run, config.methods,
                   Path(config.previous) if config.previous else None, distill_round,
                   config.keep_copies)
@@ -152,6 +167,17 @@ def _with_costs(built: StageReport, reports: list[StageReport],
     built.counts["minutes of all stages, all runs"] = (
         f"{sum(h['seconds'] for h in history) / 60:.1f}")
     return built
+
+
+def _as_made(config: CollectConfig, run: RunDir) -> CollectConfig:
+    """The configuration a resumed run keeps: a run whose stages ran before the differential
+    check existed (its recorded configuration has no `differential_inputs`) goes on without
+    one, so resuming or rebuilding it never changes its verdicts."""
+    earlier = run.read_json("manifest") if (run.path / "manifest.json").is_file() else {}
+    made = earlier.get("config") or {}
+    if earlier.get("history") and "differential_inputs" not in made:
+        return dataclasses.replace(config, differential_inputs=0)
+    return config
 
 
 def _guided_by_teacher(strategy: str, failed: Sequence[Task]) -> bool:

@@ -87,9 +87,34 @@ def read(run: RunDir, kind: type[R]) -> list[R]:
             for record in run.records(FILES[kind])]
 
 
+DIFFERENTIAL = "differential"  # stages/differential.py's records
+
+
+def refuted(run: RunDir, kind: str) -> dict[str, str]:
+    """{key: feedback} of the answers of `kind` ("attempt" | "direct") that passed their task's
+    tests and were refuted on generated inputs (stages/differential.py); empty when the run made
+    no differential check."""
+    return {r["key"]: r["feedback"] for r in run.records(DIFFERENTIAL)
+            if r["kind"] == kind and r["refuted"]}
+
+
+def executions(run: RunDir) -> list[Execution]:
+    """The attempts' verdicts as every later stage reads them: an attempt that passed its tests
+    and was refuted on generated inputs is a failed one, with the failing input as feedback."""
+    wrong = refuted(run, "attempt")
+    return [dataclasses.replace(e, passed=False, feedback=wrong[e.key], status="refuted")
+            if e.key in wrong else e for e in read(run, Execution)]
+
+
+def verified_direct(run: RunDir) -> list[Direct]:
+    """The teacher's answers from scratch that passed their tests and were not refuted."""
+    wrong = refuted(run, "direct")
+    return [d for d in read(run, Direct) if d.passed and d.key not in wrong]
+
+
 def failed_task_ids(run: RunDir) -> set[str]:
-    """The tasks with a failed attempt (executions.jsonl)."""
-    return {e.task_id for e in read(run, Execution) if not e.passed}
+    """The tasks with a failed (or refuted) attempt."""
+    return {e.task_id for e in executions(run) if not e.passed}
 
 
 def tasks_for(records: Iterable, tasks: Sequence[Task], run: RunDir) -> dict[str, Task]:

@@ -155,3 +155,99 @@ def test_mutation_keeps_each_values_type():
     for value in (3, -2.5, "abc", [1, 2], (1, "a"), {"k": 1}, {1, 2}, True, None):
         for _ in range(20):
             assert type(mutate(value, rng, bounds)) is type(value)
+
+
+# --- in the pipeline: a hand-written run directory, no model -----------------------------------
+
+def _run_with(tmp_path, attempt: str, teacher: str):
+    from localdistill.rundir import RunDir
+    from localdistill.stages.execute import execute_attempts
+
+    run = RunDir(tmp_path / "run").__enter__()
+    run.write("attempts", [{"key": "chain#0", "task_id": "chain", "sample": 0,
+                            "completion": attempt, "model": "student"}])
+    execute_attempts([CHAIN], run)
+    verdict = run_tests(CHAIN.program(teacher), CHAIN.tests, CHAIN.entry_point)
+    run.write("direct", [{"key": "chain#0", "task_id": "chain", "sample": 0, "teacher": "t",
+                          "request_hash": "h", "answer": teacher, "completion": teacher,
+                          "passed": verdict.passed, "status": verdict.status,
+                          "feedback": verdict.feedback}])
+    return run
+
+
+def test_a_refuted_student_pass_goes_to_refinement_with_the_failing_input(tmp_path):
+    from localdistill.records import executions, failed_task_ids
+    from localdistill.stages.differential import differential_check
+    from localdistill.stages.refine import failed_attempts, get_strategy
+
+    run = _run_with(tmp_path, WRONG, RIGHT)
+    assert not failed_task_ids(run)  # it passed the task's own tests
+    report = differential_check([CHAIN], run, inputs=20, seed=0)
+    counts = report.counts
+    assert counts["student passes: passed the tests / checked / refuted / verified"] == \
+        "1 / 1 / 1 / 0"
+    # the teacher's answer is checked on the inputs where the reference and the student's
+    # (wrong) pass agree: those still judge it, and it passes them
+    assert counts["teacher answers: passed the tests / checked / refuted / verified"] == \
+        "1 / 1 / 0 / 1"
+    assert failed_task_ids(run) == {"chain"}
+    [execution] = executions(run)
+    assert execution.status == "refuted"
+    assert execution.feedback.startswith("AssertionError\nINPUT:")
+    [item] = failed_attempts(run, [CHAIN], get_strategy("restyle"))
+    assert item.feedback == execution.feedback and "OUTPUT:" in item.feedback
+    assert next(run.records("oracles"))["tests"]  # the inputs are kept in the run
+    run.__exit__(None, None, None)
+
+
+def test_a_refuted_teacher_answer_leaves_standd(tmp_path):
+    from localdistill.stages.build import build
+    from localdistill.stages.differential import differential_check
+
+    run = _run_with(tmp_path, RIGHT, WRONG)  # now the student is right and the teacher wrong
+    report = differential_check([CHAIN], run, inputs=20, seed=0)
+    assert report.counts["teacher answers: passed the tests / checked / refuted / verified"] == \
+        "1 / 1 / 1 / 0"
+    assert build([CHAIN], run, ["standd"]).counts["standd examples"] == 0
+    run.__exit__(None, None, None)
+
+
+def test_a_correct_pass_is_kept_and_a_rerun_judges_nothing_again(tmp_path):
+    from localdistill.stages.differential import differential_check
+
+    run = _run_with(tmp_path, RIGHT, RIGHT.replace("count, last", "n, last").replace(
+        "count + 1", "n + 1").replace("return count", "return n"))
+    first = differential_check([CHAIN], run, inputs=20, seed=0).counts
+    assert first["student passes: passed the tests / checked / refuted / verified"] == \
+        "1 / 1 / 0 / 1"
+    cached = len(list(run.records("cache/executions")))
+    assert differential_check([CHAIN], run, inputs=20, seed=0).counts == first
+    assert len(list(run.records("cache/executions"))) == cached  # all from the run's memory
+    run.__exit__(None, None, None)
+
+
+def test_a_refinement_that_passes_the_tests_but_is_refuted_is_not_verified(tmp_path):
+    from localdistill.answers import REQUESTS, model_identity, request_hash
+    from localdistill.models import get_model
+    from localdistill.stages.refine import failed_attempts, get_strategy, refine
+    from localdistill.stages.refine.rounds import Settings, _requests
+
+    failing = "    return 0\n"
+    run = _run_with(tmp_path, failing, RIGHT)
+    strategy = get_strategy("restyle")
+    spec = get_model("tiny")
+    [item] = failed_attempts(run, [CHAIN], strategy)
+    requests = _requests(spec, strategy, item, 1, 0, Settings(None, 96, 0, 0.8))
+    run.append(REQUESTS, [{"key": request_hash(model_identity(spec), r), "model": "tiny",
+                           "stage": "refine",
+                           "text": f"```python\n{CHAIN.prompt}{WRONG}```",
+                           "finish_reason": "stop", "completion_tokens": 40,
+                           "prompt_tokens": 200} for r in requests])
+    report = refine([CHAIN], "tiny", run, rounds=1, max_tokens=96, unchanged_retries=0,
+                    strategy=strategy, differential=(20, 0))
+    [record] = run.records("refinements")
+    assert not record["passed"] and record["status"] == "refuted"
+    assert record["feedback"].startswith("AssertionError\nINPUT:")
+    assert record["candidates"][0]["refuted"] is True
+    assert report.counts["round 1: answers checked on generated inputs / refuted"] == "1 / 1"
+    run.__exit__(None, None, None)

@@ -208,13 +208,15 @@ def build_command(spec: str, run_dir: Path, methods: tuple[str, ...],
 @config_option(COLLECT, "keep_copies", "--keep-copies/--drop-copies")
 @methods_option
 @config_option(COLLECT, "seed")
+@config_option(COLLECT, "differential_inputs", min=0)
 @config_option(COLLECT, "student_adapter", type=click.Path(exists=True))
 @previous_option
 @sandbox_options
 def collect_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], limit: int | None,
                     previous: Path | None, workers: int | None, timeout: float,
                     **settings) -> None:
-    """The whole data pipeline: attempt, execute, refine + verify, teacher answers, build."""
+    """The whole data pipeline: attempt, execute, teacher answers, differential check, refine +
+    verify, build."""
     from localdistill.collect import CollectConfig, collect
 
     config = CollectConfig(test_timeout=timeout, workers=workers,

@@ -24,7 +24,7 @@ from pathlib import Path
 from localdistill.errors import BadInput
 from localdistill.methods import METHODS, Inputs, default_methods, get_method, unique
 from localdistill.progress import StageReport
-from localdistill.records import Attempt, Direct, Execution, Refinement, read, tasks_for
+from localdistill.records import Attempt, Refinement, executions, read, tasks_for, verified_direct
 from localdistill.rundir import RunDir, load_jsonl, write_atomic
 from localdistill.tasks.record import Task
 
@@ -59,10 +59,10 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = No
         get_method(name)  # an unknown name: one line, before anything is written
     report = StageReport("build")
     attempts = {a.key: a for a in read(run, Attempt)}
-    direct = [d for d in read(run, Direct) if d.passed]
+    direct = verified_direct(run)
     inputs = Inputs(
         tasks=tasks_for([*attempts.values(), *direct], tasks, run), attempts=attempts,
-        executions={e.key: e for e in read(run, Execution)},
+        executions={e.key: e for e in executions(run)},
         refinements=[r for r in read(run, Refinement) if r.passed
                      and (keep_copies or not r.copied)],
         direct=direct, student=next((a.model for a in attempts.values()), None),

@@ -23,7 +23,7 @@ from localdistill.errors import BadInput
 from localdistill.extract import shown_code
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport
-from localdistill.records import Attempt, Direct, Execution, read, tasks_for
+from localdistill.records import Attempt, executions, read, tasks_for, verified_direct
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.refine.guides import guides_for, teacher_solutions
@@ -53,11 +53,11 @@ def failed_attempts(run: RunDir, tasks: Sequence[Task], strategy: Strategy,
     """The run's failed attempts, each with its task, code, feedback and guide.
     `teacher_answers`: the teacher's verified answers by task (default: the run's direct.jsonl)."""
     attempts = {a.key: a for a in read(run, Attempt)}
-    failed = [e for e in read(run, Execution) if not e.passed and e.key in attempts]
+    failed = [e for e in executions(run) if not e.passed and e.key in attempts]
     by_id = tasks_for(failed, tasks, run)
     if teacher_answers is None:
         # read whatever the guide: the teacher's answer is also the baseline of unguided ones
-        teacher_answers = teacher_solutions(read(run, Direct))
+        teacher_answers = teacher_solutions(verified_direct(run))
     guides = guides_for(strategy, [by_id[i] for i in dict.fromkeys(e.task_id for e in failed)],
                         teacher_answers)
     items = []
@@ -74,8 +74,12 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
            limits: Limits = Limits(), workers: int | None = None,
            unchanged_retries: int = UNCHANGED_RETRIES,
            retry_temperature: float = RETRY_TEMPERATURE, progress: Progress | None = None,
-           strategy: str | Strategy = DEFAULT) -> StageReport:
-    """Refine and verify every failed attempt of the run -> refinements.jsonl."""
+           strategy: str | Strategy = DEFAULT,
+           differential: tuple[int, int] | None = None) -> StageReport:
+    """Refine and verify every failed attempt of the run -> refinements.jsonl.
+    `differential` (inputs, seed): a candidate that passes its task's tests is also run on the
+    generated inputs on which the reference and the teacher's verified answer agree
+    (stages/differential.py), and refuted if it fails one."""
     if rounds < 1:
         raise BadInput(f"rounds must be at least 1, got {rounds}")
     strategy = get_strategy(strategy)
@@ -83,7 +87,10 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
         spec = get_model(teacher) if isinstance(teacher, str) else teacher
         todo = failed_attempts(run, tasks, strategy)
         failed = len(todo)
-        settings = Settings(temperature, max_tokens, unchanged_retries, retry_temperature)
+        agreed = _agreed(run, tasks, todo, differential, limits, workers) if differential \
+            else {}
+        settings = Settings(temperature, max_tokens, unchanged_retries, retry_temperature,
+                            agreed)
         records: list[dict] = []
         for round_ in range(1, rounds + 1):
             if not todo:
@@ -107,6 +114,22 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
         return report
 
 
+def _agreed(run: RunDir, tasks: Sequence[Task], todo: Sequence[FailedAttempt],
+            differential: tuple[int, int], limits: Limits, workers: int | None
+            ) -> dict[str, tuple[str, ...]]:
+    """Per failed task: the generated tests its reference and the teacher's verified (not
+    refuted) answer agree on."""
+    from localdistill.stages.differential import agreed_tests, oracles_for
+
+    inputs, seed = differential
+    teacher = teacher_solutions(verified_direct(run))
+    wanted = [i.task for i in {i.task.task_id: i for i in todo}.values()
+              if i.task.task_id in teacher]
+    oracles = oracles_for(wanted, run, inputs, seed, limits, workers)
+    return agreed_tests(run, [(t.task_id, t, teacher[t.task_id], oracles[t.task_id])
+                              for t in wanted], limits, workers)
+
+
 def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
     """Per round: tried, verified, unchanged, copied, personalised, and the answers that held no
     code or ran into the token limit (a teacher that explains or loops)."""
@@ -121,6 +144,10 @@ def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
             bool(r.get("copied")) for r in verified)
         counts[f"round {round_}: personalised (closer to the attempt than the guide)"] = sum(
             bool(r.get("personalised")) for r in verified)
+        checked = [c for c in answers if "refuted" in c]
+        if checked:
+            counts[f"round {round_}: answers checked on generated inputs / refuted"] = (
+                f"{len(checked)} / {sum(c['refuted'] for c in checked)}")
         counts[f"round {round_}: answers with no code / cut off"] = (
             f"{sum(c['no_code'] for c in answers)} / {sum(c['cut_off'] for c in answers)}")
     return counts

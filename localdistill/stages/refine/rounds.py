@@ -10,8 +10,9 @@ the data is as personal as the teacher could make it. A round's record keeps eve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from localdistill.answers import generate
 from localdistill.backends import request_for
@@ -50,6 +51,10 @@ class Settings:
     max_tokens: int | None = None
     unchanged_retries: int = UNCHANGED_RETRIES
     retry_temperature: float = RETRY_TEMPERATURE
+    # task id -> generated tests on which the reference and the teacher's own verified answer
+    # agree (stages/differential.py): a candidate that passes the task's tests and fails one of
+    # these is refuted, not verified. Empty: no differential check.
+    agreed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], round_: int,
@@ -84,6 +89,14 @@ def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], roun
                 for item in todo for i, c in enumerate(candidates[item.attempt_key])]
     verdicts = judge(run, programs, limits, workers,
                      bar(progress, f"verify r{round_}", len(programs)))
+    checks = []  # the candidates that passed, on the generated inputs (Settings.agreed)
+    for item in todo:
+        tests = settings.agreed.get(item.task.task_id)
+        for i, c in enumerate(candidates[item.attempt_key]):
+            if tests and verdicts[f"{item.attempt_key}#{i}"]["passed"]:
+                program = program_for(item.task, c["completion"], key=f"{item.attempt_key}#{i}+")
+                checks.append(dataclasses.replace(program, tests=tests))
+    differential = judge(run, checks, limits, workers) if checks else {}
     records = []
     for item in todo:
         mine = candidates[item.attempt_key]
@@ -91,6 +104,11 @@ def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], roun
             verdict = verdicts[f"{item.attempt_key}#{i}"]
             c.update(passed=verdict["passed"], status=verdict["status"],
                      feedback=verdict["feedback"])
+            check = differential.get(f"{item.attempt_key}#{i}+")
+            if check is not None:
+                c["refuted"] = not check["passed"]
+                if c["refuted"]:
+                    c.update(passed=False, status="refuted", feedback=check["feedback"])
         retries = max(r for _, r in answers[item.attempt_key])
         records.append(_record(item, round_, spec.name, strategy.name, mine, item in pending,
                                retries))
