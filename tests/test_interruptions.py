@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.methods import METHODS
+from localdistill.methods import default_methods
 from localdistill.serve import free_port
 from localdistill.stages.build import load_dataset_rows
 from localdistill.tasks import load_tasks, save_jsonl
@@ -276,7 +276,7 @@ def test_collect_interrupted_again_and_again_ends_as_if_never_interrupted(collec
     for name in ("attempts", "executions", "refinements", "direct"):
         assert _without(_jsonl(run / f"{name}.jsonl"), "runtime") == \
             _without(_jsonl(reference / f"{name}.jsonl"), "runtime"), name
-    for method in METHODS:
+    for method in default_methods():
         rows = _jsonl(run / "data" / f"{method}.jsonl")
         assert rows == _jsonl(reference / "data" / f"{method}.jsonl"), method
         if rows:  # (datasets cannot load the directory of an empty one, interrupted or not)
