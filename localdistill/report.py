@@ -97,7 +97,25 @@ def load_entry(run: Path) -> Entry:
         entry.extra["cached"] = True
     if summary.get("adapter"):
         _add_training(entry, Path(summary["adapter"]))
+    if isinstance(summary.get("pass_at_k_plus"), dict):  # `eval --plus`: its own entry, later
+        entry.extra["plus"] = {"pass_at_k": summary["pass_at_k_plus"],
+                               "correct_per_task": summary.get("correct_per_task_plus", {}),
+                               "oracle": (summary.get("plus") or {}).get("oracle")}
     return entry
+
+
+def _plus_entry(entry: Entry) -> Entry:
+    """The "+" results of an evaluation (`eval --plus`) as an entry of their own, on the
+    benchmark named with a "+" (pass@1 on the tests and the generated inputs)."""
+    plus = entry.extra["plus"]
+    correct = plus["correct_per_task"]
+    return dataclasses.replace(
+        entry, benchmark=f"{entry.benchmark}+", pass_at_k=plus["pass_at_k"],
+        pass1_interval=[_half_width(correct[step], entry.samples) for step in plus["pass_at_k"]],
+        per_task=[{task: c / entry.samples for task, c in correct[step].items()}
+                  for step in plus["pass_at_k"]],
+        extra={k: v for k, v in entry.extra.items() if k != "plus"} | {
+            "plus_oracle": plus["oracle"]})
 
 
 def _half_width(correct: dict[str, int], samples: int) -> float:
@@ -143,7 +161,13 @@ def teacher_tokens(data_set: Path, method: str) -> int | None:
 def load_entries(runs: list[Path]) -> list[Entry]:
     if not runs:
         raise ReportError("no evaluation runs given")
-    entries = [load_entry(Path(run)) for run in runs]
+    entries = []
+    for run in runs:
+        entry = load_entry(Path(run))
+        entries.append(entry)
+    entries += [_plus_entry(e) for e in entries if "plus" in e.extra]
+    for entry in entries:
+        entry.extra.pop("plus", None)
     for entry in entries:
         entry.label = entry.method if entry.method != "adapter" else entry.run.name
         if entry.distill_round > 1:
@@ -466,7 +490,7 @@ def _first_samples(run: Path, step: int) -> dict[str, dict] | None:
 def moves(entries: list[Entry]) -> list[Moves]:
     """Every model against the base student of its benchmark, at each step both have."""
     result = []
-    for benchmark in dict.fromkeys(e.benchmark for e in entries):
+    for benchmark in dict.fromkeys(e.benchmark for e in entries if "plus_oracle" not in e.extra):
         group = [e for e in entries if e.benchmark == benchmark]
         base = next((e for e in group if e.method == "base"), None)
         if base is None:
@@ -514,7 +538,7 @@ def side_by_side(entries: list[Entry], per_model: int = 2) -> str:
     """Markdown: for each model against the base student (one step), the first `per_model`
     tasks it won and lost, each with both answers and the losing one's feedback."""
     parts = []
-    for benchmark in dict.fromkeys(e.benchmark for e in entries):
+    for benchmark in dict.fromkeys(e.benchmark for e in entries if "plus_oracle" not in e.extra):
         group = [e for e in entries if e.benchmark == benchmark]
         base = next((e for e in group if e.method == "base"), None)
         theirs = _first_samples(base.run, 0) if base is not None else None
@@ -542,6 +566,8 @@ def _plus_minus(half_width: float) -> str:
 
 def _short(benchmark: str) -> str:
     """`mbpp:test=/long/path/mbpp.jsonl` -> `mbpp:test`; a task file by its name."""
+    if benchmark.endswith("+"):  # the "+" results of `eval --plus`
+        return _short(benchmark[:-1]) + "+"
     name = benchmark.split("=", 1)[0]
     return Path(name).name if "/" in name else name
 

@@ -251,3 +251,80 @@ def test_a_refinement_that_passes_the_tests_but_is_refuted_is_not_verified(tmp_p
     assert record["candidates"][0]["refuted"] is True
     assert report.counts["round 1: answers checked on generated inputs / refuted"] == "1 / 1"
     run.__exit__(None, None, None)
+
+
+# --- eval's "+" column --------------------------------------------------------------------------
+
+def _planted_eval(run_dir, tasks, answers: dict[str, str], config):
+    """`evaluate` with the tiny model's answers written into the run's cache beforehand: the
+    model is never asked."""
+    from localdistill.answers import REQUESTS, model_identity, request_hash
+    from localdistill.backends import request_for
+    from localdistill.models import get_model
+    from localdistill.records import attempt_messages
+    from localdistill.rundir import RunDir
+    from localdistill.stages.evaluate import evaluate, sample_key
+
+    spec = get_model("tiny")
+    with RunDir(run_dir) as run:
+        run.append(REQUESTS, [{
+            "key": request_hash(model_identity(spec), request_for(
+                spec, messages=attempt_messages(t), temperature=config.temperature,
+                max_tokens=config.max_tokens, seed=config.seed,
+                key=sample_key(t.task_id, 0, 0))),
+            "model": "tiny", "stage": "eval", "text": f"```python\n{answers[t.task_id]}```",
+            "finish_reason": "stop", "completion_tokens": 40, "prompt_tokens": 100}
+            for t in tasks])
+        return evaluate(tasks, spec, run, config)
+
+
+def test_eval_reports_pass_at_1_plus_on_the_generated_inputs(tmp_path):
+    import json
+
+    from localdistill.stages.evaluate import EvalConfig
+
+    other = Task("chain2", PROMPT.replace("pairs.", "pairs (again)."), "longest_chain",
+                 CHAIN.tests, reference=CHAIN.reference)  # another prompt: its own request
+    tasks = [CHAIN, other]
+    answers = {"chain": CHAIN.prompt + WRONG, "chain2": other.prompt + RIGHT}
+    config = EvalConfig(temperature=0, max_tokens=64, plus=20)
+    summary = _planted_eval(tmp_path / "run", tasks, answers, config)
+    assert summary["model_calls"] == 0
+    assert summary["pass_at_k"]["step 0"]["pass@1"] == 1.0  # both pass the task's tests
+    assert summary["pass_at_k_plus"]["step 0"]["pass@1"] == 0.5  # the wrong one is refuted
+    assert summary["correct_per_task_plus"]["step 0"] == {"chain": 0, "chain2": 1}
+    assert summary["plus"]["oracle"] == "the reference alone"
+    assert summary["plus"]["tasks checked"] == 2 and "EvalPlus" in summary["plus"]["label"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").open()]
+    assert [r["passed_plus"] for r in rows] == [False, True]
+    assert rows[0]["feedback_plus"].startswith("AssertionError\nINPUT:")
+    # every model evaluated with these settings meets the same inputs: they are in the run
+    oracles = [json.loads(line) for line in (tmp_path / "run" / "oracles.jsonl").open()]
+    assert {o["task_id"] for o in oracles} == {"chain", "chain2"}
+    # a second run whose passing answer is the wrong one agrees with the reference on fewer
+    # inputs: only those judge, and the wrong answer passes them all
+    second = _planted_eval(tmp_path / "second", tasks, answers, config)
+    assert second["pass_at_k_plus"]["step 0"]["pass@1"] == 0.5
+    agreed = _planted_eval(tmp_path / "agreed", tasks, answers, EvalConfig(
+        temperature=0, max_tokens=64, plus=20, plus_second=str(tmp_path / "run")))
+    assert agreed["plus"]["oracle"].startswith("the reference where")
+    assert agreed["correct_per_task_plus"]["step 0"] == {"chain": 1, "chain2": 1}
+
+
+def test_the_report_shows_the_plus_results_as_a_benchmark_of_their_own(tmp_path):
+    from localdistill.report import compare, load_entries
+    from localdistill.stages.evaluate import EvalConfig
+
+    other = Task("chain2", PROMPT.replace("pairs.", "pairs (again)."), "longest_chain",
+                 CHAIN.tests, reference=CHAIN.reference)
+    config = EvalConfig(temperature=0, max_tokens=64, plus=20)
+    _planted_eval(tmp_path / "base", [CHAIN, other], {"chain": CHAIN.prompt + WRONG,
+                                                       "chain2": other.prompt + WRONG}, config)
+    _planted_eval(tmp_path / "better", [CHAIN, other], {"chain": CHAIN.prompt + RIGHT,
+                                                         "chain2": other.prompt + RIGHT}, config)
+    entries = load_entries([tmp_path / "base", tmp_path / "better"])
+    assert [(e.label, e.benchmark) for e in entries] == [
+        ("base", ""), ("better", ""), ("base", "+"), ("better", "+")]
+    assert [e.pass_at_k["step 0"]["pass@1"] for e in entries] == [1.0, 1.0, 0.0, 1.0]
+    paired = {c.benchmark: c for c in compare(entries)}
+    assert paired[""].difference == 0 and paired["+"].difference == 1.0  # told apart only by +

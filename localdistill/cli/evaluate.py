@@ -49,6 +49,8 @@ def _ks(value: str) -> tuple[int, ...]:
 @config_option(EVAL, "seed")
 @config_option(EVAL, "steps", min=0)
 @config_option(EVAL, "ks", "-k", parse=_ks)
+@config_option(EVAL, "plus", min=0)
+@config_option(EVAL, "plus_second", type=click.Path(exists=True, file_okay=False))
 @limit_option
 @sandbox_options
 def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path | None,

@@ -56,10 +56,18 @@ class EvalConfig:
                 "single-step)"})
     ks: tuple[int, ...] = field(default=(1,), metadata={
         "help": "the k of pass@k (those above samples are left out)"})
+    plus: int = field(default=0, metadata={
+        "help": "inputs generated per task from its tests' calls and checked against its "
+                "reference: pass@k+ beside pass@k, on the tests plus those inputs (ours, not "
+                "EvalPlus's test set; docs/sandbox.md); 0: none"})
+    plus_second: str | None = field(default=None, metadata={
+        "help": "an evaluation run of another model (a teacher) whose passing answers are the "
+                "second solution: only the inputs on which it agrees with the reference count "
+                "(default: the reference alone)"})
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.steps < 0 or any(k < 1 for k in self.ks):
-            raise BadInput("eval settings: samples >= 1, steps >= 0 and every k >= 1")
+        if self.samples < 1 or self.steps < 0 or any(k < 1 for k in self.ks) or self.plus < 0:
+            raise BadInput("eval settings: samples >= 1, steps >= 0, plus >= 0 and every k >= 1")
 
 
 @dataclass
@@ -106,6 +114,7 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
               report: StageReport) -> dict:
     started = time.monotonic()
     tokens = 0
+    plus = _plus_tests(tasks, run, config, limits, workers) if config.plus else None
     samples: list[_Sample] = []
     rows: list[dict] = []
     repairs: dict[str, int] = {}
@@ -129,7 +138,7 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
                     if answers[sample_key(task.task_id, i, step)].finish_reason != CONTEXT]
         fresh = [_judged_later(task, i, step, answers[sample_key(task.task_id, i, step)].text)
                  for task, i, _ in todo]
-        _judge(fresh, run, limits, workers, progress, label)
+        _judge(fresh, run, limits, workers, progress, label, plus)
         before = {s.key: s.completion for s in samples}
         if step == 0:
             samples = fresh
@@ -149,6 +158,12 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
                      **{f"{name} {step_name}": f"{value:.1%}"
                         for step_name, values in summary["pass_at_k"].items()
                         for name, value in values.items()}, **repairs}
+    if plus is not None:
+        summary.update(_summary_plus(tasks, config, rows, plus))
+        report.counts.update({f"{name}+ {step_name}": f"{value:.1%}"
+                              for step_name, values in summary["pass_at_k_plus"].items()
+                              for name, value in values.items()})
+        report.counts["tasks with generated inputs (+)"] = summary["plus"]["tasks checked"]
     report.finish()
     summary["tokens"] = tokens
     summary["seconds"] = round(time.monotonic() - started, 2)
@@ -167,9 +182,56 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
 
 
 def summary_config(config: EvalConfig) -> dict:
+    extra = {"plus": config.plus, "plus_second": config.plus_second} if config.plus else {}
     return {"samples": config.samples, "temperature": config.temperature,
             "max_tokens": config.max_tokens, "seed": config.seed, "steps": config.steps,
-            "ks": list(config.ks)}
+            "ks": list(config.ks), **extra}
+
+
+@dataclass
+class _Plus:
+    """The "+" evaluation's generated tests per task, and why some tasks have none."""
+
+    tests: dict[str, tuple[str, ...]]
+    oracle: str
+    not_checked: dict[str, int]
+
+
+def _plus_tests(tasks: Sequence[Task], run: RunDir, config: EvalConfig, limits: Limits,
+                workers: int | None) -> _Plus:
+    """Each task's generated tests, made once per task and seed and kept in the run
+    (oracles.jsonl), so that every model evaluated with the same settings meets the same
+    inputs; with `plus_second`, only those the second run's passing answer agrees on."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from localdistill.stages.differential import agreed_tests, oracles_for
+
+    oracles = oracles_for(tasks, run, config.plus, config.seed, limits, workers)
+    reasons: Counter = Counter(o.skipped.split(" (")[0] for o in oracles.values() if o.skipped)
+    tests = {t: o.tests for t, o in oracles.items() if not o.skipped}
+    oracle = "the reference alone"
+    if config.plus_second:
+        second_run = Path(config.plus_second)
+        path = second_run / "samples.jsonl"
+        if not path.is_file():
+            raise BadInput(f"--plus-second: {second_run} is not an evaluation run "
+                           "(no samples.jsonl)")
+        second: dict[str, str] = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("step") == 0 and row.get("passed") and row["task_id"] in tests:
+                second.setdefault(row["task_id"], row["completion"])
+        by_id = {t.task_id: t for t in tasks}
+        agreed = agreed_tests(run, [(t, by_id[t], second[t], oracles[t]) for t in second],
+                              limits, workers)
+        reasons.update({"no passing answer in the second run": len(tests.keys() - second)})
+        reasons.update({"no input the second solution agrees on":
+                        sum(not agreed[t] for t in second)})
+        tests = {t: agreed[t] for t in second if agreed[t]}
+        oracle = f"the reference where {second_run} agrees"
+    return _Plus(tests, oracle, dict(reasons))
 
 
 def _judged_later(task: Task, index: int, step: int, answer: str) -> _Sample:
@@ -177,8 +239,11 @@ def _judged_later(task: Task, index: int, step: int, answer: str) -> _Sample:
 
 
 def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | None,
-           progress: Progress | None, label: str) -> None:
-    """Each new sample's verdicts, hidden and seen tests in one sandbox batch."""
+           progress: Progress | None, label: str, plus: _Plus | None = None) -> None:
+    """Each new sample's verdicts, hidden and seen tests in one sandbox batch (and, with
+    `plus`, the generated tests of each sample that passed the hidden ones)."""
+    import dataclasses
+
     programs = []
     for s in fresh:
         programs.append(program_for(s.task, s.completion, key=f"{s.key}/hidden"))
@@ -190,6 +255,17 @@ def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | Non
     for s in fresh:
         s.hidden = verdicts[f"{s.key}/hidden"]
         s.seen = verdicts.get(f"{s.key}/seen")
+    if plus is None:
+        return
+    checks = [dataclasses.replace(program_for(s.task, s.completion, key=f"{s.key}/plus"),
+                                  tests=plus.tests[s.task.task_id])
+              for s in fresh if s.hidden["passed"] and plus.tests.get(s.task.task_id)]
+    extra = judge(run, checks, limits, workers, bar(progress, f"{label}: +", len(checks)))
+    for s in fresh:
+        verdict = extra.get(f"{s.key}/plus")
+        s.hidden = {**s.hidden, "passed_plus": s.hidden["passed"] and
+                    (verdict is None or verdict["passed"]),
+                    "feedback_plus": "" if verdict is None else verdict["feedback"]}
 
 
 def _code(completion: str) -> str:
@@ -206,7 +282,10 @@ def _row(s: _Sample, step: int, previous: str | None) -> dict:
             "passed": s.hidden["passed"], "status": s.hidden["status"],
             "feedback": s.hidden["feedback"],
             "seen_passed": None if s.seen is None else s.seen["passed"],
-            "seen_feedback": None if s.seen is None else s.seen["feedback"]}
+            "seen_feedback": None if s.seen is None else s.seen["feedback"],
+            **({"passed_plus": s.hidden["passed_plus"],
+                "feedback_plus": s.hidden["feedback_plus"]} if "passed_plus" in s.hidden
+               else {})}
 
 
 def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: list[dict],
@@ -224,3 +303,25 @@ def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: l
     return {"model": spec.name, "adapter": spec.adapter, **replayed, "benchmark": benchmark,
             "tasks": len(tasks), "tasks_with_seen_tests": sum(bool(t.seen_tests) for t in tasks),
             **summary_config(config), "pass_at_k": pass_at_k, "correct_per_task": per_task}
+
+
+def _summary_plus(tasks: Sequence[Task], config: EvalConfig, rows: list[dict],
+                  plus: _Plus) -> dict:
+    """pass@k+ per step: a sample counts when it passes the hidden tests and its task's
+    generated tests (a task without generated tests: the hidden tests alone, as HumanEval+)."""
+    correct = {(r["step"], r["task_id"]): 0 for r in rows}
+    for r in rows:
+        correct[(r["step"], r["task_id"])] += bool(r.get("passed_plus", r["passed"]))
+    ks = sorted(k for k in set(config.ks) if k <= config.samples)
+    pass_at_k, per_task = {}, {}
+    for step in range(config.steps + 1):
+        counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
+        pass_at_k[f"step {step}"] = {label(k): mean_pass_at_k(counts, k) for k in ks}
+        per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
+    return {"pass_at_k_plus": pass_at_k, "correct_per_task_plus": per_task,
+            "plus": {"inputs": config.plus, "oracle": plus.oracle,
+                     "tasks checked": len(plus.tests),
+                     "generated tests": sum(len(t) for t in plus.tests.values()),
+                     "tasks not checked": plus.not_checked,
+                     "label": "ours: inputs mutated from the tests' calls, expected values the "
+                              "reference's (not EvalPlus's test set)"}}
