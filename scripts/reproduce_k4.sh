@@ -52,25 +52,26 @@ keep_eval() {  # RUN MODEL BENCH: the answers and the summary, where a new machi
   cp "$1/summary.json" "$to/summary.json"
 }
 
-evaluate() {  # MODEL-LABEL MODEL: both benchmarks, one step and one repair step
-  local bench
-  for bench in "${benchmarks[@]}"; do
-    local slug=${bench//:/-}
-    local where=$runs/eval/$1/$slug
-    if [ "${REPLAY:-0}" = 1 ]; then
-      local answers=$kept/eval/$1/$slug/cache/requests.jsonl
-      [ -f "$answers" ] || { echo "== $1 $bench: no kept answers, left out"; continue; }
-      local adapter=()
-      [ "$1" = base ] || adapter=(--adapter "$trained/$1")
-      "$localdistill" eval "$bench" --model demo-student "${adapter[@]}" --temperature 0 \
-        --steps 1 --run "$runs/replayed/$1/$slug" --replay "$answers"
-      continue
-    fi
-    echo "== eval $1 $bench: $(date -u +%FT%TZ)"
-    "$localdistill" eval "$bench" --model "$2" --temperature 0 --steps 1 --run "$where" \
-      --reuse docs/results/answers
-    keep_eval "$where" "$1" "$slug"
-  done
+evaluate() {  # MODEL-LABEL MODEL BENCH: one step and one repair step
+  local bench=$3
+  local slug=${bench//:/-}
+  local where=$runs/eval/$1/$slug
+  if [ "${REPLAY:-0}" = 1 ]; then
+    local answers=$kept/eval/$1/$slug/cache/requests.jsonl
+    [ -f "$answers" ] || { echo "== $1 $bench: no kept answers, left out"; return 0; }
+    local adapter=()
+    [ "$1" = base ] || adapter=(--adapter "$trained/$1")
+    "$localdistill" eval "$bench" --model demo-student "${adapter[@]}" --temperature 0 \
+      --steps 1 --run "$runs/replayed/$1/$slug" --replay "$answers"
+    return 0
+  fi
+  if [ -f "$where/summary.json" ] && [ -f "$kept/eval/$1/$slug/summary.json" ]; then
+    return 0  # finished and kept
+  fi
+  echo "== eval $1 $bench: $(date -u +%FT%TZ)"
+  "$localdistill" eval "$bench" --model "$2" --temperature 0 --steps 1 --run "$where" \
+    --reuse docs/results/answers
+  keep_eval "$where" "$1" "$slug"
 }
 
 if [ ! -f "$runs.toml" ]; then
@@ -83,17 +84,23 @@ LOCALDISTILL_MODELS=examples/models-parallel4.toml "$localdistill" build \
   mbpp:train,mbpp:validation --run "$runs/collect" \
   --methods inpd-matched,persd-personal,standd-third
 
-evaluate base demo-student
+# The base student's HumanEval first (kept), then each adapter's HumanEval before MBPP test, the
+# base student's MBPP test after the first adapter's HumanEval: a first paired result early.
+evaluate base demo-student humaneval
 for method in "${methods[@]}"; do
   if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
     echo "== train $method: $(date -u +%FT%TZ)"
     # the recorded reproduction's settings: rank 16 (default), 2 epochs, 8 a step, 2e-4
     "$localdistill" train "$runs/collect/data/$method" --student demo-student \
       -o "$runs/train/$method" --epochs 2 --lr 2e-4 --grad-accumulation 8 --save-every 5
+  fi
+  if [ "${REPLAY:-0}" != 1 ]; then
     mkdir -p "$trained/$method"
     cp "$runs/train/$method"/{train.json,train_log.jsonl,loss.png} "$trained/$method/"
   fi
-  evaluate "$method" "demo-student+$runs/train/$method"
+  evaluate "$method" "demo-student+$runs/train/$method" humaneval
+  evaluate base demo-student mbpp:test  # taken from its own run after the first time
+  evaluate "$method" "demo-student+$runs/train/$method" mbpp:test
 done
 
 where=eval
