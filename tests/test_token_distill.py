@@ -1,0 +1,104 @@
+"""The token-level distillation loss (stages/train/token_distill.py) against a direct computation
+over the whole vocabulary, on random distributions of a vocabulary the tiny model's size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from localdistill.stages.train.token_distill import (  # noqa: E402
+    bucketed,
+    divergence,
+    first_difference,
+)
+
+VOCAB = 49_152  # SmolLM2's
+
+
+def _pair(positions=5, seed=0, sharp=3.0):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(positions, VOCAB, generator=generator) * sharp
+    teacher = torch.randn(positions, VOCAB, generator=generator) * sharp
+    return student, torch.log_softmax(teacher, dim=-1)
+
+
+def _full(student_logits, teacher_logprobs, kind, beta=0.5):
+    s, t = torch.log_softmax(student_logits, -1), teacher_logprobs
+    kl = lambda p, q: (p.exp() * (p - q)).sum(-1)  # noqa: E731
+    if kind == "forward":
+        return kl(t, s)
+    if kind == "reverse":
+        return kl(s, t)
+    m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log(1 - beta)]), 0)
+    return beta * kl(t, m) + (1 - beta) * kl(s, m)
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+def test_with_the_whole_vocabulary_as_top_k_it_is_the_full_divergence(kind):
+    student, teacher = _pair()
+    ids = torch.arange(VOCAB).expand(student.shape[0], VOCAB)
+    nothing_else = torch.full((student.shape[0],), float("-inf"))  # the rest: no token left
+    got = divergence(student, ids, teacher, kind, beta=0.3, teacher_rest=nothing_else)
+    assert torch.allclose(got, _full(student, teacher, kind, beta=0.3), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+def test_with_a_top_k_it_is_the_divergence_of_the_merged_outcomes_and_never_more(kind):
+    student, teacher = _pair(sharp=4.0)
+    top, ids = teacher.topk(20, dim=-1)
+    got = divergence(student, ids, top, kind)
+    # the same K + 1 outcomes computed by hand: the K tokens, then everything else summed
+    s_all, t_all = torch.softmax(student, -1), teacher.exp()
+    s_k, t_k = s_all.gather(-1, ids), t_all.gather(-1, ids)
+    s = torch.cat([s_k, 1 - s_k.sum(-1, keepdim=True)], -1).log()
+    t = torch.cat([t_k, 1 - t_k.sum(-1, keepdim=True)], -1).log()
+    expected = {"forward": lambda: (t.exp() * (t - s)).sum(-1),
+                "reverse": lambda: (s.exp() * (s - t)).sum(-1)}.get(kind)
+    if expected is not None:
+        assert torch.allclose(got, expected(), rtol=1e-4, atol=1e-6)
+    assert (got <= _full(student, teacher, kind) + 1e-5).all()  # merging never adds
+    assert (got >= 0).all()
+
+
+def test_identical_distributions_diverge_by_nothing_and_the_gradient_moves_the_student():
+    student, _ = _pair(positions=3)
+    teacher = torch.log_softmax(student, -1)
+    top, ids = teacher.topk(50, -1)
+    for kind in ("forward", "reverse", "jsd"):
+        assert divergence(student, ids, top, kind).abs().max() < 1e-5
+    logits = torch.zeros(3, VOCAB, requires_grad=True)
+    divergence(logits, ids, top, "forward").sum().backward()
+    # the teacher's most likely token gets its logit raised (a negative gradient)
+    assert (logits.grad.gather(-1, ids[:, :1]) < 0).all()
+
+
+def test_the_end_points_of_beta_are_the_two_kls_and_a_bad_kind_is_refused():
+    student, teacher = _pair(positions=2)
+    top, ids = teacher.topk(10, -1)
+    assert torch.equal(divergence(student, ids, top, "jsd", beta=0),
+                       divergence(student, ids, top, "forward"))
+    assert torch.equal(divergence(student, ids, top, "jsd", beta=1),
+                       divergence(student, ids, top, "reverse"))
+    with pytest.raises(ValueError, match="unknown divergence"):
+        divergence(student, ids, top, "tv")
+
+
+def test_the_rest_bucket_is_exact_when_the_top_k_holds_almost_everything():
+    student = torch.zeros(1, 8)
+    student[0, 0] = 60.0  # the top token holds all but 7e-26 of the mass
+    teacher = torch.log_softmax(student.double(), -1)
+    rest = torch.logsumexp(teacher[:, 1:], -1)  # as the teacher's scoring stores it
+    s, t = bucketed(student, torch.tensor([[0]]), teacher[:, :1], rest)
+    exact = math.log(7) - 60
+    assert abs(float(s[0, 1]) - exact) < 1e-3 and abs(float(t[0, 1]) - exact) < 1e-3
+    # without the stored rest it is derived from the top-k, floored at float32's resolution
+    s, t = bucketed(student, torch.tensor([[0]]), teacher[:, :1].float())
+    assert torch.isfinite(t).all() and float(t[0, 1]) == pytest.approx(math.log(1e-7), abs=1e-3)
+
+
+def test_vocabularies_are_compared_over_their_shared_size():
+    assert first_difference(["a", "b", "c"], ["a", "b", "c", "<pad>"]) is None
+    assert first_difference(["a", "x", "c"], ["a", "b", "c"]) == (1, "x", "b")
