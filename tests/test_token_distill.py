@@ -102,3 +102,39 @@ def test_the_rest_bucket_is_exact_when_the_top_k_holds_almost_everything():
 def test_vocabularies_are_compared_over_their_shared_size():
     assert first_difference(["a", "b", "c"], ["a", "b", "c", "<pad>"]) is None
     assert first_difference(["a", "x", "c"], ["a", "b", "c"]) == (1, "x", "b")
+
+
+# --- the teacher's scoring, in process (llama.cpp), on the tiny model ---------------------------
+
+def test_llama_cpp_scores_every_continuation_position_as_a_full_evaluation_does():
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import Llama
+
+    from localdistill.backends.llamacpp_score import Scorer
+    from localdistill.models import get_model, weights_path
+
+    path = str(weights_path(get_model("tiny")))
+    llm = Llama(model_path=path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    ids = llm.tokenize(b"def add(a, b):\n    return a + b\n\nprint(add(1, 2))")
+    start = 6
+    scorer = Scorer(llm, context_length=256, threads=2)
+    try:
+        positions = scorer.score(ids, start, top_k=8)
+        assert scorer.token_texts()[ids[1]] == llm._model.token_get_text(ids[1])
+    finally:
+        scorer.close()
+    assert [p.token for p in positions] == ids[start:]
+    llm.reset()
+    llm.eval(ids)  # every position's logits, the way llama-cpp-python computes them
+    for p, i in zip(positions, range(start, len(ids)), strict=True):
+        logits = np.asarray(llm.scores[i - 1], dtype=np.float64)
+        expected = logits - np.logaddexp.reduce(logits)
+        assert abs(p.logprob - expected[ids[i]]) < 0.05
+        assert list(p.top_ids[:3]) == list(np.argsort(-logits)[:3])
+        assert np.allclose(p.top_logprobs, expected[list(p.top_ids)], atol=0.05)
+        assert p.top_logprobs == tuple(sorted(p.top_logprobs, reverse=True))
+        mass = np.exp(np.array([*p.top_logprobs, p.rest])).sum()
+        assert abs(mass - 1) < 1e-6  # the top-k and the rest: the whole distribution
+    with pytest.raises(ValueError):
+        Scorer.score(scorer, ids, 0, 8)
