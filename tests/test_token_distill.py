@@ -138,3 +138,59 @@ def test_llama_cpp_scores_every_continuation_position_as_a_full_evaluation_does(
         assert abs(mass - 1) < 1e-6  # the top-k and the rest: the whole distribution
     with pytest.raises(ValueError):
         Scorer.score(scorer, ids, 0, 8)
+
+
+def test_the_students_failed_answers_are_scored_by_the_teacher_into_a_data_set(tmp_path):
+    pytest.importorskip("llama_cpp")
+    import json
+
+    from localdistill.rundir import RunDir
+    from localdistill.stages.score import score_refinements
+    from localdistill.tasks.record import Task
+
+    task = Task("add", 'def add(a, b):\n    """Return the sum of a and b."""\n', "add",
+                ("assert add(1, 2) == 3",), reference="    return a + b\n")
+    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    with RunDir(tmp_path / "run") as run:
+        run.write("attempts", [{"key": "add#0", "task_id": "add", "sample": 0, "model": "tiny",
+                                "answer": wrong,
+                                "completion": "def add(a, b):\n    return a - b\n"}])
+        run.write("executions", [{"key": "add#0", "task_id": "add", "passed": False,
+                                  "feedback": "AssertionError\nINPUT: 1, 2\nOUTPUT: -1\n"
+                                              "EXPECTED: 3"}])
+        run.write("refinements", [{"key": "add#0@1", "attempt_key": "add#0", "task_id": "add",
+                                   "round": 1, "teacher": "tiny", "passed": True,
+                                   "completion": "def add(a, b):\n    return a + b\n"}])
+        report = score_refinements([task], run, "tiny", "tiny", tmp_path / "scores", top_k=5)
+        [row] = [json.loads(line) for line in (tmp_path / "scores.jsonl").open()]
+        answer = len(row["input_ids"]) - row["prompt_tokens"]
+        assert report.counts["scored"] == 1 and answer > 5
+        assert report.counts["answer tokens scored"] == answer
+        assert all(len(x) == answer for x in (row["top_ids"], row["top_logprobs"], row["rest"],
+                                               row["token_logprob"]))
+        for ids, logprobs, rest, own in zip(row["top_ids"], row["top_logprobs"], row["rest"],
+                                            row["token_logprob"], strict=True):
+            assert len(ids) == 5 and logprobs == sorted(logprobs, reverse=True)
+            assert own <= logprobs[0] + 1e-6 and rest < 0
+        assert row["messages"][-1] == {"role": "assistant", "content": wrong}
+        first = report.teacher_tokens
+        again = score_refinements([task], run, "tiny", "tiny", tmp_path / "scores", top_k=5)
+        assert first > 0 and again.teacher_tokens == 0  # every score from the run's cache
+    from datasets import load_from_disk
+
+    assert load_from_disk(str(tmp_path / "scores"))[0]["top_ids"] == row["top_ids"]
+
+
+def test_a_teacher_of_another_vocabulary_is_refused_naming_the_token():
+    from localdistill.stages.score import VocabularyMismatch, check_vocabularies
+
+    class Student:
+        def __len__(self):
+            return 4
+
+        def convert_ids_to_tokens(self, ids):
+            return ["<s>", "a", "b", "c"][:len(ids)]
+
+    check_vocabularies(["<s>", "a", "b", "c", "<extra>"], Student())  # padded table: fine
+    with pytest.raises(VocabularyMismatch, match="token 2 is 'x' for the teacher and 'b'"):
+        check_vocabularies(["<s>", "a", "x", "c"], Student())
