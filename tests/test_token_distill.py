@@ -194,3 +194,85 @@ def test_a_teacher_of_another_vocabulary_is_refused_naming_the_token():
     check_vocabularies(["<s>", "a", "b", "c", "<extra>"], Student())  # padded table: fine
     with pytest.raises(VocabularyMismatch, match="token 2 is 'x' for the teacher and 'b'"):
         check_vocabularies(["<s>", "a", "x", "c"], Student())
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A `score` data set made for real: the tiny teacher on one failed answer of the tiny
+    student."""
+    tmp_path = tmp_path_factory.mktemp("scored")
+    import json
+
+    from localdistill.rundir import RunDir
+    from localdistill.stages.score import score_refinements
+    from localdistill.tasks.record import Task
+
+    task = Task("sub", 'def sub(a, b):\n    """Return a minus b."""\n', "sub",
+                ("assert sub(3, 1) == 2",), reference="    return a - b\n")
+    with RunDir(tmp_path / "run") as run:
+        run.write("attempts", [{"key": "sub#0", "task_id": "sub", "sample": 0, "model": "tiny",
+                                "answer": "```python\ndef sub(a, b):\n    return b - a\n```",
+                                "completion": "def sub(a, b):\n    return b - a\n"}])
+        run.write("executions", [{"key": "sub#0", "task_id": "sub", "passed": False,
+                                  "feedback": "AssertionError\nINPUT: 3, 1\nOUTPUT: -2\n"
+                                              "EXPECTED: 2"}])
+        run.write("refinements", [{"key": "sub#0@1", "attempt_key": "sub#0", "task_id": "sub",
+                                   "round": 1, "teacher": "tiny", "passed": True,
+                                   "completion": "def sub(a, b):\n    return a - b\n"}])
+        score_refinements([task], run, "tiny", "tiny", tmp_path / "scores", top_k=16)
+    return tmp_path / "scores.jsonl", [json.loads(line) for line in
+                                       (tmp_path / "scores.jsonl").open()]
+
+
+def test_training_on_scores_starts_from_the_divergence_computed_directly(tmp_path, scored):
+    """The first step's loss (the LoRA weights start at zero: the base model) equals the
+    divergence computed here from the base model's own logits, and training lowers it."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from localdistill.backends.hf import from_pretrained_args
+    from localdistill.models import get_model, weights_path
+    from localdistill.stages.train import TrainConfig, train
+
+    kind = "jsd"  # (forward and reverse KL: its end points, checked above)
+    path, rows = scored
+    config = TrainConfig(max_steps=4, grad_accumulation=1, learning_rate=5e-4, rank=8,
+                         distill=kind, distill_beta=0.3)
+    train(path, "tiny", tmp_path / "out", config)
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").open()]
+    model = AutoModelForCausalLM.from_pretrained(
+        **from_pretrained_args(weights_path(get_model("tiny"))), local_files_only=True)
+    [row] = rows
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0].float()
+    start, end = row["prompt_tokens"] - 1, len(row["input_ids"]) - 1
+    student, teacher = bucketed(logits[start:end], torch.tensor(row["top_ids"]),
+                                torch.tensor(row["top_logprobs"]), torch.tensor(row["rest"]))
+    if kind == "forward":
+        direct = (teacher.exp() * (teacher - student)).sum(-1)
+    else:
+        mix = torch.logsumexp(torch.stack([teacher + math.log(0.3),
+                                           student + math.log(0.7)]), 0)
+        direct = (0.3 * (teacher.exp() * (teacher - mix)).sum(-1)
+                  + 0.7 * (student.exp() * (student - mix)).sum(-1))
+    expected = float(direct.sum()) / (end - start)
+    assert log[0]["loss"] == pytest.approx(expected, rel=1e-3)
+    assert log[-1]["loss"] < log[0]["loss"]
+    # the student's own (wrong) tokens are never a cross-entropy target
+    from localdistill.stages.train import data, loop
+    from localdistill.stages.train.data import Example
+
+    [example], _ = data.tokenize(rows, None, 1024)
+    assert isinstance(example, Example) and example.teacher is not None
+    _, labels, _ = loop._pad([example], 0, "cpu")
+    assert (labels == -100).all()
+
+
+def test_settings_without_distillation_keep_the_digest_they_had():
+    from localdistill.stages.train import TrainConfig
+
+    plain = TrainConfig(epochs=2, grad_accumulation=8)
+    assert plain.digest() == TrainConfig(epochs=2, grad_accumulation=8,
+                                         distill="forward").digest()
+    assert plain.digest() != TrainConfig(epochs=2, grad_accumulation=8, distill="jsd").digest()

@@ -33,9 +33,14 @@ TRAIN = "localdistill.stages.train.config:TrainConfig"
 @config_option(TRAIN, "backend")
 @config_option(TRAIN, "processes", min=1)
 @config_option(TRAIN, "launch_config", type=click.Path(dir_okay=False))
+@config_option(TRAIN, "distill")
+@config_option(TRAIN, "distill_beta", min=0, max=1)
+@config_option(TRAIN, "distill_weight", min=0)
 @click.option("--restart", is_flag=True, help="Ignore OUT's checkpoint and start over.")
 def train_command(data_set: Path, student: str, out: Path, restart: bool, **settings) -> None:
-    """Fine-tune the student with LoRA on DATA (a `build` data set, or prompt/completion JSONL).
+    """Fine-tune the student with LoRA on DATA (a `build` data set, or prompt/completion JSONL;
+    the rows of a `score` data set train by token-level distillation, `--distill`: a JSONL file
+    may hold both kinds).
 
     Writes OUT/adapter/ (PEFT) and, for a GGUF student, OUT/adapter.gguf (llama.cpp); use the
     result in any command as the model STUDENT+OUT.
@@ -55,3 +60,37 @@ def train_command(data_set: Path, student: str, out: Path, restart: bool, **sett
     if result.report.value("warning"):
         click.echo(f"warning: {result.report.value('warning')}", err=True)
     click.echo(f"use it as the model: {student}+{out}")
+
+
+@cli.command("score")
+@click.argument("tasks_spec", metavar="TASKS")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="A collect run: the student's answers behind its verified "
+                                  "refinements are scored.")
+@click.option("--student", required=True, help="The student, a name in models.toml (its "
+                                                "tokenizer makes the ids).")
+@click.option("--teacher", required=True, help="The teacher, a GGUF model of models.toml "
+                                                "(scored in process).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The data set to write (OUT/ and OUT.jsonl).")
+@click.option("--top-k", type=click.IntRange(1), default=20, show_default=True,
+              help="Teacher tokens kept per position (the rest is one bucket).")
+@click.option("--max-length", type=click.IntRange(16), default=1024, show_default=True,
+              help="Student tokens of prompt + answer; longer ones are left out.")
+def score_command(tasks_spec: str, run_dir: Path, student: str, teacher: str, out: Path,
+                  top_k: int, max_length: int) -> None:
+    """The teacher's log-probabilities on the student's own failed answers, given the task, the
+    feedback and a correct solution: a data set for `train --distill` (stages/score.py)."""
+    from rich.console import Console
+
+    from localdistill.progress import Progress
+    from localdistill.rundir import RunDir
+    from localdistill.stages.score import score_refinements
+    from localdistill.tasks import load_tasks
+
+    tasks = load_tasks(tasks_spec)
+    with Progress(Console(stderr=True)) as progress, RunDir(run_dir) as run:
+        report = score_refinements(tasks, run, student, teacher, out, top_k, max_length,
+                                   progress)
+    Console(highlight=False).print(report.table())
+    click.echo(f"scores in {out} and {out.with_suffix('.jsonl')}")

@@ -64,6 +64,17 @@ class TrainConfig:
     launch_config: str | None = field(default=None, metadata={
         "help": "an accelerate config file for the launch (examples/accelerate/: DDP, "
                 "DeepSpeed ZeRO-3, FSDP, several machines)"})
+    distill: str = field(default="forward", metadata={
+        "help": "on the rows of a `score` data set (the teacher's log-probabilities on the "
+                "student's own tokens): the divergence the student's distribution is moved by, "
+                "forward (KL teacher||student), reverse (KL student||teacher) or jsd "
+                "(generalised Jensen-Shannon, distill_beta); stages/train/token_distill.py",
+        "choices": ("forward", "reverse", "jsd")})
+    distill_beta: float = field(default=0.5, metadata={
+        "help": "jsd's interpolation: 0 behaves like forward KL, 1 like reverse KL"})
+    distill_weight: float = field(default=1.0, metadata={
+        "help": "the weight of the distillation loss beside the cross-entropy of ordinary rows "
+                "trained in the same run"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -89,6 +100,9 @@ class TrainConfig:
              "so that N processes train the model one would"),
             (self.processes == 1 or self.backend != "unsloth",
              "Unsloth trains on one GPU: use backend = peft (or auto) with processes > 1"),
+            (self.distill in ("forward", "reverse", "jsd"), "distill: forward, reverse or jsd"),
+            (0 <= self.distill_beta <= 1, "distill_beta must be in [0, 1]"),
+            (self.distill_weight >= 0, "distill_weight must be 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -115,4 +129,12 @@ class TrainConfig:
         interrupted on N resumes on any number)."""
         values = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in ("save_every", "processes", "launch_config")}
+        for name in DISTILL_FIELDS:  # at their defaults: the digest the settings had before
+            if values[name] == DISTILL_DEFAULTS[name]:
+                del values[name]
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+DISTILL_FIELDS = ("distill", "distill_beta", "distill_weight")
+DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                    if f.name in DISTILL_FIELDS}

@@ -26,6 +26,9 @@ from localdistill.errors import BadInput
 class Example:
     input_ids: tuple[int, ...]
     prompt_tokens: int  # the first `prompt_tokens` ids carry no loss
+    # a `score` row's teacher, per answer token: (top ids, top log-probs, rest log-prob); its
+    # loss is the distillation divergence, not the cross-entropy of its (the student's) tokens
+    teacher: tuple | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -62,6 +65,8 @@ def load_rows(path: Path | str) -> list[dict]:
         raise BadInput(f"{path}: no such data set (a directory written by `localdistill build` "
                        "or a JSONL file of prompt/completion rows)")
     for number, row in enumerate(rows, 1):
+        if "top_ids" in row and "input_ids" in row:  # a `score` data set's row
+            continue
         if not _messages(row) and not (isinstance(row.get("prompt"), str)
                                        and isinstance(row.get("completion"), str)):
             raise BadInput(f"{path}: row {number}: needs `messages` or `prompt` and "
@@ -112,9 +117,17 @@ def render(row: dict, tokenizer) -> tuple[str, str]:
 def tokenize(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[list[Example], int]:
     """Examples, and how many rows were left out for being longer than `max_length`."""
     examples, too_long = [], 0
-    bos = tokenizer.bos_token_id
+    bos = getattr(tokenizer, "bos_token_id", None)  # (no tokenizer needed for `score` rows)
     add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
     for row in rows:
+        if "top_ids" in row and "input_ids" in row:  # a `score` row: tokenised already
+            if len(row["input_ids"]) > max_length:
+                too_long += 1
+                continue
+            examples.append(Example(tuple(row["input_ids"]), row["prompt_tokens"], (
+                tuple(map(tuple, row["top_ids"])), tuple(map(tuple, row["top_logprobs"])),
+                tuple(row["rest"]))))
+            continue
         prompt, target = render(row, tokenizer)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if add_bos and (not prompt_ids or prompt_ids[0] != bos):
@@ -134,4 +147,6 @@ def digest(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for example in examples:
         h.update(json.dumps([example.prompt_tokens, example.input_ids]).encode())
+        if example.teacher is not None:
+            h.update(json.dumps(example.teacher).encode())
     return h.hexdigest()

@@ -103,6 +103,11 @@ def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_
                 loss = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                     ignore_index=-100, reduction="sum") / targets
+                scored = [(row, examples[i]) for row, i in enumerate(step_batches[j])
+                          if examples[i].teacher is not None]
+                if scored:
+                    loss = loss + config.distill_weight * _distillation(
+                        logits, scored, config) / targets
                 # DDP averages the ranks' gradients: N times each share sums to the whole step's
                 ranks.backward(loss * ranks.world)
             loss_sum += loss.item()
@@ -130,6 +135,25 @@ def run(model, examples: Sequence[Example], config: TrainConfig, out: Path, pad_
                       ranks.whole_state(wrapped))
 
 
+def _distillation(logits, scored, config: TrainConfig):
+    """The summed divergence between the teacher's scores and the student's distributions at
+    each scored row's answer positions (stages/train/token_distill.py)."""
+    import torch
+
+    from localdistill.stages.train.token_distill import divergence
+
+    total = logits.new_zeros(())
+    for row, example in scored:
+        top_ids, top_logprobs, rest = example.teacher
+        start, end = example.prompt_tokens - 1, len(example.input_ids) - 1
+        device = logits.device
+        total = total + divergence(
+            logits[row, start:end], torch.tensor(top_ids, device=device),
+            torch.tensor(top_logprobs, device=device), config.distill, config.distill_beta,
+            torch.tensor(rest, device=device)).sum()
+    return total
+
+
 def _pad(batch: Sequence[Example], pad_id: int, device):
     import torch
 
@@ -140,7 +164,8 @@ def _pad(batch: Sequence[Example], pad_id: int, device):
     for row, example in enumerate(batch):
         n = len(example.input_ids)
         ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, example.prompt_tokens:n] = ids[row, example.prompt_tokens:n]
+        if example.teacher is None:  # a scored row's tokens are the student's: no SFT on them
+            labels[row, example.prompt_tokens:n] = ids[row, example.prompt_tokens:n]
         mask[row, :n] = 1
     return ids.to(device), labels.to(device), mask.to(device)
 
