@@ -276,3 +276,29 @@ def test_settings_without_distillation_keep_the_digest_they_had():
     assert plain.digest() == TrainConfig(epochs=2, grad_accumulation=8,
                                          distill="forward").digest()
     assert plain.digest() != TrainConfig(epochs=2, grad_accumulation=8, distill="jsd").digest()
+
+
+def test_a_transformers_teacher_scores_as_the_llama_cpp_one_does():
+    """The same weights (the tiny GGUF, dequantised by transformers) scored by both backends:
+    the same top tokens and nearly the same log-probabilities (llama.cpp multiplies the
+    quantised weights, transformers their float32 copy)."""
+    import dataclasses
+
+    from localdistill.backends.scoring import scorer_for
+    from localdistill.models import get_model
+
+    llama_spec = get_model("tiny")
+    hf_spec = dataclasses.replace(llama_spec, backend="transformers")
+    llama, llama_backend = scorer_for(llama_spec, 256)
+    hf, hf_backend = scorer_for(hf_spec, 256)
+    try:
+        ids = llama_backend.llm.tokenize(b"def double(x):\n    return 2 * x\n")
+        a, b = llama.score(ids, 4, 5), hf.score(ids, 4, 5)
+        assert hf.token_texts()[:1000] == llama.token_texts()[:1000]
+    finally:
+        llama.close()
+        llama_backend.close()
+    assert [p.token for p in a] == [p.token for p in b] == ids[4:]
+    gaps = [abs(x.logprob - y.logprob) for x, y in zip(a, b, strict=True)]
+    assert all(x.top_ids[0] == y.top_ids[0] for x, y in zip(a, b, strict=True))
+    assert sum(gaps) / len(gaps) < 0.25 and max(gaps) < 0.75, gaps

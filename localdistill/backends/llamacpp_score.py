@@ -14,20 +14,9 @@ prompt's log-probabilities (an open upstream request): scoring needs the model i
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
 from localdistill.backends.base import BackendError
-
-
-@dataclass(frozen=True)
-class Position:
-    """The teacher at one continuation position."""
-
-    token: int  # the token written there
-    logprob: float  # its log-probability under the teacher
-    top_ids: tuple[int, ...]
-    top_logprobs: tuple[float, ...]
-    rest: float  # log-probability of every token outside the top-k
+from localdistill.backends.scoring import Position, position
 
 
 class Scorer:
@@ -104,7 +93,7 @@ class Scorer:
             for row, target in wanted:
                 pointer = self.lib.llama_get_logits_ith(self.ctx, row)
                 logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
-                positions.append(_position(logits, ids[target], top_k))
+                positions.append(position(logits, ids[target], top_k))
         return positions
 
     def close(self) -> None:
@@ -112,18 +101,3 @@ class Scorer:
             self.lib.llama_batch_free(self.batch)
             self.lib.llama_free(self.ctx)
             self.ctx = None
-
-
-def _position(logits, token: int, top_k: int) -> Position:
-    import numpy as np
-
-    total = np.logaddexp.reduce(logits)
-    logprobs = logits - total
-    k = min(top_k, len(logits))
-    top = np.argpartition(-logits, k - 1)[:k]
-    top = top[np.argsort(-logits[top], kind="stable")]
-    others = np.ones(len(logits), dtype=bool)
-    others[top] = False
-    rest = float(np.logaddexp.reduce(logits[others]) - total) if others.any() else float("-inf")
-    return Position(token, float(logprobs[token]), tuple(int(i) for i in top),
-                    tuple(float(logprobs[i]) for i in top), rest)

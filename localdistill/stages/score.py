@@ -68,18 +68,16 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
                       max_length: int = 1024, progress: Progress | None = None) -> StageReport:
     """Score the student's attempt behind every verified refinement of `run` -> OUT/ (a data
     set) and OUT.jsonl."""
-    from localdistill.backends import kind_of
     from localdistill.backends.hf import from_pretrained_args
-    from localdistill.backends.llamacpp import LlamaCppBackend
-    from localdistill.backends.llamacpp_score import Scorer
+    from localdistill.backends.scoring import scorer_for
     from localdistill.models import weights_path
 
     student = get_model(student) if isinstance(student, str) else student
     teacher = get_model(teacher) if isinstance(teacher, str) else teacher
-    if teacher.backend != "llama.cpp" or kind_of(teacher).served:
-        raise BadInput(f"models.{teacher.name}: scoring needs a GGUF teacher in process "
-                       "(backend llama.cpp); the llama.cpp server cannot return a prompt's "
-                       "log-probabilities")
+    if teacher.backend not in ("llama.cpp", "transformers"):
+        raise BadInput(f"models.{teacher.name}: scoring needs the teacher in process (backend "
+                       "llama.cpp or transformers); a served teacher cannot score given tokens "
+                       "(the llama.cpp server cannot return a prompt's log-probabilities)")
     with manifest.stage(run, STAGE) as report:
         from transformers import AutoTokenizer
 
@@ -88,8 +86,7 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
         items = _items(tasks, run)
         if not items:
             raise BadInput(f"{run.path}: no verified refinement to score (run `collect` first)")
-        backend = LlamaCppBackend(teacher)
-        scorer = Scorer(backend.llm, max(max_length * 2, 2048), teacher.threads or 2)
+        scorer, backend = scorer_for(teacher, max(max_length * 2, 2048))
         try:
             check_vocabularies(scorer.token_texts(), tokenizer)
             identity = digest({"teacher": teacher.name, "path": str(weights_path(teacher)),
