@@ -87,6 +87,8 @@ class BenchConfig:
     # single-step numbers too (its step 0). `localdistill eval` answers once unless given --steps.
     steps: int = same_as(EvalConfig, "steps", default=1)
     ks: tuple[int, ...] = same_as(EvalConfig, "ks")
+    plus: int = same_as(EvalConfig, "plus")
+    plus_second: str | None = same_as(EvalConfig, "plus_second")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -301,7 +303,8 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
 
     settings = EvalConfig(samples=config.eval.samples, temperature=config.eval.temperature,
                           max_tokens=config.eval.max_tokens, seed=config.eval.seed,
-                          steps=config.eval.steps, ks=config.eval.ks)
+                          steps=config.eval.steps, ks=config.eval.ks,
+                          plus=config.eval.plus, plus_second=config.eval.plus_second)
     limits = Limits(test_timeout=config.sandbox.timeout)
     evaluations = []
     for label, model in students.items():
