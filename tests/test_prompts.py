@@ -18,7 +18,8 @@ from localdistill.tasks import load_humaneval
 TASK = load_humaneval()[2]
 VALUES = {"prompt": TASK.prompt, "description": "", "attempt": "def f():\n    return 1",
           "feedback": "AssertionError\nINPUT: 3.5\nOUTPUT: 3\nEXPECTED: 0.5",
-          "entry_point": TASK.entry_point, "count": 10, "guide": "def f():\n    return 0.5"}
+          "entry_point": TASK.entry_point, "count": 10, "guide": "def f():\n    return 0.5",
+          "solution": "def f():\n    return 0.25"}
 NAMES = template_names()  # the built-in prompts and every refinement strategy's
 
 
@@ -45,6 +46,9 @@ def test_each_template_renders_a_system_and_a_user_message(name):
     assert TASK.prompt.strip() in "".join(m["content"] for m in messages[1:])
     for message in messages:
         assert "{{" not in message["content"] and "{%" not in message["content"]
+    if "solution" in needed:  # the teacher scoring the student's answer (stages/score.py)
+        assert VALUES["solution"] in messages[-1]["content"]
+        assert VALUES["feedback"] in messages[-1]["content"]
     if "guide" in needed:
         assert VALUES["guide"] in "".join(m["content"] for m in messages)
         assert VALUES["attempt"] in messages[-1]["content"]
