@@ -248,16 +248,7 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
     from localdistill.collect import collect
     from localdistill.models import get_model
     from localdistill.models.config import with_trained_adapter
-    from localdistill.report import (
-        claims,
-        claims_table,
-        compare,
-        comparison_table,
-        moves,
-        moves_table,
-        report,
-        table,
-    )
+    from localdistill.report import report, tables
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
     from localdistill.stages.evaluate import evaluate
@@ -316,13 +307,8 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
             say(summary["report"].table())
             evaluations.append(where)
     entries, plots = report(evaluations, run_dir / "report")
-    say(table(entries))
-    if compare(entries):
-        say(comparison_table(compare(entries)))
-    if claims(entries):
-        say(claims_table(claims(entries)))
-    if moves(entries):
-        say(moves_table(moves(entries)))
+    for shown in tables(entries):
+        say(shown)
     for path in plots:
         say(f"plot: {path}")
     return entries

@@ -664,6 +664,17 @@ def _save(figure, path: Path, pyplot) -> Path:
     return path
 
 
+def tables(entries: list[Entry]) -> list:
+    """What `report` and `run` print: the table, then the paired comparisons, the claims and
+    where each model wins and loses, each when there is something to show."""
+    shown = [table(entries)]
+    for rows, render in ((compare(entries), comparison_table), (claims(entries), claims_table),
+                         (moves(entries), moves_table)):
+        if rows:
+            shown.append(render(rows))
+    return shown
+
+
 def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
     """Load the runs, write OUT/report.json and the plots; (entries, plot files)."""
     entries = load_entries(runs)

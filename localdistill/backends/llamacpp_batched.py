@@ -94,23 +94,10 @@ class BatchedDecoder:
         self.prefix_reuse = prefix_reuse
         self.stats = DraftStats()
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
-        # llama-cpp-python's own settings (attention kernel, KV types...), resized
-        params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        params.n_ctx = context_length * parallel  # each sequence gets context_length
-        params.n_seq_max = parallel
-        params.n_batch = params.n_ubatch = 512
-        params.n_threads = params.n_threads_batch = threads
         self.n_batch = 512
-        self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
-        if not self.ctx:
-            raise BackendError(f"llama.cpp could not make a context for {parallel} sequences "
-                               f"of {context_length} tokens (memory?)")
-        adapter = getattr(llm, "_lora_adapter", None)
-        if adapter is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-            scales = (ctypes.c_float * 1)(llm.lora_scale)
-            if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
-                raise BackendError("llama.cpp could not apply the LoRA adapter to the batch")
+        # each sequence gets context_length
+        self.ctx = new_context(llm, context_length * parallel, parallel, threads, self.n_batch,
+                               f"{parallel} sequences of {context_length} tokens")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
         # every slot's next token and its longest draft must fit one batch
@@ -439,6 +426,30 @@ class BatchedDecoder:
         if code != 0:
             raise BackendError(f"llama.cpp failed to decode a batch (code {code}; out of "
                                "context memory? lower `parallel` or `context_length`)")
+
+
+def new_context(llm, n_ctx: int, sequences: int, threads: int, n_batch: int, what: str):
+    """A llama.cpp context of its own for a loaded llama-cpp-python model: the model's own
+    settings (attention kernel, KV types...) resized, with the model's LoRA adapter applied.
+    `what` names it in the error when there is no memory for it."""
+    import llama_cpp
+
+    params = type(llm.context_params).from_buffer_copy(llm.context_params)
+    params.n_ctx = n_ctx
+    params.n_seq_max = sequences
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_threads = params.n_threads_batch = threads
+    ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+    if not ctx:
+        raise BackendError(f"llama.cpp could not make a context for {what} (memory?)")
+    adapter = getattr(llm, "_lora_adapter", None)
+    if adapter is not None:
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(llm.lora_scale)
+        if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales):
+            llama_cpp.llama_free(ctx)
+            raise BackendError(f"llama.cpp could not apply the LoRA adapter to {what}")
+    return ctx
 
 
 MIN_REUSE = 16  # a shared prefix shorter than this is computed again (copying costs too)

@@ -13,9 +13,8 @@ prompt's log-probabilities (an open upstream request): scoring needs the model i
 
 from __future__ import annotations
 
-import ctypes
-
 from localdistill.backends.base import BackendError
+from localdistill.backends.llamacpp_batched import new_context
 from localdistill.backends.scoring import Position, position
 
 
@@ -30,23 +29,10 @@ class Scorer:
         model = llm._model.model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        params.n_ctx = context_length
-        params.n_seq_max = 1
-        params.n_batch = params.n_ubatch = 512
-        params.n_threads = params.n_threads_batch = threads
         self.n_batch = 512
         self.context_length = context_length
-        self.ctx = llama_cpp.llama_init_from_model(model, params)
-        if not self.ctx:
-            raise BackendError(f"llama.cpp could not make a scoring context of {context_length} "
-                               "tokens (memory?)")
-        adapter = getattr(llm, "_lora_adapter", None)
-        if adapter is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-            scales = (ctypes.c_float * 1)(llm.lora_scale)
-            if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
-                raise BackendError("llama.cpp could not apply the LoRA adapter for scoring")
+        self.ctx = new_context(llm, context_length, 1, threads, self.n_batch,
+                               f"scoring {context_length} tokens")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
 

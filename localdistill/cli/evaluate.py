@@ -96,27 +96,13 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
     the paired comparisons (claims.json)."""
     from rich.console import Console
 
-    from localdistill.report import (
-        claims,
-        claims_table,
-        compare,
-        comparison_table,
-        moves,
-        moves_table,
-        report,
-        table,
-    )
+    from localdistill.report import report, tables
 
     entries, plots = report(list(runs), out)
     console = Console(highlight=False)
     if not console.is_terminal:  # a log or a pipe: keep the table's rows whole
         console.width = 200
-    console.print(table(entries))
-    if compare(entries):
-        console.print(comparison_table(compare(entries)))
-    if claims(entries):
-        console.print(claims_table(claims(entries)))
-    if moves(entries):
-        console.print(moves_table(moves(entries)))
+    for shown in tables(entries):
+        console.print(shown)
     for path in plots:
         click.echo(f"plot: {path}")

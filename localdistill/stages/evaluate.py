@@ -288,17 +288,25 @@ def _row(s: _Sample, step: int, previous: str | None) -> dict:
                else {})}
 
 
-def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: list[dict],
-             benchmark: str) -> dict:
+def _per_step(tasks: Sequence[Task], config: EvalConfig, rows: list[dict],
+              passed) -> tuple[dict, dict]:
+    """(pass@k by step, correct samples per task by step), a sample counting when
+    `passed(row)`."""
     correct = {(r["step"], r["task_id"]): 0 for r in rows}
     for r in rows:
-        correct[(r["step"], r["task_id"])] += r["passed"]
+        correct[(r["step"], r["task_id"])] += bool(passed(r))
     ks = sorted(k for k in set(config.ks) if k <= config.samples)
     pass_at_k, per_task = {}, {}
     for step in range(config.steps + 1):
         counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
         pass_at_k[f"step {step}"] = {label(k): mean_pass_at_k(counts, k) for k in ks}
         per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
+    return pass_at_k, per_task
+
+
+def _summary(tasks: Sequence[Task], spec: ModelSpec, config: EvalConfig, rows: list[dict],
+             benchmark: str) -> dict:
+    pass_at_k, per_task = _per_step(tasks, config, rows, lambda r: r["passed"])
     replayed = {"replayed_from": spec.path} if spec.backend == "replay" else {}
     return {"model": spec.name, "adapter": spec.adapter, **replayed, "benchmark": benchmark,
             "tasks": len(tasks), "tasks_with_seen_tests": sum(bool(t.seen_tests) for t in tasks),
@@ -309,15 +317,8 @@ def _summary_plus(tasks: Sequence[Task], config: EvalConfig, rows: list[dict],
                   plus: _Plus) -> dict:
     """pass@k+ per step: a sample counts when it passes the hidden tests and its task's
     generated tests (a task without generated tests: the hidden tests alone, as HumanEval+)."""
-    correct = {(r["step"], r["task_id"]): 0 for r in rows}
-    for r in rows:
-        correct[(r["step"], r["task_id"])] += bool(r.get("passed_plus", r["passed"]))
-    ks = sorted(k for k in set(config.ks) if k <= config.samples)
-    pass_at_k, per_task = {}, {}
-    for step in range(config.steps + 1):
-        counts = [(config.samples, correct[(step, t.task_id)]) for t in tasks]
-        pass_at_k[f"step {step}"] = {label(k): mean_pass_at_k(counts, k) for k in ks}
-        per_task[f"step {step}"] = {t.task_id: correct[(step, t.task_id)] for t in tasks}
+    pass_at_k, per_task = _per_step(tasks, config, rows,
+                                    lambda r: r.get("passed_plus", r["passed"]))
     return {"pass_at_k_plus": pass_at_k, "correct_per_task_plus": per_task,
             "plus": {"inputs": config.plus, "oracle": plus.oracle,
                      "tasks checked": len(plus.tests),
