@@ -34,6 +34,7 @@ from localdistill.records import DIFFERENTIAL, Attempt, Direct, Execution, read
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, Program
 from localdistill.sandbox.differential import DEFAULT_INPUTS, Oracle, make_oracle
+from localdistill.stages.refine.guides import teacher_solutions
 from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
 
@@ -87,9 +88,7 @@ def differential_check(tasks: Sequence[Task], run: RunDir, inputs: int, seed: in
         passing = [a for a in read(run, Attempt)
                    if executions.get(a.key) and executions[a.key].passed]
         direct = [d for d in read(run, Direct) if d.passed]
-        teacher = {}
-        for d in direct:
-            teacher.setdefault(d.task_id, d.completion)
+        teacher = teacher_solutions(direct)
         student = {}
         for a in passing:
             student.setdefault(a.task_id, a.completion)

@@ -36,7 +36,7 @@ from localdistill.hashing import digest
 from localdistill.models import ModelSpec, get_model
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
-from localdistill.records import Attempt, Execution, Refinement, attempt_messages, read
+from localdistill.records import Attempt, Refinement, attempt_messages, executions, read
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
@@ -137,7 +137,7 @@ def _items(tasks: Sequence[Task], run: RunDir) -> list[dict]:
     teacher's privileged prompt."""
     by_id = {t.task_id: t for t in tasks}
     attempts = {a.key: a for a in read(run, Attempt)}
-    feedback = {e.key: e.feedback for e in read(run, Execution)}
+    feedback = {e.key: e.feedback for e in executions(run)}  # a refuted pass's input too
     items = []
     for refinement in read(run, Refinement):
         if not refinement.passed or refinement.attempt_key not in attempts:
