@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdistill import manifest
+from localdistill.backends import get_model, with_trained_adapter
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS, default_methods, get_method
-from localdistill.models import ModelSpec, get_model
-from localdistill.models.config import with_trained_adapter
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.records import failed_task_ids
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.attempt import attempt
+from localdistill.stages.build import STAGE as BUILD_STAGE
 from localdistill.stages.build import build
+from localdistill.stages.build.methods import METHODS, default_methods, get_method
 from localdistill.stages.differential import DEFAULT_INPUTS as DIFFERENTIAL_INPUTS
+from localdistill.stages.differential import STAGE as DIFFERENTIAL_STAGE
 from localdistill.stages.differential import differential_check
 from localdistill.stages.direct import STAGE as DIRECT_STAGE
 from localdistill.stages.direct import direct_answers
@@ -170,12 +172,18 @@ def _with_costs(built: StageReport, reports: list[StageReport],
 
 
 def _as_made(config: CollectConfig, run: RunDir) -> CollectConfig:
-    """The configuration a resumed run keeps: a run whose stages ran before the differential
-    check existed (its recorded configuration has no `differential_inputs`) goes on without
-    one, so resuming or rebuilding it never changes its verdicts."""
+    """The configuration a resumed run keeps: a run whose verdicts were made without the
+    differential check goes on without one, so resuming or rebuilding it never changes its
+    verdicts or asks the teacher anything new. Told by what ran, not by what was configured: a
+    recorded configuration without `differential_inputs` (made before the check existed), or a
+    refine or build stage that finished with no differential check before it."""
     earlier = run.read_json("manifest") if (run.path / "manifest.json").is_file() else {}
     made = earlier.get("config") or {}
-    if earlier.get("history") and "differential_inputs" not in made:
+    ran = [entry.get("stage") for entry in earlier.get("history") or []]
+    checked = DIFFERENTIAL_STAGE in ran
+    first_check = ran.index(DIFFERENTIAL_STAGE) if checked else len(ran)
+    judged_without = any(stage in (REFINE_STAGE, BUILD_STAGE) for stage in ran[:first_check])
+    if ran and ("differential_inputs" not in made or judged_without):
         return dataclasses.replace(config, differential_inputs=0)
     return config
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from localdistill.collect import CollectConfig
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS, get_method
 from localdistill.sandbox import Limits
+from localdistill.stages.build.methods import METHODS, get_method
 from localdistill.stages.evaluate import EvalConfig
 from localdistill.stages.train.config import TrainConfig
 from localdistill.tomlconfig import Mismatch, key_table, same_as, type_name, typed
@@ -228,7 +228,7 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
     `reuse`: other run directories whose answers to the same requests are taken (`--reuse`)."""
     import os
 
-    from localdistill.models import get_model
+    from localdistill.backends import get_model
     from localdistill.rundir import DirectoryLock
 
     if config.loop.models:
@@ -245,9 +245,8 @@ def run_loop(config: RunConfig, run_dir: Path, progress=None,
 
 def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object], None],
               reuse: tuple[Path, ...]) -> list:
+    from localdistill.backends import get_model, with_trained_adapter
     from localdistill.collect import collect
-    from localdistill.models import get_model
-    from localdistill.models.config import with_trained_adapter
     from localdistill.report import report, tables
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits

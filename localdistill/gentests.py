@@ -39,9 +39,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from localdistill.answers import generate
-from localdistill.backends import request_for
+from localdistill.backends import get_model, request_for
 from localdistill.errors import BadInput
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.rundir import RunDir

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS
-from localdistill.methods import teacher_tokens as method_teacher_tokens
 from localdistill.passk import label
 from localdistill.progress import StageReport, duration
 from localdistill.rundir import load_json
+from localdistill.stages.build.methods import METHODS
+from localdistill.stages.build.methods import teacher_tokens as method_teacher_tokens
 
 
 class ReportError(BadInput):

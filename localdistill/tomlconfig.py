@@ -6,7 +6,7 @@ hints (int, float, str, bool, `X | None`, `tuple[X, ...]`, dict, a nested datacl
 TOML cannot say exactly (an integer where a number is declared, a list for a tuple, one string for
 a list of strings) and builds the dataclass, whose own checks then run. What is wrong is raised as
 a `Mismatch` naming the key (dotted inside a nested table); each file's loader words it in its
-file's terms (experiment.py: `[train] rank = 'four': ...`, models/config.py:
+file's terms (experiment.py: `[train] rank = 'four': ...`, backends/models_toml.py:
 `models.m.context_length: ...`). `same_as` declares a field as another dataclass does, so that a
 setting two tables share has one default and one help.
 """

@@ -197,7 +197,8 @@ def main() -> int:
     parser.add_argument("--save", help="write every run's answers to this JSON file")
     args = parser.parse_args()
 
-    from localdistill.models import get_model, weights_path
+    from localdistill.backends import get_model
+    from localdistill.models import weights_path
     from localdistill.tasks import load_humaneval, load_tasks
 
     variants = []

@@ -17,10 +17,8 @@ import argparse
 import sys
 import time
 
-from localdistill.backends import open_backend, request_for
-from localdistill.models import get_model
-from localdistill.models.config import parse_models
-from localdistill.serve import start_server
+from localdistill.backends import get_model, open_backend, parse_models, request_for
+from localdistill.backends.serving import start_server
 from localdistill.tasks import load_humaneval
 
 

@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from localdistill.backends import open_backend, request_for
-from localdistill.models import get_model
+from localdistill.backends import get_model, open_backend, request_for
 from localdistill.tasks import load_humaneval
 
 IDS = ["HumanEval/0", "HumanEval/2", "HumanEval/7", "HumanEval/13", "HumanEval/23", "HumanEval/28"]

@@ -74,9 +74,8 @@ evaluate() {  # MODEL-LABEL MODEL BENCH: one step and one repair step
   keep_eval "$where" "$1" "$slug"
 }
 
-if [ ! -f "$runs.toml" ]; then
-  grep -v '^strategy = "blind"\|^ *# is now "restyle-k4"' examples/reproduce_cpu.toml > "$runs.toml"
-fi
+# the recorded reproduction's configuration, written afresh from the tracked example each time
+grep -v '^strategy = "blind"\|^ *# is now "restyle-k4"' examples/reproduce_cpu.toml > "$runs.toml"
 echo "== collect (from the kept answers): $(date -u +%FT%TZ)"
 LOCALDISTILL_MODELS=examples/models-parallel4.toml "$python" scripts/collect_from_config.py \
   "$runs.toml" "$runs/collect" --reuse docs/results/answers

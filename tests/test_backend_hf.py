@@ -12,9 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from localdistill.backends import Request, Sample, open_backend
+from localdistill.backends import Request, Sample, open_backend, parse_models
 from localdistill.backends.base import CONTEXT
-from localdistill.models.config import parse_models
 
 TOML = """
 [models.tiny-hf]

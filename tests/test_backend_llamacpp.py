@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from localdistill.backends import Sample, open_backend, request_for
+from localdistill.backends import Sample, get_model, open_backend, request_for
 from localdistill.backends.base import CONTEXT
-from localdistill.models import get_model
 
 CODE = "\n".join(
     f"def step_{i}(values):\n    total = 0\n    for v in values:\n        total += v * {i}\n"

@@ -17,13 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from localdistill.backends import open_backend
+from localdistill.backends import get_model, open_backend, parse_models
 from localdistill.backends.base import CONTEXT, BackendError, Request, Result, Sample
 from localdistill.backends.openai_http import OpenAIBackend
-from localdistill.models import ModelsFileError, ModelSpec, get_model
-from localdistill.models.config import parse_models
+from localdistill.backends.serving import free_port
+from localdistill.models import ModelsFileError, ModelSpec
 from localdistill.models.demo import tiny_model_path
-from localdistill.serve import free_port
 
 CHAT = ({"role": "user", "content": "Write a Python function that reverses a string."},)
 CODE = "def fibonacci(n):\n"

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from localdistill.backends import BackendError, Request, Sample, open_backend
+from localdistill.backends import BackendError, Request, Sample, open_backend, parse_models
 from localdistill.backends.base import CONTEXT
-from localdistill.models.config import parse_models
 
 TINY = parse_models('[models.tiny-vllm]\nbackend = "vllm"\npath = "demo:tiny"\n'
                     'quantisation = "Q4_1"\ncontext_length = 2048\n', "test.toml")["tiny-vllm"]

@@ -6,10 +6,8 @@ import dataclasses
 import os
 
 from localdistill.answers import model_identity, request_hash
-from localdistill.backends import Request
+from localdistill.backends import Request, get_model, parse_models
 from localdistill.hashing import file_digest
-from localdistill.models import get_model
-from localdistill.models.config import parse_models
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task

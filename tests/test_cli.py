@@ -135,12 +135,12 @@ def test_each_kind_of_error_has_its_exit_code():
     from localdistill.cli.base import _as_click_error
     from localdistill.errors import BadInput
     from localdistill.experiment import ConfigError
-    from localdistill.inspect_examples import NoRefinements
-    from localdistill.models.config import ModelsFileError
+    from localdistill.models import ModelsFileError
     from localdistill.prompts import PromptError
     from localdistill.report import ReportError
     from localdistill.rundir import RunDirError
     from localdistill.sandbox.limits import SandboxError
+    from localdistill.stages.build.examples import NoRefinements
     from localdistill.stages.refine.strategies import StrategyError
     from localdistill.stages.train.gguf_lora import AdapterError
     from localdistill.stages.train.launch import LaunchError, TrainingFailed

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.backends import open_backend, request_for
+from localdistill.backends import get_model, open_backend, parse_models, request_for
 from localdistill.backends.llamacpp_batched import NgramDrafter
 from localdistill.errors import BadInput
-from localdistill.models import get_model, weights_path
-from localdistill.models.config import ModelsFileError, parse_models
+from localdistill.models import ModelsFileError, weights_path
 
 CODE = "\n".join(
     f"def scale_{i}(values, factor={i}):\n    \"\"\"Multiply every value by {i}.\"\"\"\n"

@@ -228,7 +228,7 @@ def test_a_correct_pass_is_kept_and_a_rerun_judges_nothing_again(tmp_path):
 
 def test_a_refinement_that_passes_the_tests_but_is_refuted_is_not_verified(tmp_path):
     from localdistill.answers import REQUESTS, model_identity, request_hash
-    from localdistill.models import get_model
+    from localdistill.backends import get_model
     from localdistill.stages.refine import failed_attempts, get_strategy, refine
     from localdistill.stages.refine.rounds import Settings, _requests
 
@@ -259,8 +259,7 @@ def _planted_eval(run_dir, tasks, answers: dict[str, str], config):
     """`evaluate` with the tiny model's answers written into the run's cache beforehand: the
     model is never asked."""
     from localdistill.answers import REQUESTS, model_identity, request_hash
-    from localdistill.backends import request_for
-    from localdistill.models import get_model
+    from localdistill.backends import get_model, request_for
     from localdistill.records import attempt_messages
     from localdistill.rundir import RunDir
     from localdistill.stages.evaluate import evaluate, sample_key
@@ -328,3 +327,31 @@ def test_the_report_shows_the_plus_results_as_a_benchmark_of_their_own(tmp_path)
     assert [e.pass_at_k["step 0"]["pass@1"] for e in entries] == [1.0, 1.0, 0.0, 1.0]
     paired = {c.benchmark: c for c in compare(entries)}
     assert paired[""].difference == 0 and paired["+"].difference == 1.0  # told apart only by +
+
+
+def test_a_run_judged_without_the_check_stays_without_it_whatever_its_config_says(tmp_path):
+    """The kept reproduction's manifest recorded `differential_inputs = 20` (the field existed)
+    from a build that ran no check: resuming it must not start one (it asked the teacher for new
+    refinements of the attempts the check refuted)."""
+    import json
+
+    from localdistill.collect import CollectConfig, _as_made
+    from localdistill.rundir import RunDir
+
+    run = RunDir(tmp_path / "run").__enter__()
+
+    def made(history, config):
+        (run.path / "manifest.json").write_text(json.dumps({"config": config, "history": [
+            {"stage": stage} for stage in history]}))
+        return _as_made(CollectConfig("s", "t", differential_inputs=20), run).differential_inputs
+
+    assert made([], {}) == 20  # a new run gets the check
+    assert made(["attempt", "execute", "teacher answers", "refine + verify", "build"],
+                {"differential_inputs": 20}) == 0
+    assert made(["attempt", "execute"], {"rounds": 2}) == 0  # made before the check existed
+    assert made(["attempt", "execute", "teacher answers", "differential check",
+                 "refine + verify"], {"differential_inputs": 20}) == 20
+    # a check started by mistake after the refinements were judged does not turn it on
+    assert made(["attempt", "refine + verify", "differential check"],
+                {"differential_inputs": 20}) == 0
+    run.__exit__(None, None, None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.models import get_model
+from localdistill.backends import get_model
 from localdistill.stages.evaluate import EvalConfig, _summary
 from localdistill.tasks import Task, save_jsonl
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from localdistill.cli import cli
-from localdistill.inspect_examples import load_examples
 from localdistill.rundir import RunDir
+from localdistill.stages.build.examples import load_examples
 from localdistill.tasks import save_jsonl
 from localdistill.tasks.record import Task
 

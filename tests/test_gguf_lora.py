@@ -37,8 +37,9 @@ peft = pytest.importorskip("peft")
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
-from localdistill.models import get_model, weights_path  # noqa: E402
-from localdistill.serve import free_port  # noqa: E402
+from localdistill.backends import get_model  # noqa: E402
+from localdistill.backends.serving import free_port  # noqa: E402
+from localdistill.models import weights_path  # noqa: E402
 from localdistill.stages.train import gguf_lora  # noqa: E402
 from localdistill.stages.train.gguf_lora import AdapterError, export_gguf_lora, merge_adapter  # noqa: E402
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.methods import default_methods
-from localdistill.serve import free_port
+from localdistill.backends.serving import free_port
 from localdistill.stages.build import load_dataset_rows
+from localdistill.stages.build.methods import default_methods
 from localdistill.tasks import load_tasks, save_jsonl
 
 SCRIPT = Path(sys.executable).parent / "localdistill"

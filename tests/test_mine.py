@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 
 from localdistill import mine as m
-from localdistill.mine import decontaminate, find_candidates, is_held_out, python_files, split
 from localdistill.sandbox import evaluate, execute
+from localdistill.stages.mine import (
+    decontaminate,
+    find_candidates,
+    is_held_out,
+    python_files,
+    split,
+)
 from localdistill.tasks import load_tasks, save_jsonl
 from localdistill.tasks.record import Task
 
@@ -48,7 +54,7 @@ TOO_LONG_BODY = "".join(f"    total += {i}\n" for i in range(61))
 BIG_HELPER = "".join(f"    value += {i}\n" for i in range(150))
 
 RULES = f'''
-"""One function for each rule of localdistill.mine."""
+"""One function for each rule of localdistill.stages.mine."""
 
 from __future__ import annotations
 

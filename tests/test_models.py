@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.models import ModelsFileError, load_models, weights_path
-from localdistill.models.config import REPO_MODELS_TOML, parse_models
+from localdistill.backends import REPO_MODELS_TOML, load_models, parse_models
+from localdistill.models import ModelsFileError, weights_path
 from localdistill.models.demo import DEMO_MODELS, ModelNotInstalled, demo_path, pull
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
@@ -186,9 +186,9 @@ def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monke
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from localdistill.backends import get_model
     from localdistill.backends.hf import from_pretrained_args
     from localdistill.hashing import file_digest
-    from localdistill.models import get_model
     from localdistill.models.converted import DONE, OFF, converted_directory
 
     made = {}  # what transformers made of the GGUF file during the conversion
@@ -241,7 +241,7 @@ def test_a_gguf_base_is_dequantised_once_and_reads_back_the_same(tmp_path, monke
 
 
 def test_the_models_reference_page_is_in_step_with_the_backends_declarations():
-    from localdistill.models.config import models_reference
+    from localdistill.backends import models_reference
 
     page = (REPO_MODELS_TOML.parent / "docs" / "models.md").read_text()
     reference = models_reference()
@@ -259,12 +259,12 @@ def test_a_backend_declared_in_its_module_is_found_and_its_keys_are_checked_ther
     """A new backend is one module with a BACKEND: models.toml accepts its keys, refuses its
     impossible values in its own words, and other backends' keys are refused for it."""
     from localdistill import backends
-    from localdistill.models.config import models_reference
+    from localdistill.backends import models_reference
 
     (tmp_path / "sharded.py").write_text(
         "from dataclasses import dataclass\n"
         "from localdistill.backends.base import Kind\n"
-        "from localdistill.models.config import ModelsFileError\n\n\n"
+        "from localdistill.models import ModelsFileError\n\n\n"
         "@dataclass(frozen=True)\n"
         "class Options:\n"
         "    shards: int = 1\n\n"

@@ -73,9 +73,7 @@ def run_guarded(body: str, tmp_path, **env: str) -> dict:
 def test_generation_with_llama_cpp_and_transformers_attempts_no_connection(tmp_path):
     out = run_guarded('''
         import localdistill
-        from localdistill.backends import Request, open_backend
-        from localdistill.models import get_model
-        from localdistill.models.config import parse_models
+        from localdistill.backends import Request, get_model, open_backend, parse_models
 
         request = Request(messages=({"role": "user", "content": "Say hi."},), max_tokens=4)
         result = {}
@@ -96,8 +94,8 @@ def test_generation_with_llama_cpp_and_transformers_attempts_no_connection(tmp_p
 def test_a_hub_id_not_in_the_cache_fails_in_one_line_without_a_download(tmp_path):
     out = run_guarded('''
         import localdistill
-        from localdistill.backends import open_backend
-        from localdistill.models.config import ModelsFileError, parse_models
+        from localdistill.backends import open_backend, parse_models
+        from localdistill.models import ModelsFileError
 
         spec = parse_models('[models.remote]\\nbackend = "transformers"\\n'
                             'hub_id = "someorg/not-cached"\\n', "test.toml")["remote"]

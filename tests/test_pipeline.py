@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from conftest import MBPP, REPO, TASK_IDS, collect_command, four_mbpp_tasks, needs_mbpp
 
+from localdistill.backends import get_model
 from localdistill.hashing import file_digest
-from localdistill.methods import default_methods
-from localdistill.models import get_model, weights_path
+from localdistill.models import weights_path
 from localdistill.prompts import render
 from localdistill.records import attempt_messages
 from localdistill.sandbox import execute
 from localdistill.stages.build import COLUMNS, load_dataset_rows
+from localdistill.stages.build.methods import default_methods
 from localdistill.tasks import load_tasks
 
 pytestmark = [needs_mbpp, pytest.mark.timeout(900)]  # the first test may make the shared runs

@@ -72,7 +72,7 @@ def test_a_teacher_that_echoes_the_students_code_is_asked_again(tmp_path):
     """Round 1's answer is planted in the cache as an echo of the student's code (what the
     1.5B demo teacher did); refine must not execute it but ask the real model again."""
     from localdistill.answers import REQUESTS, model_identity, request_hash
-    from localdistill.models import get_model
+    from localdistill.backends import get_model
     from localdistill.stages.refine import get_strategy
     from localdistill.stages.refine.rounds import FailedAttempt, Settings, _requests
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from localdistill.backends import parse_models
 from localdistill.backends.base import BackendError
+from localdistill.backends.serving import free_port, start_server
 from localdistill.backends.vllm import vllm_command
-from localdistill.models.config import parse_models
-from localdistill.serve import free_port, start_server
 
 SCRIPT = Path(sys.executable).parent / "localdistill"
 

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from localdistill.answers import REQUESTS, model_identity, request_hash
-from localdistill.models import get_model
+from localdistill.backends import get_model
 from localdistill.rundir import RunDir
 from localdistill.stages.build import build, load_dataset_rows
 from localdistill.stages.execute import execute_attempts

@@ -111,8 +111,9 @@ def test_llama_cpp_scores_every_continuation_position_as_a_full_evaluation_does(
     pytest.importorskip("llama_cpp")
     from llama_cpp import Llama
 
+    from localdistill.backends import get_model
     from localdistill.backends.llamacpp_score import Scorer
-    from localdistill.models import get_model, weights_path
+    from localdistill.models import weights_path
 
     path = str(weights_path(get_model("tiny")))
     llm = Llama(model_path=path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
@@ -231,8 +232,9 @@ def test_training_on_scores_starts_from_the_divergence_computed_directly(tmp_pat
 
     from transformers import AutoModelForCausalLM
 
+    from localdistill.backends import get_model
     from localdistill.backends.hf import from_pretrained_args
-    from localdistill.models import get_model, weights_path
+    from localdistill.models import weights_path
     from localdistill.stages.train import TrainConfig, train
 
     kind = "jsd"  # (forward and reverse KL: its end points, checked above)
@@ -284,13 +286,12 @@ def test_a_transformers_teacher_scores_as_the_llama_cpp_one_does():
     quantised weights, transformers their float32 copy)."""
     import dataclasses
 
-    from localdistill.backends.scoring import scorer_for
-    from localdistill.models import get_model
+    from localdistill.backends import get_model, open_scorer
 
     llama_spec = get_model("tiny")
     hf_spec = dataclasses.replace(llama_spec, backend="transformers")
-    llama, llama_backend = scorer_for(llama_spec, 256)
-    hf, hf_backend = scorer_for(hf_spec, 256)
+    llama, llama_backend = open_scorer(llama_spec, 256)
+    hf, hf_backend = open_scorer(hf_spec, 256)
     try:
         ids = llama_backend.llm.tokenize(b"def double(x):\n    return 2 * x\n")
         a, b = llama.score(ids, 4, 5), hf.score(ids, 4, 5)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.models import get_model, weights_path
-from localdistill.models.config import ModelsFileError
+from localdistill.backends import get_model
+from localdistill.models import ModelsFileError, weights_path
 from localdistill.stages.train import TrainConfig, data, loop, train
 from localdistill.stages.train.config import SMALL_SET
 

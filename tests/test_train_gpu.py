@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from localdistill.models.config import parse_models
+from localdistill.backends import parse_models
 from localdistill.stages.train import TrainConfig, choose_backend, loop, train, unsloth_backend
 
 torch = pytest.importorskip("torch")

@@ -21,6 +21,7 @@ from localdistill.backends.base import (
     Sample,
     did_not_fit,
 )
+from localdistill.backends.scoring import Position, position
 from localdistill.models import ModelSpec, adapter_path, weights_path
 
 BATCH_ROWS = 8  # sequences decoded together; more is faster on a GPU, not on a few CPU cores
@@ -272,3 +273,39 @@ def _first_line(error: Exception) -> str:
 
 def load(spec: ModelSpec) -> TransformersBackend:
     return TransformersBackend(spec)
+
+
+class TransformersScorer:
+    """Scores token sequences with a transformers model (this module's loading)."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.torch = backend.torch
+        self.n_vocab = backend.model.get_output_embeddings().weight.shape[0]
+
+    def token_texts(self) -> list[str]:
+        tokenizer = self.backend.tokenizer
+        texts = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        return [t or "" for t in texts]
+
+    def score(self, ids: list[int], start: int, top_k: int) -> list[Position]:
+        if not 0 < start <= len(ids):
+            raise ValueError(f"start must be within 1..{len(ids)}, got {start}")
+        bad = next((t for t in ids if not 0 <= t < self.n_vocab), None)
+        if bad is not None:
+            raise BackendError(f"token id {bad} is not in the teacher's vocabulary")
+        torch = self.torch
+        with torch.no_grad():
+            tensor = torch.tensor([ids], device=self.backend.device)
+            logits = self.backend.model(input_ids=tensor).logits[0, start - 1:len(ids) - 1]
+            rows = logits.double().cpu().numpy()
+        return [position(rows[i], ids[start + i], top_k) for i in range(len(rows))]
+
+    def close(self) -> None:
+        pass
+
+
+def scorer(spec: ModelSpec, context_length: int) -> tuple[TransformersScorer, TransformersBackend]:
+    """Token-level distillation's teacher (backends/scoring.py): scorer and backend to close."""
+    backend = TransformersBackend(spec)
+    return TransformersScorer(backend), backend

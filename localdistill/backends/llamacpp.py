@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 from localdistill.backends.base import BackendError, Kind, Request, Result, Sample, did_not_fit
 from localdistill.backends.llamacpp_batched import chat_formatter, prompt_tokens
-from localdistill.models import ModelSpec, adapter_path, weights_path
-from localdistill.models.config import ModelsFileError, at_least_one
+from localdistill.models import ModelsFileError, ModelSpec, adapter_path, at_least_one, weights_path
 
 if TYPE_CHECKING:
-    from localdistill.serve import RunningServer
+    from localdistill.backends.serving import RunningServer
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,7 @@ def _chat_handler(template: str):
 def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
     """llama.cpp's own server (xllamacpp): `parallel` slots with continuous batching, unlike
     llama-cpp-python's server, which answers one request at a time."""
-    from localdistill.serve import HOST, RunningServer
+    from localdistill.backends.serving import HOST, RunningServer
 
     try:
         import xllamacpp
@@ -286,3 +285,11 @@ def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
 
 def load(spec: ModelSpec) -> LlamaCppBackend:
     return LlamaCppBackend(spec)
+
+
+def scorer(spec: ModelSpec, context_length: int):
+    """Token-level distillation's teacher (llamacpp_score.py): scorer and backend to close."""
+    from localdistill.backends.llamacpp_score import Scorer
+
+    backend = LlamaCppBackend(spec)
+    return Scorer(backend.llm, context_length, spec.threads or 2), backend

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from localdistill.backends.base import CONTEXT, BackendError, Kind, Request, Result, Sample
-from localdistill.models import ModelSpec
-from localdistill.models.config import ModelsFileError
+from localdistill.models import ModelsFileError, ModelSpec
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_RESPONSE = 32 << 20  # bytes of one answer; a completion is kilobytes

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localdistill.backends.base import BackendError, Kind, Request, Result, Sample, did_not_fit
-from localdistill.models import ModelSpec, adapter_path, weights_path
-from localdistill.models.config import ModelsFileError, at_least_one
+from localdistill.models import ModelsFileError, ModelSpec, adapter_path, at_least_one, weights_path
 
 if TYPE_CHECKING:
-    from localdistill.serve import RunningServer
+    from localdistill.backends.serving import RunningServer
 
 NEEDS = (
     "the vLLM backend needs a CUDA GPU and the vllm package (pip install 'localdistill[gpu]'); "
@@ -180,7 +179,7 @@ def _lora_rank(adapter: Path) -> int:
 
 def vllm_command(spec: ModelSpec, port: int, parallel: int) -> list[str]:
     """The `vllm serve` command line for a model of models.toml."""
-    from localdistill.serve import HOST
+    from localdistill.backends.serving import HOST
 
     command = [shutil.which("vllm") or "vllm", "serve", str(weights_path(spec)),
                "--host", HOST, "--port", str(port),
@@ -201,7 +200,7 @@ def vllm_command(spec: ModelSpec, port: int, parallel: int) -> list[str]:
 
 def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
     """`vllm serve` in a process of its own (it batches on its own: `parallel` is not used)."""
-    from localdistill.serve import HOST, RunningServer
+    from localdistill.backends.serving import HOST, RunningServer
 
     if shutil.which("vllm") is None:
         raise BackendError("vLLM is not installed here (it needs a CUDA GPU: pip install "

@@ -59,8 +59,7 @@ def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path 
     """pass@k of a model on TASKS (humaneval, mbpp[:split][=PATH], a task file...)."""
     from rich.console import Console
 
-    from localdistill.models import get_model
-    from localdistill.models.config import replayed, with_trained_adapter
+    from localdistill.backends import get_model, replayed, with_trained_adapter
     from localdistill.progress import Progress
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits

@@ -34,7 +34,7 @@ def examples_command(run_dir: Path, include_failed: bool, task_id: str | None,
     from rich.console import Console
     from rich.markup import escape
 
-    from localdistill import inspect_examples as view
+    from localdistill.stages.build import examples as view
     from localdistill.tasks import load_tasks
 
     try:

@@ -47,10 +47,10 @@ def mine_command(repo: Path, output: Path, teacher: str, run_dir: Path, count: i
     from rich.console import Console
 
     from localdistill import manifest
-    from localdistill.mine import evaluation_sets, mine, python_files
     from localdistill.progress import Progress
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
+    from localdistill.stages.mine import evaluation_sets, mine, python_files
     from localdistill.tasks import save_jsonl
 
     if not repo.is_dir():

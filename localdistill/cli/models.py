@@ -19,7 +19,7 @@ def models_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from localdistill.models import load_models, models_file, weights_status
+    from localdistill.backends import load_models, models_file, weights_status
 
     specs = load_models()
     table = Table(title=str(models_file()))
@@ -39,7 +39,7 @@ def models_show(name: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from localdistill.models import get_model, weights_status
+    from localdistill.backends import get_model, weights_status
 
     spec = get_model(name)
     table = Table(title=f"{name} ({spec.source})", show_header=False)
@@ -59,7 +59,7 @@ def models_keys() -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from localdistill.models.config import models_reference
+    from localdistill.backends import models_reference
 
     Console().print(Markdown(models_reference()))
 
@@ -92,8 +92,8 @@ def models_pull(which: str) -> None:
               help="Requests served at once (llama.cpp slots).")
 def serve(name: str, port: int | None, parallel: int) -> None:
     """Start a local OpenAI-compatible server for a model, on 127.0.0.1, until Ctrl-C."""
-    from localdistill.models import get_model
-    from localdistill.serve import serve_forever, start_server
+    from localdistill.backends import get_model
+    from localdistill.backends.serving import serve_forever, start_server
 
     spec = get_model(name)
     server = start_server(spec, port=port, parallel=parallel)
@@ -114,9 +114,8 @@ def serve(name: str, port: int | None, parallel: int) -> None:
 def generate(name: str, prompt: str, raw: bool, system: str | None, samples: int,
              max_tokens: int | None, temperature: float | None, seed: int | None) -> None:
     """Generate with a model of models.toml: a quick manual check of a backend."""
-    from localdistill.backends import open_backend, request_for
+    from localdistill.backends import get_model, open_backend, request_for
     from localdistill.backends.base import CONTEXT
-    from localdistill.models import get_model
 
     spec = get_model(name)
     if raw and system:

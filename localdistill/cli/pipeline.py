@@ -161,7 +161,7 @@ def direct_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
 
 
 def _methods(value: str) -> tuple[str, ...]:
-    from localdistill.methods import METHODS
+    from localdistill.stages.build.methods import METHODS
 
     chosen = tuple(m.strip().lower() for m in value.split(",") if m.strip())
     unknown = [m for m in chosen if m not in METHODS]
@@ -254,10 +254,10 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
     of verified, personalised, copied and unchanged refinements and their cost."""
     from rich.console import Console
 
-    from localdistill.probe import probe, table
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
     from localdistill.stages.refine import STRATEGIES, get_strategy
+    from localdistill.stages.refine.probe import probe, table
 
     names = [n.strip() for n in strategies.split(",") if n.strip()] if strategies else list(
         STRATEGIES)

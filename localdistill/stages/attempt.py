@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from localdistill import manifest
 from localdistill.answers import generate
-from localdistill.backends import request_for
+from localdistill.backends import get_model, request_for
 from localdistill.extract import extract_completion
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.records import (
     attempt_key,

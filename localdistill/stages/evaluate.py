@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from localdistill import manifest
 from localdistill.answers import SENT, generate
-from localdistill.backends import request_for
+from localdistill.backends import get_model, request_for
 from localdistill.backends.base import CONTEXT
 from localdistill.errors import BadInput
 from localdistill.extract import extract_completion, shown_code
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.passk import label, mean_pass_at_k
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render

@@ -30,10 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from localdistill import manifest
+from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.extract import shown_code
 from localdistill.hashing import digest
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.records import Attempt, Refinement, attempt_messages, executions, read
@@ -68,8 +69,8 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
                       max_length: int = 1024, progress: Progress | None = None) -> StageReport:
     """Score the student's attempt behind every verified refinement of `run` -> OUT/ (a data
     set) and OUT.jsonl."""
+    from localdistill.backends import open_scorer
     from localdistill.backends.hf import from_pretrained_args
-    from localdistill.backends.scoring import scorer_for
     from localdistill.models import weights_path
 
     student = get_model(student) if isinstance(student, str) else student
@@ -86,7 +87,7 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
         items = _items(tasks, run)
         if not items:
             raise BadInput(f"{run.path}: no verified refinement to score (run `collect` first)")
-        scorer, backend = scorer_for(teacher, max(max_length * 2, 2048))
+        scorer, backend = open_scorer(teacher, max(max_length * 2, 2048))
         try:
             check_vocabularies(scorer.token_texts(), tokenizer)
             identity = digest({"teacher": teacher.name, "path": str(weights_path(teacher)),

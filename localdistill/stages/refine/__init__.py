@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from localdistill import manifest
+from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.extract import shown_code
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.records import Attempt, executions, read, tasks_for, verified_direct
 from localdistill.rundir import RunDir

@@ -19,23 +19,16 @@ import json
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from localdistill.backends import get_model
 from localdistill.errors import BadInput
-from localdistill.models import ModelSpec, get_model, weights_path
+from localdistill.models import ModelSpec, weights_path
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
 from localdistill.stages.train import data, distributed, loop
-from localdistill.stages.train.config import SMALL_SET, TrainConfig
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    adapter: Path  # PEFT format
-    gguf_adapter: Path | None  # for llama.cpp, when the base is a GGUF file
-    report: StageReport
+from localdistill.stages.train.config import SMALL_SET, TrainConfig, TrainResult
 
 
 def choose_backend(config: TrainConfig) -> str:

@@ -7,8 +7,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from localdistill.errors import BadInput
+from localdistill.progress import StageReport
 
 # The attention and MLP projections of LLaMA-style models (Qwen2, SmolLM2, Mistral...). Never the
 # embeddings or lm_head: vLLM and llama.cpp refuse adapters that touch them.
@@ -138,3 +140,13 @@ class TrainConfig:
 DISTILL_FIELDS = ("distill", "distill_beta", "distill_weight")
 DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                     if f.name in DISTILL_FIELDS}
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns (and launch.py reads back from the processes it started)."""
+
+    out: Path
+    adapter: Path  # PEFT format
+    gguf_adapter: Path | None  # for llama.cpp, when the base is a GGUF file
+    report: StageReport

@@ -31,7 +31,7 @@ from localdistill.errors import BadInput
 from localdistill.models import ModelSpec
 from localdistill.progress import StageReport
 from localdistill.rundir import make_private_dir, write_atomic
-from localdistill.stages.train.config import TrainConfig
+from localdistill.stages.train.config import TrainConfig, TrainResult
 from localdistill.stages.train.distributed import LAUNCHED
 
 JOB = ".launch.json"
@@ -100,8 +100,7 @@ def launch(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     """Train on `config.processes` processes; the TrainResult rank 0 wrote."""
     import torch
 
-    from localdistill.models.config import models_file
-    from localdistill.stages.train import TrainResult
+    from localdistill.backends import models_file
 
     make_private_dir(out)
     job = out / JOB

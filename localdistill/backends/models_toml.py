@@ -1,8 +1,9 @@
 """models.toml: named models, parsed into typed entries that fail early and clearly.
 
-Every key has a type and a one-line help (the fields of `ModelSpec` and `Sampling`, checked by
-localdistill/tomlconfig.py as the run config's are); an unknown key, a wrong type or an impossible
-value fails with the file, the key and what was expected, in one line.
+Every key has a type and a one-line help (the fields of `ModelSpec` and `Sampling`, in
+models/spec.py, checked by localdistill/tomlconfig.py as the run config's are), and each backend
+adds its own keys (its `Kind.options`, declared in its module); an unknown key, a wrong type or an
+impossible value fails with the file, the key and what was expected, in one line.
 """
 
 from __future__ import annotations
@@ -11,85 +12,23 @@ import dataclasses
 import os
 import tomllib
 import typing
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any
 
-from localdistill.errors import BadInput
+from localdistill.backends import replay
+from localdistill.backends.registry import declared, kind_of
+from localdistill.models.demo import ModelNotInstalled
+from localdistill.models.spec import (
+    COMMON_KEYS,
+    ModelsFileError,
+    ModelSpec,
+    Sampling,
+    at_least_one,
+    weights_path,
+)
 from localdistill.tomlconfig import Mismatch, key_table, typed
 
 REPO_MODELS_TOML = Path(__file__).resolve().parents[2] / "models.toml"
-
-
-class ModelsFileError(BadInput):
-    """models.toml is wrong: the message names the file, the key and what was expected."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = field(default=0.0, metadata={"help": "0 is greedy"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
-    max_tokens: int = field(default=512, metadata={"help": "tokens to generate at most"})
-    stop: tuple[str, ...] = field(default=(), metadata={"help": "strings that end a sample"})
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One entry of models.toml: the keys every backend has, and `options`, the backend's own
-    (declared with the backend, in localdistill/backends/<module>.py; written flat beside these)."""
-
-    name: str
-    backend: str = field(metadata={"help": "which backend runs it (below: each, and its own "
-                                           "keys)"})
-    description: str = field(default="", metadata={"help": "one line for `models list`"})
-    path: str | None = field(
-        default=None,
-        metadata={
-            "help": "weights: a GGUF file or a Hugging Face directory, absolute or relative to "
-            "this file; 'demo:NAME' for the embedded demo models"
-        },
-    )
-    hub_id: str | None = field(
-        default=None,
-        metadata={"help": "a Hugging Face id, used only if it is already in the local cache"},
-    )
-    quantisation: str | None = field(
-        default=None,
-        metadata={"help": "e.g. Q4_K_M, AWQ, bnb-4bit (informational for GGUF; passed to vLLM)"},
-    )
-    context_length: int = field(default=4096, metadata={"help": "tokens of context"})
-    chat_template: str | None = field(
-        default=None, metadata={"help": "a Jinja chat template overriding the model's own"}
-    )
-    adapter: str | None = field(
-        default=None,
-        metadata={
-            "help": "a LoRA adapter: PEFT directory (transformers, vLLM) or GGUF file (llama.cpp)"
-        },
-    )
-    threads: int | None = field(default=None, metadata={
-        "help": "CPU threads of a backend that runs in this process (default: all)"})
-    sampling: Sampling = field(
-        default_factory=Sampling,
-        metadata={"help": "default sampling: temperature, top_p, max_tokens, stop"},
-    )
-    options: Any = field(default=None, metadata={
-        "help": "(the backend's own keys, written flat in the entry)"})
-    source: str = field(default="", compare=False, metadata={"help": "(set by the loader)"})
-
-    def base_dir(self) -> Path:
-        return Path(self.source).parent if self.source else Path.cwd()
-
-    def with_keys(self, **keys) -> ModelSpec:
-        """This entry with some keys changed, common or the backend's own."""
-        common = {k: v for k, v in keys.items() if k in _COMMON}
-        own = {k: v for k, v in keys.items() if k not in _COMMON}
-        if own:  # dataclasses.replace names a key the backend does not have
-            common["options"] = dataclasses.replace(self.options, **own)
-        return dataclasses.replace(self, **common)
-
-
-_COMMON = frozenset(f.name for f in dataclasses.fields(ModelSpec))
 
 
 def _in_words(where: str, m: Mismatch) -> ModelsFileError:
@@ -140,15 +79,13 @@ def parse_models(text: str, source: str) -> dict[str, ModelSpec]:
 
 def _entry(name: str, raw, source: str) -> ModelSpec:
     """One entry: the common keys into ModelSpec, its backend's own keys into `options`."""
-    from localdistill.backends import declared
-
     where = f"{source}: models.{name}"
     backends = declared()
     kind = backends.get(raw.get("backend")) if isinstance(raw, dict) else None
     own = kind.option_names() if kind else ()
     if isinstance(raw, dict) and kind:
         for key in raw:
-            if key not in _COMMON and key not in own:
+            if key not in COMMON_KEYS and key not in own:
                 _not_this_backends(key, kind, backends, where)
     try:
         common = raw if not isinstance(raw, dict) else \
@@ -202,14 +139,6 @@ def _validate(spec: ModelSpec, kind, where: str) -> None:
     at_least_one(where, spec, "context_length")
 
 
-def at_least_one(where: str, options, *keys: str) -> None:
-    """`keys` of an entry (or of a backend's options) that must be 1 or more."""
-    for key in keys:
-        if getattr(options, key) < 1:
-            raise ModelsFileError(f"{where}.{key}: expected at least 1, got "
-                                  f"{getattr(options, key)}")
-
-
 def _looks_like_hub_id(value: str) -> bool:
     parts = value.split("/")
     return len(parts) == 2 and all(parts) and not value.startswith((".", "/"))
@@ -255,8 +184,6 @@ def get_model(name: str, path: Path | None = None) -> ModelSpec:
 
 def with_trained_adapter(spec: ModelSpec, trained: Path, name: str | None = None) -> ModelSpec:
     """`spec` with the adapter in `trained` (a `localdistill train` output, or an adapter)."""
-    from localdistill.backends import kind_of
-
     trained = trained.expanduser().resolve()
     loads = kind_of(spec).adapter
     if loads == "gguf":
@@ -293,8 +220,6 @@ def replayed(spec: ModelSpec, answers: Path, trained: Path | None = None) -> Mod
                                   "answers)")
         adapter = str(trained)
     name = f"{spec.name}+{trained.name}" if trained else spec.name
-    from localdistill.backends import replay
-
     return dataclasses.replace(spec, name=name, backend="replay", path=str(answers), hub_id=None,
                                adapter=adapter, options=replay.Options(
                                    getattr(spec.options, "parallel", 1)))
@@ -303,8 +228,6 @@ def replayed(spec: ModelSpec, answers: Path, trained: Path | None = None) -> Mod
 def models_reference() -> str:
     """Every key of a models.toml entry: the common ones, then each backend's own, from their
     declarations (docs/models.md ends with this; `localdistill models keys` prints it)."""
-    from localdistill.backends import declared
-
     lines = ["### Every entry", "", *key_table(ModelSpec, skip=("name", "source", "options")), "",
              "### `[models.NAME.sampling]`", "", *key_table(Sampling), ""]
     for kind in declared().values():
@@ -312,3 +235,13 @@ def models_reference() -> str:
         lines += [*key_table(kind.options), ""] if kind.option_names() else \
             ["No keys of its own.", ""]
     return "\n".join(lines)
+
+
+def weights_status(spec: ModelSpec) -> str:
+    """Where the weights are, or in a few words why they are not usable yet."""
+    if kind_of(spec).served:
+        return f"served at {spec.options.url}"
+    try:
+        return str(weights_path(spec))
+    except (ModelsFileError, ModelNotInstalled) as e:
+        return f"missing: {str(e).split(': ')[-1]}"

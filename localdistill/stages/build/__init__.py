@@ -22,11 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.methods import METHODS, Inputs, default_methods, get_method, unique
+from localdistill.stages.build.methods import METHODS, Inputs, default_methods, get_method, unique
 from localdistill.progress import StageReport
 from localdistill.records import Attempt, Refinement, executions, read, tasks_for, verified_direct
 from localdistill.rundir import RunDir, load_jsonl, write_atomic
 from localdistill.tasks.record import Task
+
+STAGE = "build"  # its name in the stage table and the manifest
 
 COLUMNS = ("id", "method", "prompt", "completion", "messages", "task_id", "source", "student",
            "attempt_key", "attempt", "feedback", "teacher", "teacher_round", "distill_round")
@@ -57,7 +59,7 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = No
     methods = default_methods() if methods is None else methods
     for name in methods:
         get_method(name)  # an unknown name: one line, before anything is written
-    report = StageReport("build")
+    report = StageReport(STAGE)
     attempts = {a.key: a for a in read(run, Attempt)}
     direct = verified_direct(run)
     inputs = Inputs(

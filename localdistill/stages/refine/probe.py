@@ -19,8 +19,9 @@ import random
 import time
 from collections.abc import Sequence
 
+from localdistill.backends import get_model
 from localdistill.errors import BadInput
-from localdistill.models import ModelSpec, get_model
+from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.records import Direct, read
 from localdistill.rundir import RunDir

@@ -45,7 +45,8 @@ request cache), and what is recorded goes to the run directory (`mine.jsonl`, th
 
 files.py, select.py and standalone.py build on one another in that order, decontaminate.py on
 none of them, and none imports this package: this module ties them together (`find_candidates`,
-`mine`) and re-exports their public names, so `from localdistill.mine import ...` finds them all.
+`mine`) and re-exports their public names, so `from localdistill.stages.mine import ...` finds
+them all.
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ from pathlib import Path
 
 from localdistill.errors import BadInput
 from localdistill.gentests import GenTestsReport, generate_tests
-from localdistill.mine.decontaminate import (
+from localdistill.models import ModelSpec
+from localdistill.progress import Progress, StageReport
+from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits
+from localdistill.stages.mine.decontaminate import (
     MIN_COMPARED_CHARS,
     PREFILTER,
     SIMILAR,
@@ -69,8 +74,8 @@ from localdistill.mine.decontaminate import (
     decontaminate,
     evaluation_sets,
 )
-from localdistill.mine.files import SKIP_DIRS, _read, own_packages, python_files
-from localdistill.mine.select import (
+from localdistill.stages.mine.files import SKIP_DIRS, _read, own_packages, python_files
+from localdistill.stages.mine.select import (
     ASYNC_OR_GENERATOR,
     BANNED_BUILTINS,
     BANNED_MODULES,
@@ -110,11 +115,7 @@ from localdistill.mine.select import (
     _placement_problem,
     _shape_problem,
 )
-from localdistill.mine.standalone import _candidate
-from localdistill.models import ModelSpec
-from localdistill.progress import Progress, StageReport
-from localdistill.rundir import RunDir
-from localdistill.sandbox import Limits
+from localdistill.stages.mine.standalone import _candidate
 from localdistill.tasks.record import Task
 
 __all__ = [

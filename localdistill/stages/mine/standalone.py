@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from localdistill.mine.select import (
+from localdistill.stages.mine.select import (
     _BUILTINS,
     BANNED_BUILTINS,
     BANNED_MODULES,

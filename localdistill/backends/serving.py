@@ -1,4 +1,5 @@
-"""`localdistill serve`: start the right local server for a model, on loopback, and keep it up.
+"""Serving a model (`localdistill serve`): start the right local server for it, on loopback,
+and keep it up.
 
 Each backend that can be served says how, in its own module (`serve(spec, port, parallel)`): GGUF
 models get llama.cpp's own server (backends/llamacpp.py, from the `xllamacpp` wheel), vLLM models
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from localdistill.backends.base import BackendError
+from localdistill.backends.registry import modules
 from localdistill.models import ModelSpec
 
 HOST = "127.0.0.1"  # never anything else: see docs on allow_remote for serving a network
@@ -42,8 +44,6 @@ def start_server(spec: ModelSpec, port: int | None = None, parallel: int = 4,
                  timeout: float = 600.0) -> RunningServer:
     """Start a server for `spec` on 127.0.0.1 and return once it answers."""
     port = port or free_port()
-    from localdistill.backends import modules
-
     servable = [name for name, module in modules().items() if hasattr(module, "serve")]
     if spec.backend not in servable:
         raise BackendError(f"models.{spec.name}: nothing to serve for backend {spec.backend!r} "
