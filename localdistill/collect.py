@@ -17,7 +17,7 @@ from localdistill import manifest
 from localdistill.backends import get_model, with_trained_adapter
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec
-from localdistill.progress import Progress, StageReport
+from localdistill.progress import Measure, PerExample, Progress, StageReport
 from localdistill.records import failed_task_ids
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
@@ -160,14 +160,15 @@ def _with_costs(built: StageReport, reports: list[StageReport],
         report, examples = by_stage.get(stage), built.value(f"examples:{method.name}")
         if report is None or examples is None:
             continue
-        built.counts[f"teacher tokens per {name} example"] = (
-            f"{report.teacher_tokens / examples:,.0f}" if examples else "-")
-        built.counts[f"teacher minutes per {name} example"] = report.per_example(
-            minutes(stage), examples, digits=2)
-    built.counts["teacher tokens in all"] = sum(r.teacher_tokens for r in reports)
-    built.counts["student tokens in all"] = sum(r.student_tokens for r in reports)
-    built.counts["minutes of all stages, all runs"] = (
-        f"{sum(h['seconds'] for h in history) / 60:.1f}")
+        built.count_all({
+            f"teacher tokens per {name} example": PerExample(report.teacher_tokens, examples, 0),
+            f"teacher minutes per {name} example": report.per_example(minutes(stage), examples,
+                                                                      digits=2)})
+    built.count_all({
+        "teacher tokens in all": sum(r.teacher_tokens for r in reports),
+        "student tokens in all": sum(r.student_tokens for r in reports),
+        "minutes of all stages, all runs": Measure(sum(h["seconds"] for h in history) / 60,
+                                                   ".1f")})
     return built
 
 

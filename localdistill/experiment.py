@@ -247,10 +247,10 @@ def _run_loop(config: RunConfig, run_dir: Path, progress, say: Callable[[object]
               reuse: tuple[Path, ...]) -> list:
     from localdistill.backends import get_model, with_trained_adapter
     from localdistill.collect import collect
-    from localdistill.report import report, tables
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
     from localdistill.stages.evaluate import evaluate
+    from localdistill.stages.report import report, tables
     from localdistill.tasks import load_tasks
 
     _keep_config(config, run_dir, say)

@@ -24,10 +24,42 @@ from localdistill.prompts import render
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
 
+# Every compound key of a run is built here, so that a stage never parses one back.
 
 def attempt_key(task_id: str, sample: int) -> str:
     """The key of a task's sample (an attempt, a teacher's answer): `task_id#sample`."""
-    return f"{task_id}#{sample}"
+    return candidate_key(task_id, sample)
+
+
+def round_key(key: str, round_: int) -> str:
+    """An answer's descendant at a round: a refinement of an attempt (`attempt@round`), an
+    evaluation sample after `round_` repair steps."""
+    return f"{key}@{round_}"
+
+
+def candidate_key(key: str, i: int) -> str:
+    """The i-th of several answers or programs for one key (`key#i`)."""
+    return f"{key}#{i}"
+
+
+def retry_key(key: str, retry: int) -> str:
+    """A request asked again, sampling, because the first answers handed the code back."""
+    return f"{key}~{retry}"
+
+
+def checked_key(key: str) -> str:
+    """A program judged again on the generated inputs (the differential check)."""
+    return f"{key}+"
+
+
+def part_key(key: str, part: str) -> str:
+    """One of several programs judged for one answer (its hidden tests, its seen tests...)."""
+    return f"{key}/{part}"
+
+
+def kind_key(kind: str, key: str) -> str:
+    """An answer's key among answers of several kinds (attempt, direct)."""
+    return f"{kind}:{key}"
 
 
 @dataclass(frozen=True)
@@ -61,18 +93,75 @@ class Direct:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One of a round's k answers to a failed attempt, verified (stages/refine/rounds.py)."""
+
+    request_hash: str
+    answer: str
+    completion: str  # the code extracted from `answer`
+    retry: int = 0  # 0: asked first; n: the n-th re-ask after answers that changed nothing
+    unchanged: bool = False  # hands the code it was given back
+    similarity: float = 0.0  # to the student's own attempt (refine/similarity.py)
+    copied: bool = False  # a copy of the guide
+    no_code: bool = False
+    cut_off: bool = False  # ran into the token limit
+    tokens: int = 0
+    passed: bool = False
+    status: str = ""
+    feedback: str = ""
+    refuted: bool | None = None  # on the generated inputs; None: not checked
+
+    def as_record(self) -> dict:
+        """As a refinement's record keeps it: without the answer and feedback (the chosen
+        candidate's are the record's own), `refuted` only when it was checked."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("answer", "feedback") and (k != "refuted" or v is not None)}
+
+
+@dataclass(frozen=True)
 class Refinement:
-    key: str  # "<attempt key>@<round>"
+    """A round's refinement of a failed attempt: the candidate kept, its verdict, and how
+    personal it is (stages/refine/rounds.py writes it; the fields in the file's order)."""
+
+    key: str  # round_key(attempt key, round)
     attempt_key: str
     task_id: str
     round: int
     teacher: str
-    completion: str
-    passed: bool
+    strategy: str = ""
+    request_hash: str = ""
+    answer: str = ""
+    completion: str = ""
+    refined_from: str = ""  # the code the teacher was shown (the attempt, or the last round's)
+    feedback_given: str = ""
+    unchanged_retries: int = 0
+    unchanged: bool = False  # every answer, retries included, handed the code back
+    passed: bool = False
+    status: str = ""
     feedback: str = ""
-    unchanged: bool = False
+    attempt: str = ""  # the student's own code
+    guide: str | None = None
+    guide_source: str | None = None
+    similarity: float = 0.0
+    guide_similarity: float | None = None  # the guide's similarity to the attempt
+    personalised: bool | None = None  # None: no guide to compare with
     copied: bool = False
-    personalised: bool = False
+    candidates_verified: int = 0
+    candidates: tuple[Candidate, ...] = ()
+
+    @classmethod
+    def from_record(cls, record: dict) -> Refinement:
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in record.items() if k in names}
+        kept = {f.name for f in dataclasses.fields(Candidate)}
+        fields["candidates"] = tuple(Candidate(**{"answer": "", **{k: v for k, v in c.items()
+                                                                  if k in kept}})
+                                     for c in record.get("candidates", ()))
+        return cls(**fields)
+
+    def as_record(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "candidates": [c.as_record() for c in self.candidates]}
 
 
 R = TypeVar("R")
@@ -82,6 +171,8 @@ FILES = {Attempt: "attempts", Execution: "executions", Direct: "direct",
 
 def read(run: RunDir, kind: type[R]) -> list[R]:
     """The run's records of one kind (its stage's file), typed."""
+    if hasattr(kind, "from_record"):
+        return [kind.from_record(record) for record in run.records(FILES[kind])]
     names = {f.name for f in dataclasses.fields(kind)}
     return [kind(**{k: v for k, v in record.items() if k in names})
             for record in run.records(FILES[kind])]

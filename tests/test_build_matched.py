@@ -10,10 +10,10 @@ import pytest
 
 from localdistill.extract import shown_code
 from localdistill.records import attempt_messages
-from localdistill.report import compare, load_entries, teacher_tokens
 from localdistill.rundir import RunDir
 from localdistill.stages.build import build
 from localdistill.stages.build.methods import METHODS, a_third, answer_text, default_methods
+from localdistill.stages.report import compare, load_entries, teacher_tokens
 from localdistill.tasks.record import Task
 
 

@@ -73,7 +73,7 @@ def test_identical_programs_are_judged_once_and_never_again(tmp_path):
                 program_for(task, "    return x\n", key="c")]
     with RunDir(tmp_path) as run:
         verdicts = judge(run, programs, Limits())
-        assert [verdicts[k]["passed"] for k in "abc"] == [True, True, False]
+        assert [verdicts[k].passed for k in "abc"] == [True, True, False]
         assert len(list(run.records(EXECUTIONS))) == 2
         assert judge(run, programs, Limits()) == verdicts
         assert len(list(run.records(EXECUTIONS))) == 2

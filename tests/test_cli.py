@@ -137,11 +137,11 @@ def test_each_kind_of_error_has_its_exit_code():
     from localdistill.experiment import ConfigError
     from localdistill.models import ModelsFileError
     from localdistill.prompts import PromptError
-    from localdistill.report import ReportError
     from localdistill.rundir import RunDirError
     from localdistill.sandbox.limits import SandboxError
     from localdistill.stages.build.examples import NoRefinements
     from localdistill.stages.refine.strategies import StrategyError
+    from localdistill.stages.report import ReportError
     from localdistill.stages.train.gguf_lora import AdapterError
     from localdistill.stages.train.launch import LaunchError, TrainingFailed
     from localdistill.tasks import TaskFileError

@@ -311,8 +311,8 @@ def test_eval_reports_pass_at_1_plus_on_the_generated_inputs(tmp_path):
 
 
 def test_the_report_shows_the_plus_results_as_a_benchmark_of_their_own(tmp_path):
-    from localdistill.report import compare, load_entries
     from localdistill.stages.evaluate import EvalConfig
+    from localdistill.stages.report import compare, load_entries
 
     other = Task("chain2", PROMPT.replace("pairs.", "pairs (again)."), "longest_chain",
                  CHAIN.tests, reference=CHAIN.reference)

@@ -196,7 +196,7 @@ def test_an_evaluation_answered_from_a_cache_shows_no_eval_time(finished, tmp_pa
     report says "cached" where it would show the model's time (it is the judging only)."""
     from rich.console import Console
 
-    from localdistill.report import report, table
+    from localdistill.stages.report import report, table
 
     tasks, reference, _ = finished
     run = tmp_path / "cached"

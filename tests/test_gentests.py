@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.gentests import (
+from localdistill.rundir import RunDir
+from localdistill.sandbox import Limits, evaluate, execute, run_tests
+from localdistill.stages.gentests import (
     CRASHED,
     DUPLICATE,
     FLOAT_NOISE,
@@ -30,8 +32,6 @@ from localdistill.gentests import (
     outputs,
     parse_calls,
 )
-from localdistill.rundir import RunDir
-from localdistill.sandbox import Limits, evaluate, execute, run_tests
 from localdistill.tasks import TaskFileError, TaskSpecError, load_jsonl, load_tasks, save_jsonl
 from localdistill.tasks.record import Task
 

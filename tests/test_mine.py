@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill import mine as m
 from localdistill.sandbox import evaluate, execute
+from localdistill.stages import mine as m
 from localdistill.stages.mine import (
     decontaminate,
     find_candidates,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from localdistill.backends import REPO_MODELS_TOML, load_models, parse_models
+from localdistill.backends import load_models, parse_models
+from localdistill.backends.models_toml import REPO_MODELS_TOML
 from localdistill.models import ModelsFileError, weights_path
 from localdistill.models.demo import DEMO_MODELS, ModelNotInstalled, demo_path, pull
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import SCRIPT, needs_mbpp
 
-from localdistill.report import (
+from localdistill.stages.report import (
     claims,
     claims_markdown,
     compare,
@@ -213,7 +213,7 @@ def test_a_run_with_fewer_steps_gets_no_bar_at_zero(tmp_path, monkeypatch):
     # (a bar at 0% would read as a model that solves nothing).
     import matplotlib.axes
 
-    from localdistill.report import plot
+    from localdistill.stages.report import plot
 
     tasks = {f"t{i}": int(i < 5) for i in range(10)}
     with_repair = _summary(tmp_path / "with_repair", "a", tasks)

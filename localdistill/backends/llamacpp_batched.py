@@ -16,7 +16,8 @@ That is why `parallel` belongs to the model's identity in the run cache.
 Drafting without a draft model (`ngram_draft = K`, models.toml). Code answers copy long spans of
 their prompt (signatures, docstrings, the student's code in a refinement prompt, the guide) and
 of themselves. Each sequence looks up the last few tokens it has (prompt and answer so far) where
-they occurred before, and proposes the tokens that followed there as a draft of up to K tokens.
+they occurred before, and proposes the tokens that followed there as a draft of up to K tokens
+(`NgramDrafter`, prompt_lookup.py).
 The drafts ride in the same batch as every other sequence's next token (`_step`): one decode
 computes the model's distribution at every drafted position, and the sequence's own sampler
 (the same chain, the same seed) picks each next token from those distributions in order. A
@@ -34,25 +35,30 @@ What a decode costs is not proportional to its rows: llama.cpp's CPU kernels mul
 quantised weights several rows at a time and the rest one row at a time, so on the demo student a
 decode of 4 rows took 55 ms, 7 rows 129 ms and 8 rows 91 ms, and on the demo teacher 10 rows 309 ms
 and 16 rows 280 ms (docs/results.md). The decoder therefore measures its model's cost of a decode
-of 1 to 32 rows once, when it is made (`calibrate`, a few seconds), and at every step picks how
-many drafted tokens to add: each sequence's candidates are worth the chance that they are kept
-(its own running acceptance rate, to the power of the token's place in the draft), and the
-number of rows chosen is the one with the most expected tokens per second of measured cost. So
-drafts ride in rows that would cost (nearly) nothing otherwise, a sequence whose drafts keep
-failing stops drafting, and a full batch of sequences drafts only where it pays.
+of 1 to 32 rows once, when it is made (`calibrate`, a few seconds; kept by decode_costs.py),
+and at every step picks how many drafted tokens to add: each sequence's candidates are worth the
+chance that they are kept (its own running acceptance rate, to the power of the token's place in
+the draft), and the number of rows chosen is the one with the most expected tokens per second of
+measured cost. So drafts ride in rows that would cost (nearly) nothing otherwise, a sequence whose
+drafts keep failing stops drafting, and a full batch of sequences drafts only where it pays.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from localdistill.backends.base import BackendError, Request, Result, Sample, did_not_fit
+from localdistill.backends.decode_costs import kept_costs
+from localdistill.backends.llamacpp_context import chat_formatter, new_context, prompt_tokens
+from localdistill.backends.prompt_lookup import DraftStats, NgramDrafter
+
+# the backend, the scorer, tests and scripts import these helpers from here too
+__all__ = ["BatchedDecoder", "DraftStats", "NgramDrafter", "chat_formatter", "new_context",
+           "prompt_tokens"]
 
 
 @dataclass
@@ -104,7 +110,7 @@ class BatchedDecoder:
         self.ngram_draft = min(ngram_draft, self.n_batch // parallel - 1)
         self.cost: list[float] = []  # cost[r]: seconds a decode of r rows takes (calibrate)
         if self.ngram_draft:
-            self.cost = self._costs(max(MAX_ROWS, parallel), threads)
+            self.cost = kept_costs(llm, threads, max(MAX_ROWS, parallel), self.calibrate)
 
     # --- requests in, results out -------------------------------------------------------------
 
@@ -326,44 +332,6 @@ class BatchedDecoder:
     def _cost(self, rows: int) -> float:
         return self.cost[min(rows, len(self.cost) - 1)]
 
-    def _costs(self, most: int, threads: int) -> list[float]:
-        """The calibrated costs of this model on this machine: measured the first time, then
-        read from $XDG_CACHE_HOME/localdistill/decode-costs.json. Kept, because the rows chosen
-        depend on them, and so can a greedy answer after a near tie: measured anew each time,
-        timing noise would make the same requests come out differently from run to run."""
-        import json
-        import os
-        import platform
-
-        from localdistill.hashing import digest, file_digest
-
-        adapter = getattr(self.llm, "lora_path", None)
-        key = digest({"weights": file_digest(Path(self.llm.model_path)),
-                      "adapter": file_digest(Path(adapter)) if adapter else None,
-                      "threads": threads, "most": most, "llama.cpp": self.lib.__version__,
-                      "cpu": _cpu_name(), "machine": platform.machine()})
-        root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(root) / "localdistill" / "decode-costs.json"
-        try:
-            known = json.loads(path.read_text())
-        except (OSError, ValueError):
-            known = {}
-        if not isinstance(known, dict):
-            known = {}
-        cost = known.get(key)
-        if isinstance(cost, list) and len(cost) == most + 1:
-            return [float(c) for c in cost]
-        cost = self.calibrate(most)
-        known[key] = cost
-        try:  # a machine where it cannot be kept measures again next time: slower, not wrong
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_text(json.dumps(known))
-            partial.replace(path)
-        except OSError:
-            pass
-        return cost
-
     def calibrate(self, most: int) -> list[float]:
         """Seconds a decode of 0..`most` rows takes on this model and machine (index: rows).
 
@@ -428,142 +396,5 @@ class BatchedDecoder:
                                "context memory? lower `parallel` or `context_length`)")
 
 
-def new_context(llm, n_ctx: int, sequences: int, threads: int, n_batch: int, what: str):
-    """A llama.cpp context of its own for a loaded llama-cpp-python model: the model's own
-    settings (attention kernel, KV types...) resized, with the model's LoRA adapter applied.
-    `what` names it in the error when there is no memory for it."""
-    import llama_cpp
-
-    params = type(llm.context_params).from_buffer_copy(llm.context_params)
-    params.n_ctx = n_ctx
-    params.n_seq_max = sequences
-    params.n_batch = params.n_ubatch = n_batch
-    params.n_threads = params.n_threads_batch = threads
-    ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
-    if not ctx:
-        raise BackendError(f"llama.cpp could not make a context for {what} (memory?)")
-    adapter = getattr(llm, "_lora_adapter", None)
-    if adapter is not None:
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-        scales = (ctypes.c_float * 1)(llm.lora_scale)
-        if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales):
-            llama_cpp.llama_free(ctx)
-            raise BackendError(f"llama.cpp could not apply the LoRA adapter to {what}")
-    return ctx
-
-
 MIN_REUSE = 16  # a shared prefix shorter than this is computed again (copying costs too)
 MAX_ROWS = 32  # the most rows a decode is calibrated for (more rarely pay on a CPU)
-
-
-def _cpu_name() -> str:
-    """The processor's name and instruction sets (the same name covers EPYCs with and without
-    AVX-512)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    wanted = ("model name", "flags")
-    return " | ".join(next((line.split(":", 1)[1].strip() for line in lines
-                            if line.startswith(key)), "") for key in wanted)
-
-
-@dataclass
-class DraftStats:
-    """What drafting did in one decoder's life (the benchmark prints it)."""
-
-    steps: int = 0  # decodes of the generation loop (prefills not counted)
-    batch_tokens: int = 0  # tokens those decodes carried
-    drafted: int = 0
-    accepted: int = 0
-    step_seconds: float = 0.0  # in those decodes
-    prefill_tokens: int = 0  # prompt tokens decoded
-    prefill_seconds: float = 0.0
-    reused_tokens: int = 0  # prompt tokens copied from another slot instead (prefix_reuse)
-
-
-class NgramDrafter:
-    """One sequence's drafts: the tokens that followed the last time its last `n` tokens occurred
-    (n = 4, then 3, then 2: the longest match first), in its prompt or its answer so far, and
-    how often its drafted tokens have been kept (`rate`, for the decoder's choice of rows).
-
-    Every n-gram's latest end is indexed as tokens arrive, so a lookup costs a dictionary read.
-    `rate` is the share of drafted tokens kept, counted as a draft is verified (its kept tokens,
-    and the first one not kept; the rest were never tested), older drafts weighing less, starting
-    from 1 kept of 2.
-    """
-
-    SIZES = (4, 3, 2)
-    DECAY = 0.7  # the weight of what earlier drafts showed, at each new one
-
-    def __init__(self, prompt: list[int], limit: int) -> None:
-        self.tokens: list[int] = []
-        self.ends: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest occurrence ends
-        self.limit = limit
-        self.kept, self.tried = 1.0, 2.0
-        for token in prompt:
-            self.append(token)
-
-    @property
-    def rate(self) -> float:
-        return self.kept / self.tried
-
-    def append(self, token: int) -> None:
-        tokens = self.tokens
-        tokens.append(token)
-        end = len(tokens)
-        # index the n-grams ending just before this token: indexing the one that ends here too
-        # would make every lookup find the sequence's own tail
-        for n in self.SIZES:
-            if end - 1 >= n:
-                self.ends[tuple(tokens[end - 1 - n:end - 1])] = end - 1
-
-    def lookup(self, limit: int) -> list[int]:
-        """Up to `limit` tokens that followed the latest occurrence of the longest tail that
-        occurred before."""
-        if limit <= 0:
-            return []
-        tokens = self.tokens
-        for n in self.SIZES:
-            if len(tokens) <= n:
-                continue
-            end = self.ends.get(tuple(tokens[-n:]))
-            if end is not None:
-                return tokens[end:end + min(limit, self.limit)]
-        return []
-
-    def feedback(self, drafted: int, accepted: int) -> None:
-        self.kept = self.kept * self.DECAY + accepted
-        self.tried = self.tried * self.DECAY + accepted + (accepted < drafted)
-
-
-def prompt_tokens(llm, formatter, request: Request) -> tuple[list[int], tuple[str, ...]]:
-    """The request's prompt as the model sees it, in tokens, and the stop strings its chat
-    template adds (none for a plain prompt). `formatter`: `chat_formatter`'s, for chat requests."""
-    if request.messages is None:
-        return llm.tokenize(request.prompt.encode("utf-8"), special=True), ()
-    rendered = formatter(messages=list(request.messages))
-    tokens = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
-                          special=True)
-    extra = rendered.stop or []
-    return tokens, tuple([extra] if isinstance(extra, str) else extra)
-
-
-def chat_formatter(llm, template: str | None):
-    """The chat formatter llama-cpp-python would use for this model (see Llama.__init__); None
-    when the model has no chat template and models.toml gives none."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    if template:  # models.toml's chat_template, as the sequential backend's _chat_handler
-        return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        return None
-    eos, bos = llm.token_eos(), llm.token_bos()
-    return Jinja2ChatFormatter(
-        template=template,
-        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-        stop_token_ids=[eos],
-    )

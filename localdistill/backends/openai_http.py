@@ -14,7 +14,6 @@ import http.client
 import ipaddress
 import json
 import queue
-import re
 import sys
 import threading
 import time
@@ -24,6 +23,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from localdistill.backends.base import CONTEXT, BackendError, Kind, Request, Result, Sample
+from localdistill.backends.openai_errors import (
+    OVER_CONTEXT,
+    DidNotFit,
+    clip,
+    error_message,
+    prompt_length,
+)
+from localdistill.backends.openai_spread import SpreadBackend
 from localdistill.models import ModelsFileError, ModelSpec
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -32,11 +39,6 @@ WAIT_POLL = 2.0  # seconds between tries while waiting for a server to come back
 # Connection refused before the server ever answered: nothing listens there (a wrong url, a server
 # not started). One more try after the first backoff, in case it was just starting, then the error.
 REFUSED_TRIES = 2
-# How servers refuse a prompt longer than their context (HTTP 400): vLLM ("This model's maximum
-# context length is ...", "... longer than the maximum model length"), llama.cpp's server
-# ("exceeds the available context size", exceed_context_size_error), OpenAI's own code.
-OVER_CONTEXT = re.compile(r"maximum context length|maximum model length|available context size|"
-                          r"exceed_context_size|context_length_exceeded", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -110,14 +112,6 @@ def check_local_url(url: str, allow_remote: bool, where: str) -> None:
             f"{where}: {host} is a public address; only servers on your own "
             "network are allowed, even with allow_remote"
         )
-
-
-class _DidNotFit(BackendError):
-    """The server refused a prompt longer than its context; `prompt_tokens` if it said."""
-
-    def __init__(self, message: str, prompt_tokens: int) -> None:
-        super().__init__(message)
-        self.prompt_tokens = prompt_tokens
 
 
 def _to_stderr(text: str) -> None:
@@ -195,7 +189,7 @@ class OpenAIBackend:
                 except (KeyError, IndexError, TypeError):
                     raise BackendError(
                         f"the server at {self.url} lists no model (GET /models answered "
-                        f"{_clip(json.dumps(answer))}): set served_name in models.{self.spec.name}"
+                        f"{clip(json.dumps(answer))}): set served_name in models.{self.spec.name}"
                     ) from None
             return self._served_name
 
@@ -213,7 +207,7 @@ class OpenAIBackend:
             body["seed"] = request.seed + i
         try:
             answer = self._call("POST", path, body)
-        except _DidNotFit as e:  # one prompt too long must not stop the others
+        except DidNotFit as e:  # one prompt too long must not stop the others
             return Sample("", CONTEXT, 0), e.prompt_tokens
         try:
             choice = answer["choices"][0]
@@ -223,7 +217,7 @@ class OpenAIBackend:
                                                 ("prompt_tokens", "completion_tokens"))
             reason = "length" if choice.get("finish_reason") == "length" else "stop"
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            what = f"no text in choices[0]: {_clip(json.dumps(answer))}"
+            what = f"no text in choices[0]: {clip(json.dumps(answer))}"
             raise self._garbage(path, what) from None
         if not isinstance(text, str | None):
             raise self._garbage(path, f"choices[0] text is {type(text).__name__}, not a string")
@@ -269,7 +263,7 @@ class OpenAIBackend:
                     return self._json(path, data)
                 if status != 429 and status < 500:
                     raise self._rejected(path, status, data)
-                why = _detail(data)
+                why = error_message(data)
             if status in (0, 503) and self._answered and self.spec.options.wait_for_server > 0 \
                     and not self._closed:
                 self._wait(status, why)  # it was answering: a crash or a restart, not a bad url
@@ -285,7 +279,7 @@ class OpenAIBackend:
         """Sleep a little while the server is away; BackendError once it has been away for
         `wait_for_server` seconds. Every thread in flight comes here: one line says it all."""
         now, limit = time.monotonic(), self.spec.options.wait_for_server
-        reason = f"HTTP 503: {why}" if status else _clip(str(why) or type(why).__name__)
+        reason = f"HTTP 503: {why}" if status else clip(str(why) or type(why).__name__)
         with self._outage:
             if self._down_since is None:
                 self._down_since = now
@@ -334,7 +328,7 @@ class OpenAIBackend:
         try:
             answer = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            what = f"not JSON: {_clip(data.decode('utf-8', 'replace'))}"
+            what = f"not JSON: {clip(data.decode('utf-8', 'replace'))}"
             raise self._garbage(path, what) from None
         if not isinstance(answer, dict):
             raise self._garbage(path, f"a JSON {type(answer).__name__}, not an object")
@@ -347,12 +341,13 @@ class OpenAIBackend:
     def _rejected(self, path: str, status: int, data: bytes) -> BackendError:
         text = data.decode("utf-8", "replace")
         if status == 400 and OVER_CONTEXT.search(text):
-            return _DidNotFit(f"the server at {self.url}: {_detail(data)}", _prompt_tokens(text))
+            return DidNotFit(f"the server at {self.url}: {error_message(data)}",
+                             prompt_length(text))
         hint = "the prompt may be longer than the server's context, or a setting invalid"
         if status == 404:
             hint = "check that the url ends in /v1 and served_name is a model the server has"
         return BackendError(f"the server at {self.url} rejected {path} (HTTP {status}: "
-                            f"{_detail(data)}): {hint}")
+                            f"{error_message(data)}): {hint}")
 
     def _gave_up(self, status: int, what: object, tries: int) -> BackendError:
         name, times = self.spec.name, f"after {tries} tries"
@@ -362,7 +357,7 @@ class OpenAIBackend:
                                 f"MODEL' or fix models.{name}.url")
         if isinstance(what, BaseException):
             return BackendError(f"the server at {self.url} dropped the connection {times} "
-                                f"({_clip(str(what) or type(what).__name__)}): see its log; it "
+                                f"({clip(str(what) or type(what).__name__)}): see its log; it "
                                 "may have crashed or run out of memory")
         if status == 429:
             return BackendError(f"the server at {self.url} is overloaded (HTTP 429 {times}): "
@@ -378,105 +373,6 @@ class _Pending:
         self.request = request
         self.samples: list[Sample | None] = [None] * request.n
         self.prompt_tokens = 0
-
-
-def _detail(data: bytes) -> str:
-    """The server's own error message, from an OpenAI-style error body or the raw text."""
-    text = data.decode("utf-8", "replace")
-    try:
-        error = json.loads(text)
-        error = error.get("error", error.get("detail", error)) if isinstance(error, dict) else error
-        text = error.get("message", error) if isinstance(error, dict) else error
-    except ValueError:
-        pass
-    return _clip(str(text)) or "no details"
-
-
-def _prompt_tokens(text: str) -> int:
-    """The prompt's length in a server's refusal, where it says (0 where it does not)."""
-    said = re.search(r'"n_prompt_tokens":\s*(\d+)|(\d+) in the messages|prompt \(length (\d+)\)',
-                     text)
-    return int(next(g for g in said.groups() if g)) if said else 0
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """One line, short enough for an error message."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class SpreadBackend:
-    """One model served by several servers (`url` and `more_urls`): each server pulls the next
-    request whenever it has a free slot, so a faster server takes more. A server that fails for
-    good hands the requests it held back to the others; the error reaches the caller only when no
-    server is left to answer them."""
-
-    def __init__(self, backends: list[OpenAIBackend]) -> None:
-        self.backends = backends
-
-    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
-        source, lock = iter(requests), threading.Lock()
-        returned: queue.Queue[Request] = queue.Queue()  # held by a server that failed
-        results: queue.Queue[tuple[str, int, object]] = queue.Queue()
-        held: list[dict[int, Request]] = [{} for _ in self.backends]
-
-        def feed(index: int) -> Iterator[Request]:
-            while True:
-                try:
-                    request = returned.get_nowait()
-                except queue.Empty:
-                    with lock:
-                        request = next(source, None)
-                    if request is None:
-                        return
-                held[index][id(request)] = request
-                yield request
-
-        def serve(index: int) -> None:
-            try:
-                for result in self.backends[index].generate(feed(index)):
-                    results.put(("result", index, result))
-            except BackendError as e:
-                results.put(("failed", index, e))
-            except BaseException as e:  # noqa: BLE001 - carried to the caller's thread
-                results.put(("crashed", index, e))
-            else:
-                results.put(("finished", index, None))
-
-        def start(index: int) -> None:
-            threading.Thread(target=serve, args=(index,), daemon=True,
-                             name=f"spread-{index}").start()
-
-        live = set(range(len(self.backends)))
-        running = set(live)
-        for index in running:
-            start(index)
-        error: BackendError | None = None
-        while running:
-            kind, index, value = results.get()
-            if kind == "result":
-                held[index].pop(id(value.request), None)
-                yield value
-                continue
-            running.discard(index)
-            if kind == "crashed":
-                raise value
-            if kind == "failed":
-                live.discard(index)
-                error = value
-                for request in held[index].values():
-                    returned.put(request)
-                held[index].clear()
-            if not running and not returned.empty():  # work handed back, nobody pulling
-                running = set(live)
-                for other in running:
-                    start(other)
-        if not returned.empty() and error is not None:
-            raise error
-
-    def close(self) -> None:
-        for backend in self.backends:
-            backend.close()
 
 
 def load(spec: ModelSpec) -> OpenAIBackend | SpreadBackend:

@@ -15,6 +15,7 @@ from localdistill.cli.pipeline import (
     sandbox_options,
     tasks_argument,
 )
+from localdistill.cli.tasks import SpecHelp
 
 EVAL = "localdistill.stages.evaluate:EvalConfig"
 
@@ -29,7 +30,11 @@ def _ks(value: str) -> tuple[int, ...]:
     return ks
 
 
-@cli.command("eval", cls=ConfigCommand)
+class _EvalCommand(SpecHelp, ConfigCommand):
+    pass
+
+
+@cli.command("eval", cls=_EvalCommand)
 @tasks_argument
 @click.option("--model", "model_name", required=True,
               help="A name in models.toml (NAME+DIR: with the adapter `train` wrote to DIR).")
@@ -56,7 +61,7 @@ def _ks(value: str) -> tuple[int, ...]:
 def eval_command(spec: str, model_name: str, adapter: Path | None, replay: Path | None,
                  run_dir: Path, reuse: tuple[Path, ...], limit: int | None,
                  workers: int | None, timeout: float, **settings) -> None:
-    """pass@k of a model on TASKS (humaneval, mbpp[:split][=PATH], a task file...)."""
+    """pass@k of a model on TASKS."""
     from rich.console import Console
 
     from localdistill.backends import get_model, replayed, with_trained_adapter
@@ -95,7 +100,7 @@ def report_command(runs: tuple[Path, ...], out: Path) -> None:
     the paired comparisons (claims.json)."""
     from rich.console import Console
 
-    from localdistill.report import report, tables
+    from localdistill.stages.report import report, tables
 
     entries, plots = report(list(runs), out)
     console = Console(highlight=False)

@@ -303,8 +303,8 @@ def gen_tests_command(spec: str, teacher: str, run_dir: Path, reuse: tuple[Path,
     reference (in the sandbox, run twice) gives the expected outputs."""
     from rich.console import Console
 
-    from localdistill.gentests import generate_tests
     from localdistill.sandbox import Limits
+    from localdistill.stages.gentests import generate_tests
     from localdistill.tasks import save_jsonl
 
     if output.suffix != ".jsonl":

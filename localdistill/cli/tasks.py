@@ -10,15 +10,26 @@ from localdistill.cli.base import WorkFailed, _Group, cli
 from localdistill.errors import BadInput
 
 
-@cli.group(cls=_Group)
+class SpecHelp:
+    """Mixed into a command whose help ends with what TASKS may name: `spec_help()`, from the
+    benchmarks' declarations. It is read only when the help is shown, as reading it imports
+    every task module, which would slow the start of every command."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from localdistill.tasks import spec_help
+
+        super().format_help_text(ctx, formatter)
+        with formatter.section("TASKS (one set, or several joined by commas)"):
+            formatter.write_dl(spec_help())
+
+
+class _TasksGroup(SpecHelp, _Group):
+    pass
+
+
+@cli.group(cls=_TasksGroup)
 def tasks() -> None:
-    """Inspect, check and convert task sets (HumanEval, MBPP, your own JSONL)."""
-
-
-TASKS_HELP = (
-    "Task set: 'humaneval', 'mbpp:SPLIT=PATH' (SPLIT: test, train, validation, prompt, all), "
-    "a .jsonl file, or a saved Hugging Face dataset directory."
-)
+    """Inspect, check and convert task sets: benchmarks, or your own JSONL."""
 
 
 @tasks.command("info")
@@ -99,6 +110,3 @@ def tasks_export(spec: str, output: Path) -> None:
     else:
         tasks_to_dataset(loaded).save_to_disk(str(output))
     click.echo(f"wrote {len(loaded)} tasks to {output}")
-
-
-tasks.help = f"{tasks.help}\n\n{TASKS_HELP}"

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import importlib.util
-import itertools
 import json
 import os
 import select
@@ -27,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdistill.sandbox.limits import Limits, SandboxError
+from localdistill.sandbox.pids_cgroup import make_cgroup, pids_cgroup_root, remove_cgroup
 from localdistill.sandbox.runner import force_remove
+
+_pids_cgroup_root = pids_cgroup_root  # isolation.py and the tests import it from here
 
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 GRACE = 1.0  # seconds the parent waits past the in-sandbox alarm before it kills
@@ -56,7 +57,7 @@ class _Worker:
         self.mode = mode
         self.read_fd = -1
         self.base = Path(tempfile.mkdtemp(prefix="localdistill-sandbox-"))
-        self.cgroup = _make_cgroup(limits.max_processes + 1)
+        self.cgroup = make_cgroup(limits.max_processes + 1)
         self.read_fd, write_fd = os.pipe()
         self.buffer = b""
         self.jobs = 0
@@ -205,7 +206,7 @@ class _Worker:
             os.close(self.read_fd)
             self.read_fd = -1
         if self.cgroup:
-            _remove_cgroup(self.cgroup)
+            remove_cgroup(self.cgroup)
             self.cgroup = None
         shutil.rmtree(self.base, onerror=force_remove)
 
@@ -334,71 +335,3 @@ def _clean_env(workdir: Path) -> dict[str, str]:
         "PYTHONIOENCODING": "utf-8",
         "OMP_NUM_THREADS": "1",
     }
-
-
-_cgroup_numbers = itertools.count(1)  # next() on a count is atomic in CPython: thread-safe
-
-
-def _make_cgroup(max_processes: int) -> Path | None:
-    base = _pids_cgroup_root()
-    if base is None:
-        return None
-    path = base / f"localdistill-{os.getpid()}-{next(_cgroup_numbers)}"
-    try:
-        path.mkdir()
-        (path / "pids.max").write_text(str(max_processes))
-    except OSError:
-        return None
-    return path
-
-
-def _remove_cgroup(path: Path) -> None:
-    """Kill whatever is still in the cgroup (daemons that left the session), then remove it."""
-    for _ in range(50):
-        try:
-            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-        except OSError:
-            pids = []
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            time.sleep(0.01)
-
-
-_probe_lock = threading.Lock()
-
-
-def _pids_cgroup_root() -> Path | None:
-    """A pids-controller cgroup directory we may create children in (probed once, locked)."""
-    with _probe_lock:
-        return _find_pids_cgroup_root()
-
-
-@functools.cache
-def _find_pids_cgroup_root() -> Path | None:
-    """A pids-controller cgroup directory we may create children in (root, or delegated)."""
-    candidates = [Path("/sys/fs/cgroup/pids")]
-    try:
-        own = Path("/proc/self/cgroup").read_text().splitlines()
-        unified = next(line.split(":", 2)[2] for line in own if line.startswith("0::"))
-        candidates.append(Path("/sys/fs/cgroup") / unified.lstrip("/"))
-    except (OSError, StopIteration):
-        pass
-    for base in candidates:
-        probe = base / f"localdistill-probe-{os.getpid()}-{threading.get_ident()}"
-        try:
-            probe.mkdir()
-        except OSError:
-            continue
-        try:
-            if (probe / "pids.max").exists():
-                return base
-        finally:
-            probe.rmdir()
-    return None

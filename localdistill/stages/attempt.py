@@ -51,8 +51,8 @@ def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples:
                     "prompt_tokens": answer.prompt_tokens})
         run.write("attempts", records)
         cut_off = sum(r["finish_reason"] == "length" for r in records)
-        report.counts = {"tasks": len(tasks), "attempts": len(records),
-                         "cut off at max_tokens": cut_off}
+        report.count_all({"tasks": len(tasks), "attempts": len(records),
+                         "cut off at max_tokens": cut_off})
         report.student_tokens = sum(a.completion_tokens for a in answers.values())
         report.count_answers(answers.values())
         return report.finish()

@@ -29,8 +29,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from localdistill import manifest
-from localdistill.progress import Progress, StageReport, bar
-from localdistill.records import DIFFERENTIAL, Attempt, Direct, Execution, read
+from localdistill.progress import Count, Measure, Parts, Progress, StageReport, bar
+from localdistill.records import (
+    DIFFERENTIAL,
+    Attempt,
+    Direct,
+    Execution,
+    candidate_key,
+    kind_key,
+    read,
+)
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, Program
 from localdistill.sandbox.differential import DEFAULT_INPUTS, Oracle, make_oracle
@@ -64,15 +72,15 @@ def agreed_tests(run: RunDir, pairs: Sequence[tuple[str, Task, str, Oracle]], li
                  workers: int | None = None) -> dict[str, tuple[str, ...]]:
     """For each (name, task, second solution's completion, oracle): the generated tests the
     second solution passes, i.e. the inputs on which it and the reference agree."""
-    programs = [Program(f"second:{name}", task.program(completion), oracle.tests,
+    programs = [Program(kind_key("second", name), task.program(completion), oracle.tests,
                         task.entry_point, task.test_setup)
                 for name, task, completion, oracle in pairs if oracle.tests]
     verdicts = judge(run, programs, limits, workers)
     agreed = {}
     for name, _, _, oracle in pairs:
-        verdict = verdicts.get(f"second:{name}")
+        verdict = verdicts.get(kind_key("second", name))
         agreed[name] = () if verdict is None else tuple(
-            test for test, status in zip(oracle.tests, verdict["outcomes"], strict=False)
+            test for test, status in zip(oracle.tests, verdict.outcomes, strict=False)
             if status == "passed")
     return agreed
 
@@ -99,7 +107,7 @@ def differential_check(tasks: Sequence[Task], run: RunDir, inputs: int, seed: in
         oracles = oracles_for([by_id[i] for i in dict.fromkeys(a[2] for a in answers)], run,
                               inputs, seed, limits, workers)
         seconds = {(task_id, second) for _, _, task_id, _, second in answers if second}
-        names = {pair: f"{pair[0]}#{i}" for i, pair in enumerate(sorted(seconds))}
+        names = {pair: candidate_key(pair[0], i) for i, pair in enumerate(sorted(seconds))}
         agreed = agreed_tests(run, [(names[pair], by_id[pair[0]], pair[1], oracles[pair[0]])
                                     for pair in names], limits, workers)
         programs, records = [], []
@@ -117,35 +125,35 @@ def differential_check(tasks: Sequence[Task], run: RunDir, inputs: int, seed: in
             else:
                 record["checked"] = True
                 task = by_id[task_id]
-                programs.append(Program(f"{kind}:{key}", task.program(completion), tests,
+                programs.append(Program(kind_key(kind, key), task.program(completion), tests,
                                         task.entry_point, task.test_setup))
             records.append(record)
         verdicts = judge(run, programs, limits, workers,
                          bar(progress, "differential", len(programs)))
         for record in records:
-            verdict = verdicts.get(f"{record['kind']}:{record['key']}")
-            if verdict is not None and not verdict["passed"]:
-                record.update(refuted=True, feedback=verdict["feedback"])
+            verdict = verdicts.get(kind_key(record["kind"], record["key"]))
+            if verdict is not None and not verdict.passed:
+                record.update(refuted=True, feedback=verdict.feedback)
         run.write(RECORDS, records)
-        report.counts = counts(records, oracles.values(), inputs)
+        report.count_all(counts(records, oracles.values(), inputs))
         return report.finish()
 
 
-def counts(records: Sequence[dict], oracles, inputs: int) -> dict[str, int | str]:
+def counts(records: Sequence[dict], oracles, inputs: int) -> dict[str, Count]:
     """The stage table: per kind, passed the tests / checked / refuted / verified, and why the
     rest were not checked."""
     made = [o for o in oracles if not o.skipped]
-    result: dict[str, int | str] = {
+    result: dict[str, Count] = {
         "generated inputs a task (asked)": inputs,
         "tasks with generated inputs": len(made),
         "generated tests kept (mean a task)": (
-            f"{sum(len(o.tests) for o in made) / len(made):.1f}" if made else "-")}
+            Measure(sum(len(o.tests) for o in made) / len(made) if made else None, ".1f"))}
     for kind, label in (("attempt", "student passes"), ("direct", "teacher answers")):
         mine = [r for r in records if r["kind"] == kind]
         checked = [r for r in mine if r["checked"]]
         refuted = sum(r["refuted"] for r in checked)
-        result[f"{label}: passed the tests / checked / refuted / verified"] = (
-            f"{len(mine)} / {len(checked)} / {refuted} / {len(mine) - refuted}")
+        result[f"{label}: passed the tests / checked / refuted / verified"] = Parts(
+            (len(mine), len(checked), refuted, len(mine) - refuted))
     reasons = Counter(r["reason"].split(" (")[0] for r in records if not r["checked"])
     for reason, n in reasons.most_common():
         result[f"not checked: {reason}"] = n

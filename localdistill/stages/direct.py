@@ -53,13 +53,13 @@ def direct_answers(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir,
             records.append({
                 "key": key, "task_id": task.task_id, "sample": sample, "teacher": spec.name,
                 "request_hash": answer.request_hash, "answer": answer.text,
-                "completion": completions[key], "passed": verdict["passed"],
-                "status": verdict["status"], "feedback": verdict["feedback"]})
+                "completion": completions[key], "passed": verdict.passed,
+                "status": verdict.status, "feedback": verdict.feedback})
         run.write("direct", records)
-        report.counts = {"tasks": len(tasks), "teacher answers": len(records),
+        report.count_all({"tasks": len(tasks), "teacher answers": len(records),
                          "verified": sum(r["passed"] for r in records),
                          "tasks with a verified answer":
-                             len({r["task_id"] for r in records if r["passed"]})}
+                             len({r["task_id"] for r in records if r["passed"]})})
         report.teacher_tokens = sum(a.completion_tokens for a in answers.values())
         report.count_answers(answers.values())
         return report.finish()

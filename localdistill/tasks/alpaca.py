@@ -2,7 +2,7 @@
 
 Each row is `task_id` ("alpaca/N"), `prompt` (a docstring holding the instruction, then the `def`
 line) and `reference_completion` (the function's body, written by a large model). The tasks come
-with empty `tests`: `localdistill gen-tests` (localdistill.gentests) makes tests for them from the
+with empty `tests`: `localdistill gen-tests` (stages/gentests) makes tests for them from the
 reference before any other stage can use them.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from localdistill.tasks.benchmark import Benchmark
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
 from localdistill.tasks.rows import TEXT, check_fields, json_rows
@@ -42,3 +43,11 @@ def alpaca_task(path: Path | str, number: int, row: dict) -> Task:
         reference=row["reference_completion"],
         source="alpaca",
     )
+
+
+# Not decontaminated against: its tasks are for training, never for judging a model.
+BENCHMARK = Benchmark(
+    "alpaca", "Code-Alpaca",
+    "3,248 instructions with a reference solution but no tests (make them with `gen-tests`)",
+    load=load_alpaca, data_file=ALPACA_FILE,
+)

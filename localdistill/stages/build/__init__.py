@@ -94,7 +94,7 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = No
         if name in methods:
             write_dataset(built[name], data / name)
         report.count(f"examples:{name}", len(built[name]), f"{name} examples")
-    report.counts.update(inputs.counts)  # the methods' own figures (methods.Inputs.counts)
+    report.count_all(inputs.counts)  # the methods' own figures (methods.Inputs.counts)
     return report.finish()
 
 

@@ -61,11 +61,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.gentests import GenTestsReport, generate_tests
 from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
+from localdistill.stages.gentests import GenTestsReport, generate_tests
 from localdistill.stages.mine.decontaminate import (
     MIN_COMPARED_CHARS,
     PREFILTER,

@@ -1,5 +1,6 @@
-"""Decontamination: mined tasks that nearly copy an evaluation task (HumanEval, MBPP's test split,
-the user's own sets) are dropped (see the package docstring)."""
+"""Decontamination: mined tasks that nearly copy an evaluation task (the benchmark sets whose
+declarations ask for it, such as HumanEval and MBPP's test split, and the user's own sets) are
+dropped (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from localdistill.tasks import TaskSpecError, load_tasks
+from localdistill.tasks import TaskSpecError, decontamination_specs, load_tasks
 from localdistill.tasks.record import Task
 
 SIMILAR = 0.9
@@ -98,11 +99,12 @@ def decontaminate(
 
 
 def evaluation_sets(specs: Sequence[str] = ()) -> tuple[list[Task], list[str]]:
-    """The tasks mined ones must not copy: HumanEval, MBPP's test split when its data file is
-    found, and the sets `specs` name (load_tasks specs; their errors are raised). Also a note for
-    each default set that could not be read."""
+    """The tasks mined ones must not copy: the benchmark sets their declarations name
+    (`Benchmark.decontaminate`: HumanEval, MBPP's test split...) whose data is found, and the
+    sets `specs` name (load_tasks specs; their errors are raised). Also a note for each
+    benchmark set that could not be read."""
     tasks, notes = [], []
-    for name in ("humaneval", "mbpp:test"):
+    for name in decontamination_specs():
         try:
             tasks += load_tasks(name)
         except (TaskSpecError, OSError, ValueError) as error:

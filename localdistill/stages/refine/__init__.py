@@ -23,8 +23,15 @@ from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.extract import shown_code
 from localdistill.models import ModelSpec
-from localdistill.progress import Progress, StageReport
-from localdistill.records import Attempt, executions, read, tasks_for, verified_direct
+from localdistill.progress import Count, Measure, Parts, PerExample, Progress, StageReport
+from localdistill.records import (
+    Attempt,
+    Refinement,
+    executions,
+    read,
+    tasks_for,
+    verified_direct,
+)
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.refine.guides import guides_for, teacher_solutions
@@ -92,26 +99,27 @@ def refine(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir, rounds:
             else {}
         settings = Settings(temperature, max_tokens, unchanged_retries, retry_temperature,
                             agreed)
-        records: list[dict] = []
+        records: list[Refinement] = []
         for round_ in range(1, rounds + 1):
             if not todo:
                 break
             done = run_round(run, spec, strategy, todo, round_, settings, limits, workers,
                              progress, report)
             records += done
-            by_key = {r["attempt_key"]: r for r in done}
+            by_key = {r.attempt_key: r for r in done}
             todo = [FailedAttempt(i.attempt_key, i.task,
-                                  shown_code(i.task, by_key[i.attempt_key]["completion"]),
-                                  by_key[i.attempt_key]["feedback"], i.attempt, i.guide,
+                                  shown_code(i.task, by_key[i.attempt_key].completion),
+                                  by_key[i.attempt_key].feedback, i.attempt, i.guide,
                                   i.guide_source, i.baseline)
-                    for i in todo if not by_key[i.attempt_key]["passed"]]
-        run.write("refinements", records)
-        report.counts = {"strategy": strategy.name, "failed attempts": failed}
-        report.counts.update(round_counts(records))
-        report.counts["refinements verified"] = sum(r["passed"] for r in records)
-        report.counts["answers unchanged after retries"] = sum(r["unchanged"] for r in records)
+                    for i in todo if not by_key[i.attempt_key].passed]
+        run.write("refinements", [r.as_record() for r in records])
+        report.count_all({"strategy": strategy.name, "failed attempts": failed,
+                          **round_counts(records),
+                          "refinements verified": sum(r.passed for r in records),
+                          "answers unchanged after retries": sum(r.unchanged
+                                                                 for r in records)})
         report.finish()
-        report.counts.update(cost_counts(records, report))
+        report.count_all(cost_counts(records, report))
         return report
 
 
@@ -131,56 +139,52 @@ def _agreed(run: RunDir, tasks: Sequence[Task], todo: Sequence[FailedAttempt],
                               for t in wanted], limits, workers)
 
 
-def round_counts(records: Sequence[dict]) -> dict[str, int | str]:
+def round_counts(records: Sequence[Refinement]) -> dict[str, Count]:
     """Per round: tried, verified, unchanged, copied, personalised, and the answers that held no
     code or ran into the token limit (a teacher that explains or loops)."""
-    counts: dict[str, int | str] = {}
-    for round_ in sorted({r["round"] for r in records}):
-        mine = [r for r in records if r["round"] == round_]
-        answers = [c for r in mine for c in r.get("candidates", [])]
-        verified = [r for r in mine if r["passed"]]
-        counts[f"round {round_}: verified / tried"] = f"{len(verified)} / {len(mine)}"
-        counts[f"round {round_}: unchanged"] = sum(r["unchanged"] for r in mine)
+    counts: dict[str, Count] = {}
+    for round_ in sorted({r.round for r in records}):
+        mine = [r for r in records if r.round == round_]
+        answers = [c for r in mine for c in r.candidates]
+        verified = [r for r in mine if r.passed]
+        counts[f"round {round_}: verified / tried"] = Parts((len(verified), len(mine)))
+        counts[f"round {round_}: unchanged"] = sum(r.unchanged for r in mine)
         counts[f"round {round_}: copied (verified, a copy of the guide)"] = sum(
-            bool(r.get("copied")) for r in verified)
+            bool(r.copied) for r in verified)
         counts[f"round {round_}: personalised (closer to the attempt than the guide)"] = sum(
-            bool(r.get("personalised")) for r in verified)
-        checked = [c for c in answers if "refuted" in c]
+            bool(r.personalised) for r in verified)
+        checked = [c for c in answers if c.refuted is not None]
         if checked:
-            counts[f"round {round_}: answers checked on generated inputs / refuted"] = (
-                f"{len(checked)} / {sum(c['refuted'] for c in checked)}")
-        counts[f"round {round_}: answers with no code / cut off"] = (
-            f"{sum(c['no_code'] for c in answers)} / {sum(c['cut_off'] for c in answers)}")
+            counts[f"round {round_}: answers checked on generated inputs / refuted"] = Parts(
+                (len(checked), sum(c.refuted for c in checked)))
+        counts[f"round {round_}: answers with no code / cut off"] = Parts(
+            (sum(c.no_code for c in answers), sum(c.cut_off for c in answers)))
     return counts
 
 
-def cost_counts(records: Sequence[dict], report: StageReport) -> dict:
-    verified = sum(r["passed"] for r in records)
-    gains = [r["similarity"] - r["guide_similarity"] for r in records
-             if r["passed"] and r.get("guide_similarity") is not None]
+def cost_counts(records: Sequence[Refinement], report: StageReport) -> dict[str, Count]:
+    verified = sum(r.passed for r in records)
+    gains = [r.similarity - r.guide_similarity for r in records
+             if r.passed and r.guide_similarity is not None]
     return {
-        "mean similarity to the attempt (verified)": _mean([r["similarity"] for r in records
-                                                            if r["passed"]]),
+        "mean similarity to the attempt (verified)": _mean([r.similarity for r in records
+                                                            if r.passed]),
         "mean personalisation gain (verified)": _mean(gains, signed=True),
-        "teacher tokens per verified example": f"{report.teacher_tokens / verified:,.0f}"
-        if verified else "-",
+        "teacher tokens per verified example": PerExample(report.teacher_tokens, verified, 0),
         "seconds per verified example": report.per_example(report.seconds, verified)}
 
 
-def _mean(values: Sequence[float], signed: bool = False) -> str:
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    return f"{mean:+.3f}" if signed else f"{mean:.3f}"
+def _mean(values: Sequence[float], signed: bool = False) -> Measure:
+    return Measure(sum(values) / len(values) if values else None, "+.3f" if signed else ".3f")
 
 
 def verified_by_round(run: RunDir) -> dict[int, tuple[int, int]]:
     """{round: (refinements tried, verified)} as refinements.jsonl holds them."""
     table: dict[int, list[int]] = {}
-    for record in run.records("refinements"):
-        tried_verified = table.setdefault(record["round"], [0, 0])
+    for record in read(run, Refinement):
+        tried_verified = table.setdefault(record.round, [0, 0])
         tried_verified[0] += 1
-        tried_verified[1] += bool(record["passed"])
+        tried_verified[1] += bool(record.passed)
     return {k: (v[0], v[1]) for k, v in sorted(table.items())}
 
 

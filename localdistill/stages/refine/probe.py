@@ -23,7 +23,7 @@ from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
-from localdistill.records import Direct, read
+from localdistill.records import Direct, Refinement, read
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
 from localdistill.stages.refine import failed_attempts, get_strategy
@@ -79,7 +79,7 @@ def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: 
                 cost["seconds"] = round(cost["seconds"] + report.seconds, 1)
                 cost["new_requests"] += asked
             run.write_json("probe", {**saved, "costs": costs, "seed": seed})
-        run.write(f"probe-{strategy.name}", records)
+        run.write(f"probe-{strategy.name}", [r.as_record() for r in records])
         rows.append(_row(strategy.name, records, report.teacher_tokens, costs[strategy.name]))
         saved = {"teacher": spec.name, "sample": sample_keys, "seed": seed, "size": size,
                  "rows": rows, "costs": costs}
@@ -94,21 +94,21 @@ def _sent(run: RunDir) -> int:
     return sum(1 for _ in run.records(SENT))
 
 
-def _row(name: str, records: Sequence[dict], teacher_tokens: int, cost: dict) -> dict:
-    verified = [r for r in records if r["passed"]]
-    answers = [c for r in records for c in r["candidates"]]
-    gains = [r["similarity"] - r["guide_similarity"] for r in verified
-             if r["guide_similarity"] is not None]
+def _row(name: str, records: Sequence[Refinement], teacher_tokens: int, cost: dict) -> dict:
+    verified = [r for r in records if r.passed]
+    answers = [c for r in records for c in r.candidates]
+    gains = [r.similarity - r.guide_similarity for r in verified
+             if r.guide_similarity is not None]
     return {
         "strategy": name, "tried": len(records), "verified": len(verified),
-        "personalised": sum(bool(r["personalised"]) for r in verified),
-        "copied": sum(bool(r["copied"]) for r in verified),
-        "unchanged": sum(r["unchanged"] for r in records),
-        "answers": len(answers), "no_code": sum(c["no_code"] for c in answers),
-        "cut_off": sum(c["cut_off"] for c in answers),
-        "mean_similarity": _mean([r["similarity"] for r in verified]),
-        "mean_guide_similarity": _mean([r["guide_similarity"] for r in verified
-                                        if r["guide_similarity"] is not None]),
+        "personalised": sum(bool(r.personalised) for r in verified),
+        "copied": sum(bool(r.copied) for r in verified),
+        "unchanged": sum(r.unchanged for r in records),
+        "answers": len(answers), "no_code": sum(c.no_code for c in answers),
+        "cut_off": sum(c.cut_off for c in answers),
+        "mean_similarity": _mean([r.similarity for r in verified]),
+        "mean_guide_similarity": _mean([r.guide_similarity for r in verified
+                                        if r.guide_similarity is not None]),
         "mean_gain": _mean(gains),
         "teacher_tokens": teacher_tokens, "new_requests": cost["new_requests"],
         "seconds": cost["seconds"], "cpu_seconds": cost["cpu_seconds"]}

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from localdistill.answers import generate
 from localdistill.backends import request_for
 from localdistill.extract import extract_completion, has_code, same_code, shown_code
 from localdistill.prompts import render
+from localdistill.records import (
+    Candidate,
+    Refinement,
+    candidate_key,
+    checked_key,
+    retry_key,
+    round_key,
+)
 from localdistill.sandbox import program_for
 from localdistill.stages.refine.similarity import is_copy, is_personalised, similarity
 from localdistill.stages.refine.strategies import Strategy
@@ -58,7 +66,7 @@ class Settings:
 
 
 def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], round_: int,
-              settings: Settings, limits, workers, progress, report) -> list[dict]:
+              settings: Settings, limits, workers, progress, report) -> list[Refinement]:
     """One round for every attempt in `todo` -> one record each (see module docstring)."""
     from localdistill.progress import bar
 
@@ -85,7 +93,7 @@ def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], roun
     candidates = {item.attempt_key: [_candidate(item, answer, retry)
                                      for answer, retry in answers[item.attempt_key]]
                   for item in todo}
-    programs = [program_for(item.task, c["completion"], key=f"{item.attempt_key}#{i}")
+    programs = [program_for(item.task, c.completion, key=candidate_key(item.attempt_key, i))
                 for item in todo for i, c in enumerate(candidates[item.attempt_key])]
     verdicts = judge(run, programs, limits, workers,
                      bar(progress, f"verify r{round_}", len(programs)))
@@ -93,22 +101,23 @@ def run_round(run, spec, strategy: Strategy, todo: Sequence[FailedAttempt], roun
     for item in todo:
         tests = settings.agreed.get(item.task.task_id)
         for i, c in enumerate(candidates[item.attempt_key]):
-            if tests and verdicts[f"{item.attempt_key}#{i}"]["passed"]:
-                program = program_for(item.task, c["completion"], key=f"{item.attempt_key}#{i}+")
+            key = candidate_key(item.attempt_key, i)
+            if tests and verdicts[key].passed:
+                program = program_for(item.task, c.completion, key=checked_key(key))
                 checks.append(dataclasses.replace(program, tests=tests))
     differential = judge(run, checks, limits, workers) if checks else {}
     records = []
     for item in todo:
         mine = candidates[item.attempt_key]
         for i, c in enumerate(mine):
-            verdict = verdicts[f"{item.attempt_key}#{i}"]
-            c.update(passed=verdict["passed"], status=verdict["status"],
-                     feedback=verdict["feedback"])
-            check = differential.get(f"{item.attempt_key}#{i}+")
+            verdict = verdicts[candidate_key(item.attempt_key, i)]
+            c = replace(c, passed=verdict.passed, status=verdict.status, feedback=verdict.feedback)
+            check = differential.get(checked_key(candidate_key(item.attempt_key, i)))
             if check is not None:
-                c["refuted"] = not check["passed"]
-                if c["refuted"]:
-                    c.update(passed=False, status="refuted", feedback=check["feedback"])
+                c = replace(c, refuted=not check.passed)
+                if c.refuted:
+                    c = replace(c, passed=False, status="refuted", feedback=check.feedback)
+            mine[i] = c
         retries = max(r for _, r in answers[item.attempt_key])
         records.append(_record(item, round_, spec.name, strategy.name, mine, item in pending,
                                retries))
@@ -120,7 +129,7 @@ def _requests(spec, strategy: Strategy, item: FailedAttempt, round_: int, retry:
     messages = render(strategy.template, prompt=item.task.prompt,
                       description=item.task.description, attempt=item.code,
                       feedback=item.feedback, guide=item.guide or "")
-    key = f"{item.attempt_key}@{round_}"
+    key = round_key(item.attempt_key, round_)
     stop = (*spec.sampling.stop, *strategy.stop) if strategy.stop else None
     max_tokens = settings.max_tokens or strategy.max_tokens
     temperature = strategy.temperature if strategy.temperature is not None else \
@@ -129,59 +138,52 @@ def _requests(spec, strategy: Strategy, item: FailedAttempt, round_: int, retry:
     if retry == 0:
         return [request_for(spec, messages=messages, temperature=temperature,
                             max_tokens=max_tokens, stop=stop, seed=None if k == 1 else c,
-                            key=key if c == 0 else f"{key}#{c}") for c in range(k)]
+                            key=key if c == 0 else candidate_key(key, c)) for c in range(k)]
     base = temperature if temperature is not None else spec.sampling.temperature
     return [request_for(spec, messages=messages, max_tokens=max_tokens, stop=stop,
                         temperature=max(base, settings.retry_temperature),
-                        seed=retry if k == 1 else k - 1 + retry, key=f"{key}~{retry}")]
+                        seed=retry if k == 1 else k - 1 + retry, key=retry_key(key, retry))]
 
 
-def _candidate(item: FailedAttempt, answer, retry: int) -> dict:
-
+def _candidate(item: FailedAttempt, answer, retry: int) -> Candidate:
     completion = extract_completion(answer.text, item.task)
     code = shown_code(item.task, completion)
-    return {"request_hash": answer.request_hash, "answer": answer.text,
-            "completion": completion, "retry": retry,
-            "unchanged": same_code(code, item.code),
-            "similarity": round(similarity(code, item.attempt), 4),
-            "copied": is_copy(code, item.guide, item.attempt, item.task.entry_point),
-            "no_code": not has_code(answer.text, item.task),
-            "cut_off": answer.finish_reason == "length",
-            "tokens": answer.completion_tokens}
+    return Candidate(answer.request_hash, answer.text, completion, retry,
+                     unchanged=same_code(code, item.code),
+                     similarity=round(similarity(code, item.attempt), 4),
+                     copied=is_copy(code, item.guide, item.attempt, item.task.entry_point),
+                     no_code=not has_code(answer.text, item.task),
+                     cut_off=answer.finish_reason == "length", tokens=answer.completion_tokens)
 
 
-def _chosen(candidates: list[dict]) -> dict:
+def _chosen(candidates: list[Candidate]) -> Candidate:
     """The verified candidate closest to the student's attempt; failing that, the closest that
     changed the code (the next round then refines something new); failing that, the last."""
-    for pool in ([c for c in candidates if c["passed"]],
-                 [c for c in candidates if not c["unchanged"]]):
+    for pool in ([i for i, c in enumerate(candidates) if c.passed],
+                 [i for i, c in enumerate(candidates) if not c.unchanged]):
         if pool:
-            return max(pool, key=lambda c: (c["similarity"], -candidates.index(c)))
+            return candidates[max(pool, key=lambda i: (candidates[i].similarity, -i))]
     return candidates[-1]
 
 
 def _record(item: FailedAttempt, round_: int, teacher: str, strategy: str,
-            candidates: list[dict], unchanged: bool, retries: int) -> dict:
+            candidates: list[Candidate], unchanged: bool, retries: int) -> Refinement:
     chosen = _chosen(candidates)
     baseline = (round(similarity(item.baseline, item.attempt), 4)
                 if item.baseline is not None else None)
-    passed = chosen["passed"]
-    return {
-        "key": f"{item.attempt_key}@{round_}", "attempt_key": item.attempt_key,
-        "task_id": item.task.task_id, "round": round_, "teacher": teacher,
-        "strategy": strategy, "request_hash": chosen["request_hash"],
-        "answer": chosen["answer"], "completion": chosen["completion"],
-        "refined_from": item.code, "feedback_given": item.feedback,
-        "unchanged_retries": retries, "unchanged": unchanged,
-        "passed": passed, "status": chosen["status"], "feedback": chosen["feedback"],
-        "attempt": item.attempt, "guide": item.guide, "guide_source": item.guide_source,
-        "similarity": chosen["similarity"], "guide_similarity": baseline,
-        "personalised": (passed and not chosen["copied"]
-                         and is_personalised(shown_code(item.task, chosen["completion"]),
-                                             item.baseline, item.attempt, item.task.entry_point)
-                         if item.baseline is not None else None),
-        "copied": passed and chosen["copied"],
-        "candidates_verified": sum(c["passed"] for c in candidates),
-        "candidates": [{k: v for k, v in c.items() if k not in ("answer", "feedback")}
-                       for c in candidates],
-    }
+    passed = chosen.passed
+    return Refinement(
+        key=round_key(item.attempt_key, round_), attempt_key=item.attempt_key,
+        task_id=item.task.task_id, round=round_, teacher=teacher, strategy=strategy,
+        request_hash=chosen.request_hash, answer=chosen.answer, completion=chosen.completion,
+        refined_from=item.code, feedback_given=item.feedback, unchanged_retries=retries,
+        unchanged=unchanged, passed=passed, status=chosen.status, feedback=chosen.feedback,
+        attempt=item.attempt, guide=item.guide, guide_source=item.guide_source,
+        similarity=chosen.similarity, guide_similarity=baseline,
+        personalised=(passed and not chosen.copied
+                      and is_personalised(shown_code(item.task, chosen.completion),
+                                          item.baseline, item.attempt, item.task.entry_point)
+                      if item.baseline is not None else None),
+        copied=passed and chosen.copied,
+        candidates_verified=sum(c.passed for c in candidates),
+        candidates=tuple(candidates))

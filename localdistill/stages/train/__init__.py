@@ -25,7 +25,7 @@ from pathlib import Path
 from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, weights_path
-from localdistill.progress import Progress, StageReport, bar
+from localdistill.progress import Measure, Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
 from localdistill.stages.train import data, distributed, loop
 from localdistill.stages.train.config import SMALL_SET, TrainConfig, TrainResult
@@ -130,7 +130,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         except AdapterError as e:  # the PEFT adapter stands; say why llama.cpp gets none
             gguf_note = f"not made: {e}"
     plot_loss(out)
-    report.counts = {"backend": backend_name}
+    report.count("backend", backend_name)
     report.count("examples", len(examples))
     open_keys = [k for k in ("epochs", "grad_accumulation") if getattr(given, k) is None]
     if open_keys:
@@ -139,17 +139,17 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
                      + (" (small set)" if len(examples) < SMALL_SET else ""))
     if len(examples) < SMALL_SET:
         report.count("warning", small_set_warning(len(examples)))
-    report.counts |= {
+    report.count_all({
         "left out (longer than max_length)": too_long, "optimiser steps": result.steps,
         "resumed from step": result.resumed_from,
-        "first loss": f"{result.first_loss:.4f}" if result.first_loss is not None else "-",
-        "last loss": f"{result.last_loss:.4f}" if result.last_loss is not None else "-",
-        "tokens/s": f"{result.tokens / result.seconds:,.0f}" if result.seconds else "-",
-        "peak memory (GiB)": f"{peaks[0]:.2f}",
+        "first loss": Measure(result.first_loss, ".4f"),
+        "last loss": Measure(result.last_loss, ".4f"),
+        "tokens/s": Measure(result.tokens / result.seconds if result.seconds else None, ",.0f"),
+        "peak memory (GiB)": Measure(peaks[0], ".2f"),
         **({"processes": ranks.world,
             "peak memory per process (GiB)": ", ".join(f"{p:.2f}" for p in peaks)}
            if ranks.world > 1 else {}),
-        "adapter": str(adapter), "GGUF adapter": gguf_note}
+        "adapter": str(adapter), "GGUF adapter": gguf_note})
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
                "settings": asdict(given),  # as given: `run` retrains when they change

@@ -26,14 +26,10 @@ its tests are written to the run directory's gen_tests.jsonl.
 
 from __future__ import annotations
 
-import ast
-import math
 import os
-import re
 import time
-import tokenize
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,36 +41,34 @@ from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
 from localdistill.rundir import RunDir
-from localdistill.sandbox import Limits, Value, evaluate
-from localdistill.sandbox.judge import equal
+from localdistill.sandbox import Limits, Value
+from localdistill.stages.gentests.calls import (
+    CRASHED,
+    DUPLICATE,
+    FLOAT_NOISE,
+    MAX_ANSWER_CHARS,
+    MAX_CALL_CHARS,
+    MAX_CALLS,
+    MAX_EXPECTED_CHARS,
+    NOT_A_LITERAL,
+    NOT_DATA,
+    NOT_DETERMINISTIC,
+    NOT_LITERAL,
+    OVER_COUNT,
+    TASK_SKIPPED,
+    TIMED_OUT,
+    TOO_LONG,
+    Proposal,
+    parse_calls,
+)
+from localdistill.stages.gentests.outputs import judge_output, materialise, outputs
 from localdistill.tasks.record import Task
 
-MAX_ANSWER_CHARS = 20_000  # of a teacher's answer searched for calls
-MAX_CALL_CHARS = 1_000  # a longer call makes an unreadable test
-MAX_CALLS = 200  # looked at in one block of an answer (a small model may repeat itself forever)
-MAX_EXPECTED_CHARS = 1_000  # the same for the expected output's repr
-
-# Why a proposed call gives no test, in the order a call meets them.
-NOT_LITERAL = "arguments not literal"
-DUPLICATE = "duplicate"
-OVER_COUNT = "over count"
-CRASHED = "crashed the reference"
-TIMED_OUT = "timed out"
-NOT_DATA = "output not plain data"
-NOT_DETERMINISTIC = "not deterministic"
-NOT_A_LITERAL = "output repr not a literal"
-FLOAT_NOISE = "float rounding noise"
-TOO_LONG = "output too long"
-TASK_SKIPPED = "task skipped"  # a good test of a task left with too few
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """The calls found in one teacher answer."""
-
-    calls: tuple[str, ...]  # `f(<literal args>)`, normalised, distinct, at most `count`
-    found: int  # calls of the function in the answer, any arguments
-    dropped: Counter[str]  # reason -> calls not kept (found = len(calls) + sum(dropped))
+__all__ = ["CRASHED", "DUPLICATE", "FLOAT_NOISE", "GenTestsReport", "MAX_ANSWER_CHARS",
+           "MAX_CALLS", "MAX_CALL_CHARS", "MAX_EXPECTED_CHARS", "NOT_A_LITERAL",
+           "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL", "OVER_COUNT", "Proposal",
+           "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test", "generate_tests",
+           "judge_output", "make_tests", "materialise", "outputs", "parse_calls"]
 
 
 @dataclass
@@ -110,190 +104,6 @@ class GenTestsReport:
         )
         stage.seconds = self.seconds
         return stage
-
-
-def parse_calls(answer: str, entry_point: str, count: int) -> Proposal:
-    """The calls `entry_point(<literal args>)` a teacher's answer proposes, in order."""
-    found, calls, dropped = 0, [], Counter()
-    for segment in _code_segments(answer[:MAX_ANSWER_CHARS]):
-        for call in _calls_in(segment, entry_point):
-            found += 1
-            if call is None:
-                dropped[NOT_LITERAL] += 1
-            elif call in calls:
-                dropped[DUPLICATE] += 1
-            elif len(calls) >= count:
-                dropped[OVER_COUNT] += 1
-            else:
-                calls.append(call)
-    return Proposal(tuple(calls), found, dropped)
-
-
-def _code_segments(answer: str) -> list[str]:
-    """The contents of the fenced blocks (an unterminated one runs to the end), or the whole
-    answer when it has no fence."""
-    blocks, current = [], None
-    for line in answer.split("\n"):
-        if line.strip().startswith("```"):
-            if current is None:
-                current = []
-            else:
-                blocks.append("\n".join(current))
-                current = None
-        elif current is not None:
-            current.append(line)
-    if current is not None:
-        blocks.append("\n".join(current))
-    return blocks or [answer]
-
-
-def _calls_in(code: str, entry_point: str) -> Iterator[str | None]:
-    """Each call of `entry_point` (not a method, not its `def`): its normalised source when all
-    its arguments are literals, else None."""
-    start = re.compile(rf"(?P<define>\bdef\s+)?(?<![\w.]){re.escape(entry_point)}\s*\(")
-    for number, match in enumerate(start.finditer(code)):
-        if number >= MAX_CALLS:
-            return
-        if match["define"]:
-            continue
-        call = _call_at(code[match.start() :])
-        if call is None:
-            continue  # not a call (cut short, or a syntax error): no input proposed
-        yield _literal_call(call, entry_point)
-
-
-def _call_at(code: str) -> ast.Call | None:
-    """The call expression `code` starts with: up to its closing parenthesis (found by tokens, so
-    parentheses in strings do not count)."""
-    lines = code[:MAX_CALL_CHARS].splitlines(keepends=True)
-    depth = 0
-    try:
-        for token in tokenize.generate_tokens(iter(lines).__next__):
-            if token.type != tokenize.OP or token.string not in "()[]{}":
-                continue
-            depth += 1 if token.string in "([{" else -1
-            if depth == 0:
-                row, column = token.end
-                source = "".join(lines[: row - 1]) + lines[row - 1][:column]
-                node = ast.parse(source, mode="eval").body
-                return node if isinstance(node, ast.Call) else None
-    except (tokenize.TokenError, SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    return None
-
-
-def _literal_call(call: ast.Call, entry_point: str) -> str | None:
-    arguments = [*call.args, *(k.value for k in call.keywords)]
-    if any(k.arg is None for k in call.keywords) or any(
-        isinstance(a, ast.Starred) for a in call.args
-    ):
-        return None
-    for argument in arguments:
-        try:
-            ast.literal_eval(argument)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return None
-    return ast.unparse(ast.Call(ast.Name(entry_point, ast.Load()), call.args, call.keywords))
-
-
-def outputs(
-    task: Task, calls: Sequence[str], limits: Limits = Limits()
-) -> tuple[list[Value], list[Value]]:
-    """The reference's values for the calls, from two separate sandbox runs that differ where a
-    deterministic function cannot tell: the second makes the calls in reverse order (an output
-    that depends on the calls before it changes) from a different heap (one that shows a memory
-    address changes: id(), default reprs and hashes of objects)."""
-    program = task.program(task.reference or "")
-    first = evaluate(program, calls, task.test_setup, limits)
-    second = evaluate(program, calls[::-1], task.test_setup + "\n" + _SHIFT_HEAP, limits)[::-1]
-    return first, second
-
-
-def materialise(
-    task: Task, calls: Sequence[str], first: Sequence[Value], second: Sequence[Value],
-    limits: Limits = Limits(),
-) -> tuple[list[str], list[Value], list[Value]]:
-    """Calls whose output was not plain data in both runs are tried again as `list(call)`.
-
-    Much Python returns iterators and generators (itertools-style libraries, most of all), and
-    their items are what a test should check. A call is rewritten only when `list(call)` gives
-    plain data in both runs; otherwise it keeps its first outcome (and is dropped as not data).
-    The test becomes `assert list(f(...)) == [...]`: still a value test, judged outside the
-    sandbox."""
-    calls, first, second = list(calls), list(first), list(second)
-    lazy = [i for i, (a, b) in enumerate(zip(first, second, strict=True))
-            if a.status == b.status == "not_data"]
-    if not lazy:
-        return calls, first, second
-    again_first, again_second = outputs(task, [f"list({calls[i]})" for i in lazy], limits)
-    for i, a, b in zip(lazy, again_first, again_second, strict=True):
-        if a.status == b.status == "ok":
-            calls[i], first[i], second[i] = f"list({calls[i]})", a, b
-    return calls, first, second
-
-
-# Live objects of every small size: later allocations land elsewhere than in the first run.
-_SHIFT_HEAP = "__gen_tests_heap = [(object(), float(n), bytes(n)) for n in range(520)]\n"
-
-
-def judge_output(first: Value, second: Value) -> str | None:
-    """Why a call whose reference gave these two values cannot be a test; None if it can."""
-    statuses = {first.status, second.status}
-    if statuses & {"timeout", "not_run"}:
-        return TIMED_OUT
-    if statuses == {"error"}:
-        return CRASHED
-    if statuses == {"not_data"}:
-        return NOT_DATA
-    if statuses != {"ok"}:
-        return NOT_DETERMINISTIC
-    try:
-        text = repr(first.value)
-    except ValueError:  # an int past Python's str-conversion limit
-        return TOO_LONG
-    if len(text) > MAX_EXPECTED_CHARS:
-        return TOO_LONG
-    if not _reads_back(text, first.value):
-        return NOT_A_LITERAL
-    if not _same(first.value, second.value):
-        return NOT_DETERMINISTIC
-    if any(_noisy(x) for x in _floats(first.value)):
-        return FLOAT_NOISE
-    return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and equal(a, b)
-
-
-def _reads_back(text: str, value: Any) -> bool:
-    try:
-        again = ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return _same(again, value)
-
-
-def _floats(value: Any) -> Iterator[float]:
-    if isinstance(value, float):
-        yield value
-    elif isinstance(value, complex):
-        yield from (value.real, value.imag)
-    elif isinstance(value, dict):
-        for item in value.items():
-            yield from _floats(item)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from _floats(item)
-
-
-def _noisy(x: float) -> bool:
-    """A float whose shortest repr is the tail of a rounding error: 0.30000000000000004,
-    2.9999999999999996 (15+ significant digits with a run of zeros or nines)."""
-    if not math.isfinite(x):
-        return False
-    digits = repr(abs(x)).split("e")[0].replace(".", "").lstrip("0")
-    return len(digits) >= 15 and re.search(r"0{5,}|9{5,}", digits) is not None
 
 
 def make_tests(

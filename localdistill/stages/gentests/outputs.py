@@ -1,0 +1,124 @@
+"""What the reference returns for each proposed call, run twice in the sandbox, and whether that
+output can be a test (gen-tests' step 3)."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from localdistill.sandbox import Limits, Value, evaluate
+from localdistill.sandbox.judge import equal
+from localdistill.stages.gentests.calls import (
+    CRASHED,
+    FLOAT_NOISE,
+    MAX_EXPECTED_CHARS,
+    NOT_A_LITERAL,
+    NOT_DATA,
+    NOT_DETERMINISTIC,
+    TIMED_OUT,
+    TOO_LONG,
+)
+from localdistill.tasks.record import Task
+
+
+def outputs(
+    task: Task, calls: Sequence[str], limits: Limits = Limits()
+) -> tuple[list[Value], list[Value]]:
+    """The reference's values for the calls, from two separate sandbox runs that differ where a
+    deterministic function cannot tell: the second makes the calls in reverse order (an output
+    that depends on the calls before it changes) from a different heap (one that shows a memory
+    address changes: id(), default reprs and hashes of objects)."""
+    program = task.program(task.reference or "")
+    first = evaluate(program, calls, task.test_setup, limits)
+    second = evaluate(program, calls[::-1], task.test_setup + "\n" + _SHIFT_HEAP, limits)[::-1]
+    return first, second
+
+
+def materialise(
+    task: Task, calls: Sequence[str], first: Sequence[Value], second: Sequence[Value],
+    limits: Limits = Limits(),
+) -> tuple[list[str], list[Value], list[Value]]:
+    """Calls whose output was not plain data in both runs are tried again as `list(call)`.
+
+    Much Python returns iterators and generators (itertools-style libraries, most of all), and
+    their items are what a test should check. A call is rewritten only when `list(call)` gives
+    plain data in both runs; otherwise it keeps its first outcome (and is dropped as not data).
+    The test becomes `assert list(f(...)) == [...]`: still a value test, judged outside the
+    sandbox."""
+    calls, first, second = list(calls), list(first), list(second)
+    lazy = [i for i, (a, b) in enumerate(zip(first, second, strict=True))
+            if a.status == b.status == "not_data"]
+    if not lazy:
+        return calls, first, second
+    again_first, again_second = outputs(task, [f"list({calls[i]})" for i in lazy], limits)
+    for i, a, b in zip(lazy, again_first, again_second, strict=True):
+        if a.status == b.status == "ok":
+            calls[i], first[i], second[i] = f"list({calls[i]})", a, b
+    return calls, first, second
+
+
+# Live objects of every small size: later allocations land elsewhere than in the first run.
+_SHIFT_HEAP = "__gen_tests_heap = [(object(), float(n), bytes(n)) for n in range(520)]\n"
+
+
+def judge_output(first: Value, second: Value) -> str | None:
+    """Why a call whose reference gave these two values cannot be a test; None if it can."""
+    statuses = {first.status, second.status}
+    if statuses & {"timeout", "not_run"}:
+        return TIMED_OUT
+    if statuses == {"error"}:
+        return CRASHED
+    if statuses == {"not_data"}:
+        return NOT_DATA
+    if statuses != {"ok"}:
+        return NOT_DETERMINISTIC
+    try:
+        text = repr(first.value)
+    except ValueError:  # an int past Python's str-conversion limit
+        return TOO_LONG
+    if len(text) > MAX_EXPECTED_CHARS:
+        return TOO_LONG
+    if not _reads_back(text, first.value):
+        return NOT_A_LITERAL
+    if not _same(first.value, second.value):
+        return NOT_DETERMINISTIC
+    if any(_noisy(x) for x in _floats(first.value)):
+        return FLOAT_NOISE
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and equal(a, b)
+
+
+def _reads_back(text: str, value: Any) -> bool:
+    try:
+        again = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return _same(again, value)
+
+
+def _floats(value: Any) -> Iterator[float]:
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, complex):
+        yield from (value.real, value.imag)
+    elif isinstance(value, dict):
+        for item in value.items():
+            yield from _floats(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _floats(item)
+
+
+def _noisy(x: float) -> bool:
+    """A float whose shortest repr is the tail of a rounding error: 0.30000000000000004,
+    2.9999999999999996 (15+ significant digits with a run of zeros or nines)."""
+    if not math.isfinite(x):
+        return False
+    digits = repr(abs(x)).split("e")[0].replace(".", "").lstrip("0")
+    return len(digits) >= 15 and re.search(r"0{5,}|9{5,}", digits) is not None
