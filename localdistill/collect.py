@@ -28,7 +28,6 @@ from localdistill.stages.build.methods import METHODS, default_methods, get_meth
 from localdistill.stages.differential import DEFAULT_INPUTS as DIFFERENTIAL_INPUTS
 from localdistill.stages.differential import STAGE as DIFFERENTIAL_STAGE
 from localdistill.stages.differential import differential_check
-from localdistill.stages.direct import STAGE as DIRECT_STAGE
 from localdistill.stages.direct import direct_answers
 from localdistill.stages.execute import execute_attempts
 from localdistill.stages.refine import (
@@ -39,6 +38,7 @@ from localdistill.stages.refine import (
     refine,
 )
 from localdistill.stages.refine import STAGE as REFINE_STAGE
+from localdistill.stages.refine.guides import shows_teacher
 from localdistill.tasks.record import Task
 
 
@@ -155,8 +155,8 @@ def _with_costs(built: StageReport, reports: list[StageReport],
     def minutes(stage: str) -> float:
         return sum(h["seconds"] for h in history if h.get("stage") == stage) / 60
 
-    for stage, method in ((REFINE_STAGE, METHODS["persd"]), (DIRECT_STAGE, METHODS["standd"])):
-        name = method.label
+    for method in (m for m in METHODS.values() if m.cost_per_example):
+        name, stage = method.label, method.cost_per_example
         report, examples = by_stage.get(stage), built.value(f"examples:{method.name}")
         if report is None or examples is None:
             continue
@@ -191,8 +191,8 @@ def _as_made(config: CollectConfig, run: RunDir) -> CollectConfig:
 
 def _guided_by_teacher(strategy: str, failed: Sequence[Task]) -> bool:
     """Whether the strategy shows the teacher's own answers to (some of) the failed tasks."""
-    guide = get_strategy(strategy).guide
-    return guide == "teacher" or (guide == "auto" and any(t.reference is None for t in failed))
+    chosen = get_strategy(strategy)
+    return any(shows_teacher(chosen, task) for task in failed)
 
 
 def _student(config: CollectConfig) -> ModelSpec:

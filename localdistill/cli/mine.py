@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from localdistill.cli.base import cli
-from localdistill.cli.options import ConfigCommand
-from localdistill.cli.pipeline import RUN_HELP, sandbox_options
+from localdistill.cli.options import ConfigCommand, config_option
+from localdistill.cli.pipeline import GEN_TESTS, RUN_HELP, sandbox_options
 from localdistill.errors import BadInput
+
+MINE = "localdistill.stages.mine:MineConfig"
 
 
 @cli.command("mine", cls=ConfigCommand)
@@ -20,22 +22,18 @@ from localdistill.errors import BadInput
 @click.option("--teacher", required=True, help="The model that proposes inputs (models.toml).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help=RUN_HELP)
-@click.option("--count", type=click.IntRange(1), default=10, show_default=True,
-              help="Inputs to ask the teacher for, per function.")
-@click.option("--min-tests", type=click.IntRange(1), default=3, show_default=True,
-              help="Functions left with fewer tests are reported and skipped.")
-@click.option("--held-out", type=click.FloatRange(0, 1, max_open=True), default=0.2,
-              show_default=True, help="The share of the tasks kept as your own evaluation set.")
+@config_option(GEN_TESTS, "count", min=1)
+@config_option(GEN_TESTS, "min_tests", min=1)
+@config_option(MINE, "held_out", min=0, max=1, max_open=True)
 @click.option("--decontaminate", "against", multiple=True, metavar="TASKS",
               help="Another evaluation set mined tasks must not copy (a task file or spec), "
                    "besides HumanEval and MBPP's test split; repeatable.")
-@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
-@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@config_option(GEN_TESTS, "temperature", min=0)
+@config_option(GEN_TESTS, "max_tokens", min=1)
 @click.option("--site-packages", is_flag=True,
               help="Mine functions that import installed third-party packages too (the sandbox "
                    "then lets them import them).")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="Only the first N candidates get tests.")
+@config_option(MINE, "limit", min=1)
 @sandbox_options
 def mine_command(repo: Path, output: Path, teacher: str, run_dir: Path, count: int,
                  min_tests: int, held_out: float, against: tuple[str, ...],

@@ -18,6 +18,8 @@ from localdistill.cli.options import ConfigCommand, config_option
 # in these dataclasses (cli/options.py makes the options from them).
 COLLECT = "localdistill.collect:CollectConfig"
 SANDBOX = "localdistill.experiment:SandboxConfig"
+GEN_TESTS = "localdistill.stages.gentests:GenTestsConfig"
+PROBE = "localdistill.stages.refine.probe:ProbeConfig"
 RUN_HELP = "The run directory (created if missing; resumed if it exists)."
 
 
@@ -125,13 +127,12 @@ def refine_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], teacher: s
                    timeout: float) -> None:
     """Stages 3-4: the teacher refines failed attempts, each verified -> RUN/refinements.jsonl."""
     from localdistill.sandbox import Limits
-    from localdistill.stages.refine import get_strategy, refine
+    from localdistill.stages.refine import refine
 
-    chosen = get_strategy(strategy)
     with _stage(spec, run_dir, reuse=reuse) as (tasks, run, progress, show):
         show(refine(tasks, teacher, run, rounds, teacher_temperature, teacher_max_tokens,
                     Limits(test_timeout=timeout), workers, unchanged_retries,
-                    progress=progress, strategy=chosen))
+                    progress=progress, strategy=strategy))
 
 
 @cli.command("direct", cls=ConfigCommand)
@@ -236,18 +237,15 @@ def collect_command(spec: str, run_dir: Path, reuse: tuple[Path, ...], limit: in
 @config_option(COLLECT, "teacher")
 @run_option
 @reuse_option
-@click.option("--strategies", default=None,
-              help="Comma-separated strategies to compare (default: all declared).")
-@click.option("--sample", "size", type=click.IntRange(1), default=60, show_default=True,
-              help="Failed attempts to try every strategy on (the same for all).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
-@click.option("--temperature", type=click.FloatRange(0), default=None,
-              help="Teacher temperature for strategies that set none (default: models.toml).")
-@click.option("--max-tokens", type=click.IntRange(1), default=None,
-              help="Default: the strategy's, else models.toml.")
+@config_option(PROBE, "strategies")
+@config_option(PROBE, "size", "--sample", min=1)
+@config_option(PROBE, "seed")
+@config_option(PROBE, "temperature", min=0)
+@config_option(PROBE, "max_tokens", min=1)
 @sandbox_options
 def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
-                  reuse: tuple[Path, ...], strategies: str | None, size: int, seed: int,
+                  reuse: tuple[Path, ...], strategies: tuple[str, ...] | None, size: int,
+                  seed: int,
                   temperature: float | None, max_tokens: int | None, workers: int | None,
                   timeout: float) -> None:
     """Compare refinement strategies on one seeded sample of a run's failed attempts: one table
@@ -256,19 +254,14 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
 
     from localdistill.rundir import RunDir
     from localdistill.sandbox import Limits
-    from localdistill.stages.refine import STRATEGIES, get_strategy
     from localdistill.stages.refine.probe import probe, table
 
-    names = [n.strip() for n in strategies.split(",") if n.strip()] if strategies else list(
-        STRATEGIES)
-    for name in names:
-        get_strategy(name)
     if source_dir.resolve() == run_dir.resolve():
         raise click.BadParameter("the probe writes its own run directory; give another --run",
                                  param_hint="--run")
     with _stage(spec, run_dir, reuse=(*reuse, source_dir)) as (tasks, run, progress, _):
         with RunDir(source_dir) as source:
-            rows = probe(tasks, teacher, source, run, names, size, seed, temperature,
+            rows = probe(tasks, teacher, source, run, strategies, size, seed, temperature,
                          max_tokens, Limits(test_timeout=timeout), workers, progress)
     out = Console(highlight=False)
     if not out.is_terminal:
@@ -284,12 +277,10 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
 @reuse_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The task file to write (.jsonl), the tasks with their new tests.")
-@click.option("--count", type=click.IntRange(1), default=10, show_default=True,
-              help="Inputs to ask the teacher for, per task.")
-@click.option("--min-tests", type=click.IntRange(1), default=3, show_default=True,
-              help="Tasks left with fewer tests are reported and skipped.")
-@click.option("--temperature", type=click.FloatRange(0), default=None, help="Default: models.toml.")
-@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Default: models.toml.")
+@config_option(GEN_TESTS, "count", min=1)
+@config_option(GEN_TESTS, "min_tests", min=1)
+@config_option(GEN_TESTS, "temperature", min=0)
+@config_option(GEN_TESTS, "max_tokens", min=1)
 @click.option("--site-packages", is_flag=True,
               help="Let the reference import installed third-party packages (numpy...).")
 @limit_option

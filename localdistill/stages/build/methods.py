@@ -15,6 +15,10 @@ A method is one `register(Method(...))` here (or in a user's own module):
                   teacher cost adds up over the rounds whose rows it holds
     cost          the teacher tokens its rows took, from a collect run's files (report.py)
     counted_with  other sets whose sizes are shown beside it (a comparison read side by side)
+    cost_per_example
+                  the stage whose teacher tokens and minutes the build table shows per example
+                  of this set (one set stands for each kind of teacher work: PERsD for the
+                  refinements, StanD for the answers from scratch)
     default       built when no `--methods` is given (the ablations are built when asked for)
 
 Every row has the columns of build.COLUMNS, whatever the method.
@@ -90,6 +94,7 @@ class Method:
     personalised: bool = False
     follows_student: bool = False
     counted_with: tuple[str, ...] = ()
+    cost_per_example: str | None = None
     default: bool = True
     help: str = ""
 
@@ -272,7 +277,7 @@ def _persd_tasks_cost(files: RunFiles) -> int | None:
 # --- the methods (the paper's six; two ablations built when asked for) --------------------------
 
 register(Method(
-    "standd", "StanD", teacher="all", cost=_direct_cost,
+    "standd", "StanD", teacher="all", cost=_direct_cost, cost_per_example=DIRECT_STAGE,
     rows=lambda inputs, rows_of: _direct_rows("standd", inputs, inputs.direct),
     help="the teacher's verified answers to every task"))
 register(Method(
@@ -294,7 +299,7 @@ register(Method(
          "where the teacher has none (teacher \"reference\"); a task with neither is left out"))
 register(Method(
     "persd", "PERsD", cost=_refine_cost, personalised=True, follows_student=True,
-    rows=lambda inputs, rows_of: _refinement_rows(
+    cost_per_example=REFINE_STAGE, rows=lambda inputs, rows_of: _refinement_rows(
         "persd", inputs, lambda task, provenance: attempt_messages(task)),
     help="task -> the teacher's verified refinement of the student's failed attempt"))
 register(Method(

@@ -64,11 +64,26 @@ from localdistill.stages.gentests.calls import (
 from localdistill.stages.gentests.outputs import judge_output, materialise, outputs
 from localdistill.tasks.record import Task
 
-__all__ = ["CRASHED", "DUPLICATE", "FLOAT_NOISE", "GenTestsReport", "MAX_ANSWER_CHARS",
-           "MAX_CALLS", "MAX_CALL_CHARS", "MAX_EXPECTED_CHARS", "NOT_A_LITERAL",
-           "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL", "OVER_COUNT", "Proposal",
-           "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test", "generate_tests",
-           "judge_output", "make_tests", "materialise", "outputs", "parse_calls"]
+__all__ = ["CRASHED", "DUPLICATE", "FLOAT_NOISE", "GenTestsConfig", "GenTestsReport",
+           "MAX_ANSWER_CHARS", "MAX_CALLS", "MAX_CALL_CHARS", "MAX_EXPECTED_CHARS",
+           "NOT_A_LITERAL", "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL",
+           "OVER_COUNT", "Proposal", "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test",
+           "generate_tests", "judge_output", "make_tests", "materialise", "outputs",
+           "parse_calls"]
+
+
+@dataclass(frozen=True)
+class GenTestsConfig:
+    """What `gen-tests` (and `mine`, which makes tests the same way) asks of the teacher."""
+
+    count: int = field(default=10, metadata={"help": "inputs to ask the teacher for, per task"})
+    min_tests: int = field(default=3, metadata={
+        "help": "tasks left with fewer tests are reported and skipped"})
+    temperature: float | None = field(default=None, metadata={"help": "default: models.toml"})
+    max_tokens: int | None = field(default=None, metadata={"help": "default: models.toml"})
+
+
+DEFAULTS = GenTestsConfig()
 
 
 @dataclass
@@ -128,12 +143,12 @@ def generate_tests(
     tasks: Sequence[Task],
     teacher: ModelSpec | str,
     run: RunDir,
-    count: int = 10,
-    min_tests: int = 3,
+    count: int = DEFAULTS.count,
+    min_tests: int = DEFAULTS.min_tests,
     limits: Limits = Limits(),
     workers: int | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
+    temperature: float | None = DEFAULTS.temperature,
+    max_tokens: int | None = DEFAULTS.max_tokens,
     progress: Progress | None = None,
 ) -> GenTestsReport:
     """Make tests for `tasks` from their references (see the module docstring).

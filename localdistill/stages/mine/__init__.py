@@ -57,7 +57,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdistill.errors import BadInput
@@ -65,6 +65,7 @@ from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
+from localdistill.stages.gentests import DEFAULTS as GEN_TESTS
 from localdistill.stages.gentests import GenTestsReport, generate_tests
 from localdistill.stages.mine.decontaminate import (
     MIN_COMPARED_CHARS,
@@ -210,19 +211,29 @@ class MineReport:
         return StageReport("decontaminate", counts, seconds=self.decontamination_seconds)
 
 
+@dataclass(frozen=True)
+class MineConfig:
+    """What `mine` keeps besides the tests it makes (gen-tests' settings: GenTestsConfig)."""
+
+    held_out: float = field(default=0.2, metadata={
+        "help": "the share of the tasks kept as your own evaluation set"})
+    limit: int | None = field(default=None, metadata={
+        "help": "only the first N candidates get tests"})
+
+
 def mine(
     repo: Path,
     teacher: ModelSpec | str,
     run: RunDir,
     against: Sequence[Task] = (),
-    held_out: float = 0.2,
-    count: int = 10,
-    min_tests: int = 3,
+    held_out: float = MineConfig.held_out,
+    count: int = GEN_TESTS.count,
+    min_tests: int = GEN_TESTS.min_tests,
     limits: Limits = Limits(),
-    limit: int | None = None,
+    limit: int | None = MineConfig.limit,
     workers: int | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
+    temperature: float | None = GEN_TESTS.temperature,
+    max_tokens: int | None = GEN_TESTS.max_tokens,
     progress: Progress | None = None,
 ) -> MineReport:
     """Tasks with tests from the functions of `repo` (see the module docstring); the fate of

@@ -29,6 +29,13 @@ def teacher_solutions(direct: Iterable[Direct]) -> dict[str, str]:
     return found
 
 
+def shows_teacher(strategy: Strategy, task: Task) -> bool:
+    """Whether the strategy's guide for `task` is the teacher's own verified answer: always for
+    "teacher", and for "auto" where the task has no reference. The rule every caller reads (the
+    collect asks the teacher for these answers before refining)."""
+    return strategy.guide == "teacher" or (strategy.guide == "auto" and task.reference is None)
+
+
 def guides_for(strategy: Strategy, tasks: Sequence[Task],
                teacher_answers: dict[str, str]) -> dict[str, Guide]:
     """Each task's guide under `strategy`; StrategyError (before any model is asked) when the
@@ -47,14 +54,11 @@ def guides_for(strategy: Strategy, tasks: Sequence[Task],
         teacher = (shown_code(task, teacher_answers[task.task_id])
                    if task.task_id in teacher_answers else None)
         baseline = reference or teacher
-        if strategy.guide == "reference":
-            guides[task.task_id] = Guide(reference, "reference", baseline)
-        elif strategy.guide == "teacher":
+        if strategy.guide == "none":
+            guides[task.task_id] = Guide(None, None, baseline)
+        elif shows_teacher(strategy, task):
             guides[task.task_id] = Guide(teacher, "teacher" if teacher else None, teacher or
                                          baseline)
-        elif strategy.guide == "auto":
-            source = "reference" if reference else "teacher" if teacher else None
-            guides[task.task_id] = Guide(baseline, source, baseline)
-        else:
-            guides[task.task_id] = Guide(None, None, baseline)
+        else:  # the reference ("reference", or "auto" with one)
+            guides[task.task_id] = Guide(reference, "reference", baseline)
     return guides

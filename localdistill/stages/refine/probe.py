@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from localdistill.backends import get_model
 from localdistill.errors import BadInput
@@ -26,10 +27,28 @@ from localdistill.progress import Progress, StageReport
 from localdistill.records import Direct, Refinement, read
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits
-from localdistill.stages.refine import failed_attempts, get_strategy
+from localdistill.stages.refine import STRATEGIES, failed_attempts, get_strategy
 from localdistill.stages.refine.guides import teacher_solutions
 from localdistill.stages.refine.rounds import FailedAttempt, Settings, run_round
 from localdistill.tasks.record import Task
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What `probe` compares, on how many failed attempts."""
+
+    strategies: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "strategies to compare (default: all declared)"})
+    size: int = field(default=60, metadata={
+        "help": "failed attempts to try every strategy on (the same for all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sample"})
+    temperature: float | None = field(default=None, metadata={
+        "help": "teacher temperature for strategies that set none (default: models.toml)"})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "default: the strategy's, else models.toml"})
+
+
+DEFAULTS = ProbeConfig()
 
 
 def sample_failures(items: Sequence[FailedAttempt], size: int, seed: int) -> list[FailedAttempt]:
@@ -42,13 +61,13 @@ def sample_failures(items: Sequence[FailedAttempt], size: int, seed: int) -> lis
 
 
 def probe(tasks: Sequence[Task], teacher: ModelSpec | str, source: RunDir, run: RunDir,
-          strategies: Sequence[str], size: int = 60, seed: int = 0,
-          temperature: float | None = None, max_tokens: int | None = None,
-          limits: Limits = Limits(), workers: int | None = None,
-          progress: Progress | None = None) -> list[dict]:
-    """One row per strategy (see the module docstring); also written to RUN/probe.json and each
-    strategy's records to RUN/probe-<strategy>.jsonl."""
-    chosen = [get_strategy(name) for name in strategies]  # every name checked before any work
+          strategies: Sequence[str] | None = DEFAULTS.strategies, size: int = DEFAULTS.size,
+          seed: int = DEFAULTS.seed, temperature: float | None = DEFAULTS.temperature,
+          max_tokens: int | None = DEFAULTS.max_tokens, limits: Limits = Limits(),
+          workers: int | None = None, progress: Progress | None = None) -> list[dict]:
+    """One row per strategy (None: every declared one; see the module docstring); also written
+    to RUN/probe.json and each strategy's records to RUN/probe-<strategy>.jsonl."""
+    chosen = [get_strategy(name) for name in strategies or STRATEGIES]  # all checked first
     spec = get_model(teacher) if isinstance(teacher, str) else teacher
     teacher_answers = teacher_solutions(read(source, Direct))
     # the teacher's time on each strategy, summed over every invocation of the probe (one cut
