@@ -62,33 +62,60 @@ def kind_key(kind: str, key: str) -> str:
     return f"{kind}:{key}"
 
 
+# Each record's fields are in the order its file keeps them; a stage writes the record it
+# defines (`write`) and every later stage reads it back typed (`read`).
+
 @dataclass(frozen=True)
 class Attempt:
-    key: str
+    """The student's answer to a task (stages/attempt.py)."""
+
+    key: str  # attempt_key(task_id, sample)
     task_id: str
-    completion: str  # the code extracted from `answer`
-    model: str = ""
     sample: int = 0
+    model: str = ""
+    request_hash: str = ""
     answer: str = ""
+    completion: str = ""  # the code extracted from `answer`
+    finish_reason: str = ""
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class Execution:
+    """An attempt run on its task's hidden tests (stages/execute.py)."""
+
     key: str  # the attempt's
     task_id: str
     passed: bool
-    feedback: str = ""
     status: str = ""
+    feedback: str = ""
+    outcomes: tuple[str, ...] = ()  # each test's status
+    runtime: float = 0.0
+
+    @classmethod
+    def from_record(cls, record: dict) -> Execution:
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in record.items() if k in names}
+        return cls(**{**fields, "outcomes": tuple(fields.get("outcomes", ()))})
+
+    def as_record(self) -> dict:
+        return {**dataclasses.asdict(self), "outcomes": list(self.outcomes)}
 
 
 @dataclass(frozen=True)
 class Direct:
+    """The teacher's own answer to a task, verified (stages/direct.py)."""
+
     key: str
     task_id: str
-    teacher: str
-    completion: str
-    passed: bool
     sample: int = 0
+    teacher: str = ""
+    request_hash: str = ""
+    answer: str = ""
+    completion: str = ""
+    passed: bool = False
+    status: str = ""
     feedback: str = ""
 
 
@@ -164,9 +191,30 @@ class Refinement:
                 "candidates": [c.as_record() for c in self.candidates]}
 
 
+@dataclass(frozen=True)
+class Check:
+    """A passing answer (a student attempt or a teacher's answer) run on the generated inputs
+    its reference and a second solution agree on (stages/differential.py)."""
+
+    key: str  # the answer's
+    kind: str  # "attempt" | "direct"
+    task_id: str
+    checked: bool = False
+    refuted: bool = False
+    feedback: str = ""  # the first input it disagrees on, in the PERsD format
+    reason: str = ""  # why it was not checked
+
+
 R = TypeVar("R")
+DIFFERENTIAL = "differential"  # stages/differential.py's records
 FILES = {Attempt: "attempts", Execution: "executions", Direct: "direct",
-         Refinement: "refinements"}
+         Refinement: "refinements", Check: DIFFERENTIAL}
+
+
+def write(run: RunDir, kind: type[R], records: Sequence[R]) -> None:
+    """A stage's records of `kind`, as its file (FILES[kind]) keeps them."""
+    run.write(FILES[kind], [r.as_record() if hasattr(r, "as_record") else dataclasses.asdict(r)
+                            for r in records])
 
 
 def read(run: RunDir, kind: type[R]) -> list[R]:
@@ -178,15 +226,11 @@ def read(run: RunDir, kind: type[R]) -> list[R]:
             for record in run.records(FILES[kind])]
 
 
-DIFFERENTIAL = "differential"  # stages/differential.py's records
-
-
 def refuted(run: RunDir, kind: str) -> dict[str, str]:
     """{key: feedback} of the answers of `kind` ("attempt" | "direct") that passed their task's
     tests and were refuted on generated inputs (stages/differential.py); empty when the run made
     no differential check."""
-    return {r["key"]: r["feedback"] for r in run.records(DIFFERENTIAL)
-            if r["kind"] == kind and r["refuted"]}
+    return {c.key: c.feedback for c in read(run, Check) if c.kind == kind and c.refuted}
 
 
 def executions(run: RunDir) -> list[Execution]:

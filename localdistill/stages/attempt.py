@@ -16,9 +16,11 @@ from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.records import (
+    Attempt,
     attempt_key,
     attempt_messages,
     check_tasks_have_tests,
+    write,
 )
 from localdistill.rundir import RunDir
 from localdistill.tasks.record import Task
@@ -42,15 +44,12 @@ def attempt(tasks: Sequence[Task], model: ModelSpec | str, run: RunDir, samples:
         for task in tasks:
             for i in range(samples):
                 answer = answers[attempt_key(task.task_id, i)]
-                records.append({
-                    "key": answer.key, "task_id": task.task_id, "sample": i, "model": spec.name,
-                    "request_hash": answer.request_hash, "answer": answer.text,
-                    "completion": extract_completion(answer.text, task),
-                    "finish_reason": answer.finish_reason,
-                    "completion_tokens": answer.completion_tokens,
-                    "prompt_tokens": answer.prompt_tokens})
-        run.write("attempts", records)
-        cut_off = sum(r["finish_reason"] == "length" for r in records)
+                records.append(Attempt(
+                    answer.key, task.task_id, i, spec.name, answer.request_hash, answer.text,
+                    extract_completion(answer.text, task), answer.finish_reason,
+                    answer.completion_tokens, answer.prompt_tokens))
+        write(run, Attempt, records)
+        cut_off = sum(r.finish_reason == "length" for r in records)
         report.count_all({"tasks": len(tasks), "attempts": len(records),
                          "cut off at max_tokens": cut_off})
         report.student_tokens = sum(a.completion_tokens for a in answers.values())

@@ -27,17 +27,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from localdistill import manifest
 from localdistill.progress import Count, Measure, Parts, Progress, StageReport, bar
 from localdistill.records import (
-    DIFFERENTIAL,
     Attempt,
+    Check,
     Direct,
     Execution,
     candidate_key,
     kind_key,
     read,
+    write,
 )
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, Program
@@ -47,7 +49,7 @@ from localdistill.tasks.record import Task
 from localdistill.verdicts import judge
 
 STAGE = "differential check"
-ORACLES, RECORDS = "oracles", DIFFERENTIAL
+ORACLES = "oracles"
 __all__ = ["DEFAULT_INPUTS", "STAGE", "agreed_tests", "counts", "differential_check",
            "oracles_for"]
 
@@ -113,33 +115,33 @@ def differential_check(tasks: Sequence[Task], run: RunDir, inputs: int, seed: in
         programs, records = [], []
         for kind, key, task_id, completion, second in answers:
             oracle = oracles[task_id]
-            record = {"key": key, "kind": kind, "task_id": task_id, "checked": False,
-                      "refuted": False, "feedback": "", "reason": ""}
+            record = Check(key, kind, task_id)
             tests = agreed.get(names.get((task_id, second)), ()) if second else ()
             if oracle.skipped:
-                record["reason"] = oracle.skipped
+                record = replace(record, reason=oracle.skipped)
             elif not second:
-                record["reason"] = "no second solution"
+                record = replace(record, reason="no second solution")
             elif not tests:
-                record["reason"] = "no generated input the second solution agrees on"
+                record = replace(record,
+                                 reason="no generated input the second solution agrees on")
             else:
-                record["checked"] = True
+                record = replace(record, checked=True)
                 task = by_id[task_id]
                 programs.append(Program(kind_key(kind, key), task.program(completion), tests,
                                         task.entry_point, task.test_setup))
             records.append(record)
         verdicts = judge(run, programs, limits, workers,
                          bar(progress, "differential", len(programs)))
-        for record in records:
-            verdict = verdicts.get(kind_key(record["kind"], record["key"]))
+        for i, record in enumerate(records):
+            verdict = verdicts.get(kind_key(record.kind, record.key))
             if verdict is not None and not verdict.passed:
-                record.update(refuted=True, feedback=verdict.feedback)
-        run.write(RECORDS, records)
+                records[i] = replace(record, refuted=True, feedback=verdict.feedback)
+        write(run, Check, records)
         report.count_all(counts(records, oracles.values(), inputs))
         return report.finish()
 
 
-def counts(records: Sequence[dict], oracles, inputs: int) -> dict[str, Count]:
+def counts(records: Sequence[Check], oracles, inputs: int) -> dict[str, Count]:
     """The stage table: per kind, passed the tests / checked / refuted / verified, and why the
     rest were not checked."""
     made = [o for o in oracles if not o.skipped]
@@ -149,12 +151,12 @@ def counts(records: Sequence[dict], oracles, inputs: int) -> dict[str, Count]:
         "generated tests kept (mean a task)": (
             Measure(sum(len(o.tests) for o in made) / len(made) if made else None, ".1f"))}
     for kind, label in (("attempt", "student passes"), ("direct", "teacher answers")):
-        mine = [r for r in records if r["kind"] == kind]
-        checked = [r for r in mine if r["checked"]]
-        refuted = sum(r["refuted"] for r in checked)
+        mine = [r for r in records if r.kind == kind]
+        checked = [r for r in mine if r.checked]
+        refuted = sum(r.refuted for r in checked)
         result[f"{label}: passed the tests / checked / refuted / verified"] = Parts(
             (len(mine), len(checked), refuted, len(mine) - refuted))
-    reasons = Counter(r["reason"].split(" (")[0] for r in records if not r["checked"])
+    reasons = Counter(r.reason.split(" (")[0] for r in records if not r.checked)
     for reason, n in reasons.most_common():
         result[f"not checked: {reason}"] = n
     return result

@@ -16,7 +16,7 @@ from localdistill.extract import extract_completion
 from localdistill.models import ModelSpec
 from localdistill.progress import Progress, StageReport, bar
 from localdistill.prompts import render
-from localdistill.records import attempt_key, check_tasks_have_tests
+from localdistill.records import Direct, attempt_key, check_tasks_have_tests, write
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
@@ -50,16 +50,14 @@ def direct_answers(tasks: Sequence[Task], teacher: ModelSpec | str, run: RunDir,
         records = []
         for key, (task, sample) in wanted.items():
             answer, verdict = answers[key], verdicts[key]
-            records.append({
-                "key": key, "task_id": task.task_id, "sample": sample, "teacher": spec.name,
-                "request_hash": answer.request_hash, "answer": answer.text,
-                "completion": completions[key], "passed": verdict.passed,
-                "status": verdict.status, "feedback": verdict.feedback})
-        run.write("direct", records)
+            records.append(Direct(key, task.task_id, sample, spec.name, answer.request_hash,
+                                  answer.text, completions[key], verdict.passed,
+                                  verdict.status, verdict.feedback))
+        write(run, Direct, records)
         report.count_all({"tasks": len(tasks), "teacher answers": len(records),
-                         "verified": sum(r["passed"] for r in records),
+                         "verified": sum(r.passed for r in records),
                          "tasks with a verified answer":
-                             len({r["task_id"] for r in records if r["passed"]})})
+                             len({r.task_id for r in records if r.passed})})
         report.teacher_tokens = sum(a.completion_tokens for a in answers.values())
         report.count_answers(answers.values())
         return report.finish()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from localdistill import manifest
 from localdistill.progress import Progress, StageReport, bar
-from localdistill.records import Attempt, read, tasks_for
+from localdistill.records import Attempt, Execution, read, tasks_for, write
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, program_for
 from localdistill.tasks.record import Task
@@ -28,18 +28,18 @@ def execute_attempts(tasks: Sequence[Task], run: RunDir, limits: Limits = Limits
         by_id = tasks_for(attempts, tasks, run)
         programs = [program_for(by_id[a.task_id], a.completion, key=a.key) for a in attempts]
         verdicts = judge(run, programs, limits, workers, bar(progress, "execute", len(programs)))
-        records = [{"key": a.key, "task_id": a.task_id, **_verdict(verdicts[a.key])}
-                   for a in attempts]
-        run.write("executions", records)
-        solved = {r["task_id"] for r in records if r["passed"]}
+        records = [_execution(a, verdicts[a.key]) for a in attempts]
+        write(run, Execution, records)
+        solved = {r.task_id for r in records if r.passed}
         report.count_all({"attempts executed": len(records),
-                         "attempts passed": sum(r["passed"] for r in records),
-                         "attempts failed": sum(not r["passed"] for r in records),
+                         "attempts passed": sum(r.passed for r in records),
+                         "attempts failed": sum(not r.passed for r in records),
                          "tasks solved by some attempt": len(solved),
                          "tasks with a failed attempt":
-                             len({r["task_id"] for r in records if not r["passed"]})})
+                             len({r.task_id for r in records if not r.passed})})
         return report.finish()
 
 
-def _verdict(verdict: Verdict) -> dict:
-    return {k: v for k, v in verdict.as_record().items() if k != "key"}
+def _execution(attempt: Attempt, verdict: Verdict) -> Execution:
+    return Execution(attempt.key, attempt.task_id, verdict.passed, verdict.status,
+                     verdict.feedback, verdict.outcomes, verdict.runtime)
