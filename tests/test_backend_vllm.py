@@ -16,6 +16,7 @@ import sys
 import types
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,18 @@ class FakeOutput:  # vllm.CompletionOutput
 class FakeRequestOutput:  # vllm.RequestOutput
     prompt_token_ids: list[int]
     outputs: list[FakeOutput]
+    prompt_logprobs: list | None = None
+
+
+@dataclass
+class FakeLogprob:  # vllm.logprobs.Logprob
+    logprob: float
+    rank: int | None = None
+
+
+def FAKE_LOGITS(previous: int) -> np.ndarray:  # noqa: N802 - a fixed table, read as one
+    """A 12-token vocabulary whose next-token logits depend on the previous token."""
+    return np.cos(np.arange(12, dtype=np.float64) * (previous + 1.3)) * 4.0
 
 
 class FakeLLM:
@@ -77,7 +90,22 @@ class FakeLLM:
 
     def generate(self, prompts, sampling_params, **kwargs):
         self.calls.append(("generate", prompts, sampling_params, kwargs))
+        if getattr(sampling_params, "prompt_logprobs", None):  # scoring a token sequence
+            return [self._scored(p["prompt_token_ids"], sampling_params.prompt_logprobs)
+                    for p in prompts]
         return [self._answer(text, p) for text, p in zip(prompts, sampling_params, strict=True)]
+
+    @staticmethod
+    def _scored(ids: list[int], k: int) -> FakeRequestOutput:
+        """vLLM's prompt_logprobs over FAKE_LOGITS: None first, then each position's top-k
+        (ranks 1..k) and the token written there, whatever its rank."""
+        rows = [None]
+        for previous, token in zip(ids, ids[1:], strict=False):
+            logprobs = FAKE_LOGITS(previous) - np.logaddexp.reduce(FAKE_LOGITS(previous))
+            order = list(np.argsort(-logprobs, kind="stable"))
+            shown = {int(t) for t in order[:k]} | {token}
+            rows.append({t: FakeLogprob(float(logprobs[t]), order.index(t) + 1) for t in shown})
+        return FakeRequestOutput(ids, [FakeOutput("", "length", [0])], rows)
 
     @staticmethod
     def _answer(text: str, params) -> FakeRequestOutput:
@@ -184,6 +212,41 @@ def test_a_prompt_over_max_model_len_is_answered_empty_and_kept_out_of_the_batch
     backend.close()
 
 
+def test_a_vllm_teacher_scores_positions_as_the_full_distribution_gives_them(fake_vllm):
+    """What vLLM returns (top-k by rank, the written token whatever its rank, None first) becomes
+    the same Position a full-vocabulary computation gives: the rest is what the top-k leave."""
+    from localdistill.backends import open_scorer
+    from localdistill.backends.scoring import position
+
+    scorer, backend = open_scorer(TINY, 256)
+    ids = [3, 7, 0, 11, 5, 5, 2]
+    got = scorer.score(ids, 3, top_k=4)
+    (llm,) = fake_vllm
+    [(_, prompts, params, kwargs)] = llm.calls
+    assert prompts == [{"prompt_token_ids": ids}] and params.prompt_logprobs == 4
+    assert params.max_tokens == 1 and kwargs["lora_request"] is None
+    want = [position(FAKE_LOGITS(ids[i - 1]), ids[i], 4) for i in range(3, len(ids))]
+    assert [p.token for p in got] == ids[3:]
+    assert [p.top_ids for p in got] == [p.top_ids for p in want]
+    for mine, full in zip(got, want, strict=True):
+        assert mine.logprob == pytest.approx(full.logprob, abs=1e-9)
+        assert mine.top_logprobs == pytest.approx(full.top_logprobs, abs=1e-9)
+        assert mine.rest == pytest.approx(full.rest, abs=1e-9)
+    assert any(p.token not in p.top_ids for p in got)  # a written token outside the top-k
+    backend.close()
+
+
+def test_a_served_model_cannot_score_and_says_which_can():
+    from localdistill.backends import open_scorer
+    from localdistill.errors import BadInput
+
+    served = parse_models('[models.far]\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\n',
+                          "test.toml")["far"]
+    with pytest.raises(BadInput, match=r"^models.far: scoring needs the model in process "
+                                       r"\(backend llama.cpp or transformers or vllm\)"):
+        open_scorer(served, 256)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs the vllm package")
@@ -200,3 +263,24 @@ def test_real_vllm_on_the_tiny_model():
         assert "return" not in results[2].texts[0]
     finally:
         backend.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs the vllm package")
+def test_real_vllm_scores_as_transformers_does():
+    """The same tiny model, scored by vLLM and by transformers, agrees position by position."""
+    from localdistill.backends import open_scorer
+
+    vllm_scorer, vllm_backend = open_scorer(TINY.with_keys(gpu_memory_utilization=0.3), 256)
+    hf_spec = parse_models('[models.tiny-hf]\nbackend = "transformers"\npath = "demo:tiny"\n',
+                           "test.toml")["tiny-hf"]
+    hf_scorer, hf_backend = open_scorer(hf_spec, 256)
+    try:
+        ids = hf_backend.tokenizer("def add(a, b):\n    return a + b\n")["input_ids"]
+        got, want = vllm_scorer.score(ids, 4, 8), hf_scorer.score(ids, 4, 8)
+        assert [p.token for p in got] == [p.token for p in want]
+        assert max(abs(a.logprob - b.logprob) for a, b in zip(got, want, strict=True)) < 0.1
+    finally:
+        vllm_backend.close()
+        hf_backend.close()

@@ -4,10 +4,10 @@ A scorer is given token ids and the index where the continuation starts, and ret
 continuation position, a `Position`: the log-probability of the token written there, the model's
 top-k tokens with theirs, and every other token together (the rest, computed from the whole
 distribution). A backend that can score declares `scorer(spec, context_length)` in its module
-(`backends.open_scorer` finds it): a GGUF model in process (llamacpp_score.py) or a
-transformers model (hf.py). A served model cannot score: the llama.cpp server cannot return a
-prompt's log-probabilities (an open upstream request); vLLM's `prompt_logprobs` is not wired
-yet.
+(`backends.open_scorer` finds it): a GGUF model in process (llamacpp_score.py), a
+transformers model (hf.py) or a vLLM model on a GPU (vllm_score.py, `prompt_logprobs`). A
+served model cannot score: the llama.cpp server cannot return a prompt's log-probabilities (an
+open upstream request).
 """
 
 from __future__ import annotations

@@ -222,3 +222,12 @@ def serve(spec: ModelSpec, port: int, parallel: int) -> RunningServer:
 
 def load(spec: ModelSpec) -> VLLMBackend:
     return VLLMBackend(spec)
+
+
+def scorer(spec: ModelSpec, context_length: int):
+    """Token-level distillation's teacher (vllm_score.py): scorer and backend to close. The
+    model's own context length bounds what it scores (`context_length` is the scorer's need)."""
+    from localdistill.backends.vllm_score import Scorer
+
+    backend = VLLMBackend(spec)
+    return Scorer(backend), backend
