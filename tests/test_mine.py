@@ -741,3 +741,94 @@ def test_mine_on_a_small_repository_with_the_tiny_teacher(tmp_path):
     # Nothing mined was written outside the run directory and the two task files.
     assert sorted(p.name for p in output.parent.iterdir()) == ["mined.heldout.jsonl",
                                                                "mined.jsonl"]
+
+
+# --- the package's own modules ------------------------------------------------------------------
+
+OWN_MODULES = {
+    "mypkg/__init__.py": "from .util import clamp\n",
+    "mypkg/util.py": '''
+        import math
+
+        LIMIT = 10
+
+
+        def clamp(value, low, high):
+            """Keep value between low and high."""
+            if value < low:
+                return low
+            return min(value, high)
+
+
+        def helper(value):
+            """The util module's helper."""
+            value = value + 1
+            return value * 2
+
+
+        def scaled(value):
+            """Scale value to the limit."""
+            total = helper(value) * LIMIT
+            return math.floor(total)
+        ''',
+    "mypkg/sub/calc.py": '''
+        from mypkg import clamp
+        from ..util import scaled
+
+
+        def bounded_scale(value, high):
+            """Scale value, then keep it under high."""
+            result = scaled(value)
+            result = result + 0
+            return clamp(result, 0, high)
+        ''',
+    "mypkg/clash.py": '''
+        from .util import scaled
+        from .util import clamp as keep_between
+
+
+        def helper(value):
+            """This module's own helper, not util's."""
+            value = value - 1
+            return value * 3
+
+
+        def twice_scaled(value):
+            """Both scaled, which needs util's names, and this module's helper."""
+            first = scaled(value)
+            second = helper(value)
+            return first + second
+
+
+        def renamed_clamp(value):
+            """Uses an import under another name."""
+            value = value * 2
+            value = value + 1
+            return keep_between(value, 0, 5)
+        ''',
+}
+
+
+def test_a_function_that_imports_its_own_package_carries_what_it_uses(tmp_path):
+    """`from mypkg import clamp` (a re-export in __init__.py) and `from ..util import scaled`
+    travel as the definitions they name, with what those need in their own module (math,
+    LIMIT): the task runs with neither the repository nor its package."""
+    write_repo(tmp_path, OWN_MODULES)
+    candidates, stats = find_candidates(tmp_path)
+    found = {c.name: c for c in candidates}
+    task = found["bounded_scale"]
+    blocks = task.prompt.split("\n\n\n")
+    assert blocks[0] == "import math"
+    assert blocks[1] == "LIMIT = 10"
+    assert [b.split("(")[0] for b in blocks[2:5]] == ["def clamp", "def helper", "def scaled"]
+    assert "mypkg" not in task.prompt and "from ." not in task.prompt
+    assert standalone(task)["bounded_scale"](3, 100) == 80
+    assert standalone(task)["bounded_scale"](3, 7) == 7
+    program = task.task()
+    [value] = evaluate(program.program(program.reference), ["bounded_scale(2, 15)"])
+    assert value.status == "ok" and value.value == 15  # in the sandbox: no repository there
+    rejected = dict(stats.rejected)
+    # two modules' `helper` would land in one namespace: refused, not silently shadowed
+    assert rejected["mypkg/clash.py::twice_scaled"] == m.NOT_CARRIABLE
+    # a renamed import would need the carried definition renamed: still refused
+    assert rejected["mypkg/clash.py::renamed_clamp"] == m.RELATIVE

@@ -22,11 +22,14 @@
      eval...), or calls `.now()`, `.today()`, `.utcnow()`;
    - no `global`/`nonlocal` statement and no module-level name bound to a mutable value (a list,
      dict or set, or any call but a few immutable constructors such as `re.compile`);
-   - every other module-level name it needs can be carried along: an import (not a relative one,
-     not of the repository's own packages, which cannot run standalone, and a third-party one only
-     with `site_packages`), a top-level function that follows the same rules, a constant, or a
-     class whose body is only a docstring, `pass` and constants (exceptions, usually); at most
-     MAX_CONTEXT_LINES lines of them.
+   - every other module-level name it needs can be carried along: an import (a third-party one
+     only with `site_packages`), a top-level function that follows the same rules, a constant, or
+     a class whose body is only a docstring, `pass` and constants (exceptions, usually); at most
+     MAX_CONTEXT_LINES lines of them. A name imported from the repository's own modules
+     (`from .util import clamp`, `from mypkg import clamp`, through re-exports) travels as the
+     definition it names, with what that needs in its own module (`package.py`), all of it in
+     one namespace: two pieces binding one name differently, a renamed import, or a module
+     imported whole (used as `util.clamp`) are still refused.
 2. A candidate's prompt (`standalone.py`) is the imports it uses (`from __future__` first), then
    the source of the helpers and constants it needs, in source order, then its own signature and
    docstring as written; its reference is the rest of its source. prompt + reference runs on its
@@ -43,9 +46,9 @@
 Nothing leaves the machine: the only model asked is the configured teacher (through the run's
 request cache), and what is recorded goes to the run directory (`mine.jsonl`, the manifest).
 
-files.py, select.py and standalone.py build on one another in that order, decontaminate.py on
-none of them, and none imports this package: this module ties them together (`find_candidates`,
-`mine`) and re-exports their public names, so `from localdistill.stages.mine import ...` finds
+files.py, select.py, package.py and standalone.py build on one another in that order,
+decontaminate.py on none of them, and none imports this package: this module ties them together
+(`find_candidates`, `mine`) and re-exports their public names, so `from localdistill.stages.mine import ...` finds
 them all.
 """
 
@@ -76,6 +79,7 @@ from localdistill.stages.mine.decontaminate import (
     evaluation_sets,
 )
 from localdistill.stages.mine.files import SKIP_DIRS, _read, own_packages, python_files
+from localdistill.stages.mine.package import Package
 from localdistill.stages.mine.select import (
     ASYNC_OR_GENERATOR,
     BANNED_BUILTINS,
@@ -148,6 +152,7 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
     own = own_packages(repo, files)
     started = time.monotonic()
     stats, candidates = MineStats(files=len(files)), []
+    package = Package(repo.name if (repo / "__init__.py").exists() else "")
     for relative in files:
         try:
             text = _read(repo / relative)
@@ -157,14 +162,15 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
             stats.unparsable.append(relative.as_posix())
             continue
-        module = _Module(relative.as_posix(), text.split("\n"), tree)
-        for function, qualified, place in _functions(tree):
+        package.add(_Module(relative.as_posix(), text.split("\n"), tree))
+    for module in package.files:
+        for function, qualified, place in _functions(module.tree):
             stats.functions += 1
             reason = (_placement_problem(place, function.name, module)
                       or _shape_problem(function, module))
             candidate = None
             if reason is None:
-                candidate, reason = _candidate(function, module, own, site_packages)
+                candidate, reason = _candidate(function, module, own, site_packages, package)
             if candidate:
                 candidates.append(candidate)
             else:

@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from localdistill.stages.mine.package import Package
 from localdistill.stages.mine.select import (
     _BUILTINS,
     BANNED_BUILTINS,
@@ -31,6 +32,7 @@ from localdistill.stages.mine.select import (
     Candidate,
     _body_lines,
     _Function,
+    _imported,
     _Module,
     _root,
     _signature_end,
@@ -38,16 +40,17 @@ from localdistill.stages.mine.select import (
 
 
 def _candidate(function: _Function, module: _Module, own: set[str],
-               site_packages: bool) -> tuple[Candidate | None, str]:
-    needs = _Needs(module, own, site_packages, function.name)
+               site_packages: bool, package: Package | None = None
+               ) -> tuple[Candidate | None, str]:
+    needs = _Needs(module, own, site_packages, function.name, package)
     reason = needs.resolve(function)
     if reason:
         return None, reason
     if _signature_end(function) < function.lineno:
         return None, TOO_SHORT  # the body shares the `def` line
-    header = [ast.unparse(node) for node in module.future] + needs.import_lines()
+    header = needs.future_lines() + needs.import_lines()
     blocks = ["\n".join(header)] if header else []
-    blocks += [module.source(node) for node in sorted(needs.carried, key=lambda n: n.lineno)]
+    blocks += needs.carried_sources()
     signature = "\n".join(module.lines[function.lineno - 1 : _signature_end(function)])
     prompt = "\n\n\n".join([*blocks, signature]) + "\n"
     reference = "\n".join(_body_lines(function, module)).rstrip() + "\n"
@@ -61,48 +64,75 @@ def _candidate(function: _Function, module: _Module, own: set[str],
 
 
 class _Needs:
-    """The imports and top-level definitions a function needs, found transitively; `resolve`
-    says why they cannot be carried, if they cannot."""
+    """The imports and top-level definitions a function needs, found transitively, in its own
+    module and, through `package`, in the repository's other modules (a name imported from its
+    own package travels as the definition it names); `resolve` says why they cannot be carried,
+    if they cannot. Everything carried lands in one namespace: two pieces that bind one name to
+    different things make the function NOT_CARRIABLE."""
 
-    def __init__(self, module: _Module, own: set[str], site_packages: bool, name: str) -> None:
+    def __init__(self, module: _Module, own: set[str], site_packages: bool, name: str,
+                 package: Package | None = None) -> None:
         self.module, self.own, self.site_packages, self.name = module, own, site_packages, name
-        self.imports: set[str] = set()  # names bound by the module's imports
-        self.carried: list[ast.stmt] = []
+        self.package = package
+        self.imports: dict[str, set[str]] = {}  # module path -> names bound by its imports used
+        self.carried: list[tuple[_Module, ast.stmt]] = []
+        self.bound: dict[str, str] = {name: f"{module.path}:{name}"}  # name -> what it means
 
     def resolve(self, function: _Function) -> str | None:
-        todo: list[ast.AST] = [function]
-        seen = {self.name}
+        todo: list[tuple[ast.AST, _Module]] = [(function, self.module)]
+        seen = {(self.module.path, self.name)}
         while todo:
-            node = todo.pop()
+            node, module = todo.pop()
             problem = self._impurity(node)
             if problem:
                 return problem
-            for name in sorted(_free_names(node, not self.module.lazy_annotations) - seen):
-                seen.add(name)
-                definition, problem = self._need(name)
+            annotations = not module.lazy_annotations
+            for name in sorted(_free_names(node, annotations)):
+                if (module.path, name) in seen:
+                    continue
+                seen.add((module.path, name))
+                found, problem = self._need(name, module)
                 if problem:
                     return problem
-                if definition is not None and definition not in self.carried:
-                    self.carried.append(definition)
-                    todo.append(definition)
-        if sum(n.end_lineno - n.lineno + 1 for n in self.carried) > MAX_CONTEXT_LINES:
+                if found is not None and found not in self.carried:
+                    self.carried.append(found)
+                    todo.append((found[1], found[0]))
+        if sum(n.end_lineno - n.lineno + 1 for _, n in self.carried) > MAX_CONTEXT_LINES:
             return TOO_MUCH_CONTEXT
         return None
 
-    def _need(self, name: str) -> tuple[ast.stmt | None, str | None]:
-        module = self.module
+    def _need(self, name: str, module: _Module
+              ) -> tuple[tuple[_Module, ast.stmt] | None, str | None]:
         if name in module.twice:
             return None, NOT_CARRIABLE
         root = module.import_root(name)
         if root is not None:
-            self.imports.add(name)
+            if (root == "." or root in self.own) and self.package is not None:
+                found = self.package.resolve(module, name)
+                if found is not None:
+                    return self._carry(found[0], found[1], name)
+            node, alias = module.imports[name]
+            if not self._bind(name, _imported(node, alias)):
+                return None, NOT_CARRIABLE
+            self.imports.setdefault(module.path, set()).add(name)
             return None, self._import_problem(root)
-        definition = module.definitions.get(name)
-        if definition is not None:
-            return definition, self._carriable(definition)
+        if name in module.definitions:
+            return self._carry(module, name, name)
         if name in BANNED_BUILTINS:
             return None, IMPURE
         return None, None if name in _BUILTINS else UNDEFINED
+
+    def _carry(self, module: _Module, real: str, name: str
+               ) -> tuple[tuple[_Module, ast.stmt] | None, str | None]:
+        """The definition of `real` in `module`, to be carried under `name` (the same name)."""
+        if real in module.twice or not self._bind(name, f"{module.path}:{real}"):
+            return None, NOT_CARRIABLE
+        definition = module.definitions[real]
+        return (module, definition), self._carriable(definition, module)
+
+    def _bind(self, name: str, meaning: str) -> bool:
+        """Whether `name` can mean `meaning` in the one namespace everything lands in."""
+        return self.bound.setdefault(name, meaning) == meaning
 
     def _import_problem(self, root: str) -> str | None:
         if root == ".":
@@ -128,46 +158,73 @@ class _Needs:
                         return problem
         return None
 
-    def _carriable(self, node: ast.stmt) -> str | None:
+    def _carriable(self, node: ast.stmt, module: _Module) -> str | None:
+        def dotted(function: ast.expr) -> str:
+            return _dotted(function, module)
+
         if isinstance(node, ast.FunctionDef):
             return None if not node.decorator_list else NOT_CARRIABLE
         if isinstance(node, ast.ClassDef):
-            simple = all(_docstring_pass_or_constant(s, self._dotted) == "constant"
+            simple = all(_docstring_pass_or_constant(s, dotted) == "constant"
                          for s in node.body)
             plain = not node.decorator_list and not node.keywords
             return None if simple and plain else NOT_CARRIABLE
-        kind = _docstring_pass_or_constant(node, self._dotted)
+        kind = _docstring_pass_or_constant(node, dotted)
         return {"constant": None, "mutable": GLOBALS}.get(kind, NOT_CARRIABLE)
 
-    def _dotted(self, function: ast.expr) -> str:
-        """A called name as its module's path: `_re.compile` -> `re.compile`."""
-        parts = []
-        while isinstance(function, ast.Attribute):
-            parts.append(function.attr)
-            function = function.value
-        if not isinstance(function, ast.Name):
-            return ""
-        head = function.id
-        if head in self.module.imports:
-            node, alias = self.module.imports[head]
-            if isinstance(node, ast.ImportFrom):
-                head = f"{node.module}.{alias.name}"
-            elif alias.asname:
-                head = alias.name
-        return ".".join([head, *reversed(parts)])
+    def _modules(self) -> list[_Module]:
+        """The modules pieces come from: the others first, the deepest found first (what a
+        piece needs comes before it), the function's own last."""
+        others = list(dict.fromkeys(m.path for m, _ in reversed(self.carried)
+                                    if m.path != self.module.path))
+        by_path = {m.path: m for m, _ in self.carried}
+        return [*(by_path[p] for p in others), self.module]
+
+    def future_lines(self) -> list[str]:
+        return list(dict.fromkeys(ast.unparse(node) for module in self._modules()
+                                  for node in module.future))
 
     def import_lines(self) -> list[str]:
-        """The module's import statements, in order, with only the names used."""
+        """Each module's import statements, in order, with only the names used, once each."""
         lines = []
-        for node in self.module.tree.body:
-            if isinstance(node, ast.Import | ast.ImportFrom) and node not in self.module.future:
-                used = [a for a in node.names
-                        if (a.asname or a.name.split(".")[0]) in self.imports]
-                if used:
-                    trimmed = copy.copy(node)
-                    trimmed.names = used
-                    lines.append(ast.unparse(trimmed))
-        return lines
+        for module in self._modules():
+            used_names = self.imports.get(module.path, set())
+            for node in module.tree.body:
+                if isinstance(node, ast.Import | ast.ImportFrom) and node not in module.future:
+                    used = [a for a in node.names
+                            if (a.asname or a.name.split(".")[0]) in used_names]
+                    if used:
+                        trimmed = copy.copy(node)
+                        trimmed.names = used
+                        lines.append(ast.unparse(trimmed))
+        return list(dict.fromkeys(lines))
+
+    def carried_sources(self) -> list[str]:
+        """The carried definitions' source, module by module, each module's in source order."""
+        blocks = []
+        for module in self._modules():
+            mine = sorted((n for m, n in self.carried if m.path == module.path),
+                          key=lambda n: n.lineno)
+            blocks += [module.source(node) for node in mine]
+        return blocks
+
+
+def _dotted(function: ast.expr, module: _Module) -> str:
+    """A called name as its module's path: `_re.compile` -> `re.compile`."""
+    parts = []
+    while isinstance(function, ast.Attribute):
+        parts.append(function.attr)
+        function = function.value
+    if not isinstance(function, ast.Name):
+        return ""
+    head = function.id
+    if head in module.imports:
+        node, alias = module.imports[head]
+        if isinstance(node, ast.ImportFrom):
+            head = f"{node.module}.{alias.name}"
+        elif alias.asname:
+            head = alias.name
+    return ".".join([head, *reversed(parts)])
 
 
 def _docstring_pass_or_constant(node: ast.stmt, dotted: Callable[[ast.expr], str]) -> str:
