@@ -48,8 +48,8 @@ request cache), and what is recorded goes to the run directory (`mine.jsonl`, th
 
 files.py, select.py, package.py and standalone.py build on one another in that order,
 decontaminate.py on none of them, and none imports this package: this module ties them together
-(`find_candidates`, `mine`) and re-exports their public names, so `from localdistill.stages.mine import ...` finds
-them all.
+(`find_candidates`, `mine`) and re-exports their public names, so
+`from localdistill.stages.mine import ...` finds them all.
 """
 
 from __future__ import annotations
