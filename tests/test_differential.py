@@ -355,3 +355,20 @@ def test_a_run_judged_without_the_check_stays_without_it_whatever_its_config_say
     assert made(["attempt", "refine + verify", "differential check"],
                 {"differential_inputs": 20}) == 0
     run.__exit__(None, None, None)
+
+
+def test_a_lazy_reference_is_checked_on_its_items_as_gen_tests_makes_them():
+    """A function returning an iterator (as gen-tests' materialised tests show: `list(f(...))`)
+    gets generated tests of its items, and a candidate with the wrong items is refuted."""
+    task = Task("neighbours", 'def neighbours(xs):\n    """Pairs of neighbours."""\n', "neighbours",
+                ("assert list(neighbours([1, 2, 3])) == [(1, 2), (2, 3)]",
+                 "assert list(neighbours([5])) == []"),
+                reference="    return zip(xs, xs[1:])\n")
+    oracle = make_oracle(task, 10, seed=0)
+    assert oracle.skipped is None and len(oracle.tests) >= 3
+    assert all("list(neighbours(" in t for t in oracle.tests)
+    right = run_tests(task.program("    return iter(list(zip(xs, xs[1:])))\n"), oracle.tests,
+                      task.entry_point)
+    wrong = task.program("    return zip(xs[:3], xs[1:3])\n")  # only the first three
+    assert run_tests(wrong, task.tests, task.entry_point).passed  # the task's own tests pass
+    assert right.passed and not run_tests(wrong, oracle.tests, task.entry_point).passed

@@ -92,6 +92,7 @@ def make_oracle(task: Task, count: int = DEFAULT_INPUTS, seed: int = 0,
     program = task.program(task.reference)
     exprs = [c.text(task.entry_point) for c in calls]
     first = _evaluate_bounded(program, exprs, task.test_setup, limits)
+    exprs, first = _materialised(program, exprs, first, task.test_setup, limits)
     again = _evaluate_bounded(program, [e for e, v in zip(exprs, first, strict=True) if v.ok],
                               task.test_setup, limits)
     second = iter(again)
@@ -135,6 +136,22 @@ def make_oracle(task: Task, count: int = DEFAULT_INPUTS, seed: int = 0,
 
 def _count(oracle: Oracle, reason: str) -> None:
     oracle.dropped[reason] = oracle.dropped.get(reason, 0) + 1
+
+
+def _materialised(program: str, exprs: list[str], values: list[Value], setup: str,
+                  limits: Limits) -> tuple[list[str], list[Value]]:
+    """Calls whose value is an iterator or generator (not plain data) tried again as
+    `list(call)`, as gen-tests makes its tests of lazy functions: their items are what a test
+    checks. A call keeps its first outcome unless `list(call)` gives plain data."""
+    lazy = [i for i, v in enumerate(values) if v.status == "not_data"]
+    if not lazy:
+        return exprs, values
+    exprs, values = list(exprs), list(values)
+    again = _evaluate_bounded(program, [f"list({exprs[i]})" for i in lazy], setup, limits)
+    for i, value in zip(lazy, again, strict=True):
+        if value.ok:
+            exprs[i], values[i] = f"list({exprs[i]})", value
+    return exprs, values
 
 
 def _evaluate_bounded(program: str, exprs: list[str], setup: str, limits: Limits) -> list[Value]:
