@@ -303,3 +303,44 @@ def test_a_transformers_teacher_scores_as_the_llama_cpp_one_does():
     gaps = [abs(x.logprob - y.logprob) for x, y in zip(a, b, strict=True)]
     assert all(x.top_ids[0] == y.top_ids[0] for x, y in zip(a, b, strict=True))
     assert sum(gaps) / len(gaps) < 0.25 and max(gaps) < 0.75, gaps
+
+
+def test_the_plain_context_shows_the_teacher_only_the_task(tmp_path):
+    """`score --context plain` (the comparison the issue asks for): the teacher reads the task as
+    the student did, without the feedback or the correct solution the privileged prompt adds;
+    both are scored, and the scores differ."""
+    pytest.importorskip("llama_cpp")
+    import json
+
+    from localdistill.rundir import RunDir
+    from localdistill.stages.score import CONTEXTS, _items, score_refinements
+    from localdistill.tasks.record import Task
+
+    task = Task("add", 'def add(a, b):\n    """Return the sum of a and b."""\n', "add",
+                ("assert add(1, 2) == 3",), reference="    return a + b\n")
+    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    with RunDir(tmp_path / "run") as run:
+        run.write("attempts", [{"key": "add#0", "task_id": "add", "sample": 0, "model": "tiny",
+                                "answer": wrong,
+                                "completion": "def add(a, b):\n    return a - b\n"}])
+        run.write("executions", [{"key": "add#0", "task_id": "add", "passed": False,
+                                  "feedback": "AssertionError\nINPUT: 1, 2\nOUTPUT: -1\n"
+                                              "EXPECTED: 3"}])
+        run.write("refinements", [{"key": "add#0@1", "attempt_key": "add#0", "task_id": "add",
+                                   "round": 1, "teacher": "tiny", "passed": True,
+                                   "completion": "def add(a, b):\n    return a + b\n"}])
+        [plain] = _items([task], run, CONTEXTS["plain"])
+        [privileged] = _items([task], run, CONTEXTS["privileged"])
+        plain_text = json.dumps(plain["teacher_prompt"])
+        assert "return a + b" not in plain_text and "EXPECTED: 3" not in plain_text
+        assert "def add(a, b)" in plain_text
+        privileged_text = json.dumps(privileged["teacher_prompt"])
+        assert "return a + b" in privileged_text and "EXPECTED: 3" in privileged_text
+        rows = {}
+        for context in CONTEXTS:
+            report = score_refinements([task], run, "tiny", "tiny", tmp_path / context, top_k=5,
+                                       context=context)
+            assert report.counts["context"] == context and report.counts["scored"] == 1
+            [rows[context]] = [json.loads(line) for line in (tmp_path / f"{context}.jsonl").open()]
+    assert rows["plain"]["input_ids"] == rows["privileged"]["input_ids"]  # the student's own
+    assert rows["plain"]["token_logprob"] != rows["privileged"]["token_logprob"]

@@ -21,6 +21,7 @@ from localdistill.backends.models_toml import (
     with_trained_adapter,
 )
 from localdistill.backends.registry import (
+    check_can_score,
     declared,
     kind_of,
     kinds,
@@ -30,7 +31,8 @@ from localdistill.backends.registry import (
     request_for,
 )
 
-__all__ = ["Backend", "BackendError", "Kind", "Request", "Result", "Sample", "declared",
+__all__ = ["Backend", "BackendError", "Kind", "Request", "Result", "Sample", "check_can_score",
+           "declared",
            "get_model", "kind_of", "kinds", "load_models", "models_file", "models_reference",
            "modules", "open_backend", "open_scorer", "parse_models", "replayed", "request_for",
            "weights_status", "with_trained_adapter"]

@@ -51,16 +51,21 @@ def open_backend(spec: ModelSpec) -> Backend:
     return modules()[spec.backend].load(spec)
 
 
-def open_scorer(spec: ModelSpec, context_length: int):
-    """(scorer, backend to close) for a model that can score given tokens (backends/scoring.py):
-    its backend module's `scorer(spec, context_length)`."""
-    scorer = getattr(modules()[spec.backend], "scorer", None)
-    if scorer is None or kind_of(spec).served:
+def check_can_score(spec: ModelSpec) -> None:
+    """BadInput, in one line, unless the model's backend declares `scorer()` and runs it in
+    process."""
+    if getattr(modules()[spec.backend], "scorer", None) is None or kind_of(spec).served:
         raise BadInput(f"models.{spec.name}: scoring needs the model in process (backend "
                        f"{' or '.join(n for n, m in modules().items() if hasattr(m, 'scorer'))}); "
                        "a served model cannot score given tokens (the llama.cpp server cannot "
                        "return a prompt's log-probabilities)")
-    return scorer(spec, context_length)
+
+
+def open_scorer(spec: ModelSpec, context_length: int):
+    """(scorer, backend to close) for a model that can score given tokens (backends/scoring.py):
+    its backend module's `scorer(spec, context_length)`."""
+    check_can_score(spec)
+    return modules()[spec.backend].scorer(spec, context_length)
 
 
 def request_for(spec: ModelSpec, messages=None, prompt=None, **overrides) -> Request:

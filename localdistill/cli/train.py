@@ -11,6 +11,7 @@ from localdistill.cli.base import cli
 from localdistill.cli.options import ConfigCommand, config_option
 
 TRAIN = "localdistill.stages.train.config:TrainConfig"
+SCORE = "localdistill.stages.score:ScoreConfig"
 
 
 @cli.command("train", cls=ConfigCommand)
@@ -62,23 +63,22 @@ def train_command(data_set: Path, student: str, out: Path, restart: bool, **sett
     click.echo(f"use it as the model: {student}+{out}")
 
 
-@cli.command("score")
+@cli.command("score", cls=ConfigCommand)
 @click.argument("tasks_spec", metavar="TASKS")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               required=True, help="A collect run: the student's answers behind its verified "
                                   "refinements are scored.")
 @click.option("--student", required=True, help="The student, a name in models.toml (its "
                                                 "tokenizer makes the ids).")
-@click.option("--teacher", required=True, help="The teacher, a GGUF model of models.toml "
-                                                "(scored in process).")
+@click.option("--teacher", required=True, help="The teacher, a model of models.toml run in "
+                                                "process (llama.cpp, transformers or vLLM).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The data set to write (OUT/ and OUT.jsonl).")
-@click.option("--top-k", type=click.IntRange(1), default=20, show_default=True,
-              help="Teacher tokens kept per position (the rest is one bucket).")
-@click.option("--max-length", type=click.IntRange(16), default=1024, show_default=True,
-              help="Student tokens of prompt + answer; longer ones are left out.")
+@config_option(SCORE, "top_k", min=1)
+@config_option(SCORE, "max_length", min=16)
+@config_option(SCORE, "context")
 def score_command(tasks_spec: str, run_dir: Path, student: str, teacher: str, out: Path,
-                  top_k: int, max_length: int) -> None:
+                  top_k: int, max_length: int, context: str) -> None:
     """The teacher's log-probabilities on the student's own failed answers, given the task, the
     feedback and a correct solution: a data set for `train --distill` (stages/score.py)."""
     from rich.console import Console
@@ -91,6 +91,6 @@ def score_command(tasks_spec: str, run_dir: Path, student: str, teacher: str, ou
     tasks = load_tasks(tasks_spec)
     with Progress(Console(stderr=True)) as progress, RunDir(run_dir) as run:
         report = score_refinements(tasks, run, student, teacher, out, top_k, max_length,
-                                   progress)
+                                   progress, context)
     Console(highlight=False).print(report.table())
     click.echo(f"scores in {out} and {out.with_suffix('.jsonl')}")

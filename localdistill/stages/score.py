@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdistill import manifest
@@ -43,7 +44,24 @@ from localdistill.tasks.record import Task
 
 STAGE = "teacher scoring"
 SCORES = "cache/scores"
-TOP_K = 20
+CONTEXTS = {"privileged": "score_privileged", "plain": "score_plain"}  # name -> its template
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What `score` asks of the teacher."""
+
+    top_k: int = field(default=20, metadata={
+        "help": "teacher tokens kept per position (the rest is one bucket)"})
+    max_length: int = field(default=1024, metadata={
+        "help": "student tokens of prompt + answer; longer ones are left out"})
+    context: str = field(default="privileged", metadata={
+        "choices": tuple(CONTEXTS),
+        "help": "what the teacher reads before the student's answer: the task, the feedback "
+                "and a correct solution (privileged), or the task alone (plain, to compare)"})
+
+
+DEFAULTS = ScoreConfig()
 
 
 class VocabularyMismatch(BadInput):
@@ -65,26 +83,26 @@ def check_vocabularies(teacher_texts: Sequence[str], student_tokenizer) -> None:
 
 
 def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | str,
-                      teacher: ModelSpec | str, out: Path, top_k: int = TOP_K,
-                      max_length: int = 1024, progress: Progress | None = None) -> StageReport:
+                      teacher: ModelSpec | str, out: Path, top_k: int = DEFAULTS.top_k,
+                      max_length: int = DEFAULTS.max_length, progress: Progress | None = None,
+                      context: str = DEFAULTS.context) -> StageReport:
     """Score the student's attempt behind every verified refinement of `run` -> OUT/ (a data
-    set) and OUT.jsonl."""
-    from localdistill.backends import open_scorer
+    set) and OUT.jsonl; `context`: what the teacher reads first (CONTEXTS)."""
+    from localdistill.backends import check_can_score, open_scorer
     from localdistill.backends.hf import from_pretrained_args
     from localdistill.models import weights_path
 
     student = get_model(student) if isinstance(student, str) else student
     teacher = get_model(teacher) if isinstance(teacher, str) else teacher
-    if teacher.backend not in ("llama.cpp", "transformers"):
-        raise BadInput(f"models.{teacher.name}: scoring needs the teacher in process (backend "
-                       "llama.cpp or transformers); a served teacher cannot score given tokens "
-                       "(the llama.cpp server cannot return a prompt's log-probabilities)")
+    if context not in CONTEXTS:
+        raise BadInput(f"unknown scoring context {context!r} (expected: {', '.join(CONTEXTS)})")
+    check_can_score(teacher)  # before the student's tokenizer is loaded
     with manifest.stage(run, STAGE) as report:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(**from_pretrained_args(weights_path(student)),
                                                   local_files_only=True)
-        items = _items(tasks, run)
+        items = _items(tasks, run, CONTEXTS[context])
         if not items:
             raise BadInput(f"{run.path}: no verified refinement to score (run `collect` first)")
         scorer, backend = open_scorer(teacher, max(max_length * 2, 2048))
@@ -127,15 +145,17 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
             scorer.close()
             backend.close()
         _write(rows, out)
-        report.count_all({"refinements (verified)": len(items), "scored": len(rows),
+        report.count_all({"context": context, "refinements (verified)": len(items),
+                          "scored": len(rows),
                          "left out (longer than max_length)": too_long, "top k": top_k,
                          "answer tokens scored": sum(len(r["rest"]) for r in rows)})
         return report.finish()
 
 
-def _items(tasks: Sequence[Task], run: RunDir) -> list[dict]:
+def _items(tasks: Sequence[Task], run: RunDir, template: str = CONTEXTS["privileged"]
+           ) -> list[dict]:
     """Per verified refinement: the student's chat (its attempt prompt, its own answer) and the
-    teacher's privileged prompt."""
+    teacher's prompt (`template`: privileged, or the task alone)."""
     by_id = {t.task_id: t for t in tasks}
     attempts = {a.key: a for a in read(run, Attempt)}
     feedback = {e.key: e.feedback for e in executions(run)}  # a refuted pass's input too
@@ -152,7 +172,7 @@ def _items(tasks: Sequence[Task], run: RunDir) -> list[dict]:
         items.append({
             "task_id": task.task_id, "attempt_key": attempt.key,
             "messages": [*attempt_messages(task), {"role": "assistant", "content": answer}],
-            "teacher_prompt": render("score_privileged", prompt=task.prompt,
+            "teacher_prompt": render(template, prompt=task.prompt,
                                      description=task.description,
                                      feedback=feedback.get(attempt.key, ""),
                                      solution=shown_code(task, refinement.completion))})
