@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from localdistill.tasks.record import Task
+
 torch = pytest.importorskip("torch")
 
 from localdistill.stages.train.token_distill import (  # noqa: E402
@@ -141,27 +143,34 @@ def test_llama_cpp_scores_every_continuation_position_as_a_full_evaluation_does(
         Scorer.score(scorer, ids, 0, 8)
 
 
+ADD = Task("add", 'def add(a, b):\n    """Return the sum of a and b."""\n', "add",
+           ("assert add(1, 2) == 3",), reference="    return a + b\n")
+WRONG_ADD = "```python\ndef add(a, b):\n    return a - b\n```"
+
+
+def _one_refinement(run) -> None:
+    """A run with one failed attempt at ADD and its verified refinement, written by hand."""
+    run.write("attempts", [{"key": "add#0", "task_id": "add", "sample": 0, "model": "tiny",
+                            "answer": WRONG_ADD,
+                            "completion": "def add(a, b):\n    return a - b\n"}])
+    run.write("executions", [{"key": "add#0", "task_id": "add", "passed": False,
+                              "feedback": "AssertionError\nINPUT: 1, 2\nOUTPUT: -1\n"
+                                          "EXPECTED: 3"}])
+    run.write("refinements", [{"key": "add#0@1", "attempt_key": "add#0", "task_id": "add",
+                               "round": 1, "teacher": "tiny", "passed": True,
+                               "completion": "def add(a, b):\n    return a + b\n"}])
+
+
 def test_the_students_failed_answers_are_scored_by_the_teacher_into_a_data_set(tmp_path):
     pytest.importorskip("llama_cpp")
     import json
 
     from localdistill.rundir import RunDir
     from localdistill.stages.score import score_refinements
-    from localdistill.tasks.record import Task
 
-    task = Task("add", 'def add(a, b):\n    """Return the sum of a and b."""\n', "add",
-                ("assert add(1, 2) == 3",), reference="    return a + b\n")
-    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    task, wrong = ADD, WRONG_ADD
     with RunDir(tmp_path / "run") as run:
-        run.write("attempts", [{"key": "add#0", "task_id": "add", "sample": 0, "model": "tiny",
-                                "answer": wrong,
-                                "completion": "def add(a, b):\n    return a - b\n"}])
-        run.write("executions", [{"key": "add#0", "task_id": "add", "passed": False,
-                                  "feedback": "AssertionError\nINPUT: 1, 2\nOUTPUT: -1\n"
-                                              "EXPECTED: 3"}])
-        run.write("refinements", [{"key": "add#0@1", "attempt_key": "add#0", "task_id": "add",
-                                   "round": 1, "teacher": "tiny", "passed": True,
-                                   "completion": "def add(a, b):\n    return a + b\n"}])
+        _one_refinement(run)
         report = score_refinements([task], run, "tiny", "tiny", tmp_path / "scores", top_k=5)
         [row] = [json.loads(line) for line in (tmp_path / "scores.jsonl").open()]
         answer = len(row["input_ids"]) - row["prompt_tokens"]
@@ -314,21 +323,10 @@ def test_the_plain_context_shows_the_teacher_only_the_task(tmp_path):
 
     from localdistill.rundir import RunDir
     from localdistill.stages.score import CONTEXTS, _items, score_refinements
-    from localdistill.tasks.record import Task
 
-    task = Task("add", 'def add(a, b):\n    """Return the sum of a and b."""\n', "add",
-                ("assert add(1, 2) == 3",), reference="    return a + b\n")
-    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    task = ADD
     with RunDir(tmp_path / "run") as run:
-        run.write("attempts", [{"key": "add#0", "task_id": "add", "sample": 0, "model": "tiny",
-                                "answer": wrong,
-                                "completion": "def add(a, b):\n    return a - b\n"}])
-        run.write("executions", [{"key": "add#0", "task_id": "add", "passed": False,
-                                  "feedback": "AssertionError\nINPUT: 1, 2\nOUTPUT: -1\n"
-                                              "EXPECTED: 3"}])
-        run.write("refinements", [{"key": "add#0@1", "attempt_key": "add#0", "task_id": "add",
-                                   "round": 1, "teacher": "tiny", "passed": True,
-                                   "completion": "def add(a, b):\n    return a + b\n"}])
+        _one_refinement(run)
         [plain] = _items([task], run, CONTEXTS["plain"])
         [privileged] = _items([task], run, CONTEXTS["privileged"])
         plain_text = json.dumps(plain["teacher_prompt"])
