@@ -208,4 +208,5 @@ def _write(rows: list[dict], out: Path) -> None:
     staging.rename(out)
 
 
-__all__ = ["STAGE", "TOP_K", "VocabularyMismatch", "check_vocabularies", "score_refinements"]
+__all__ = ["CONTEXTS", "STAGE", "ScoreConfig", "VocabularyMismatch", "check_vocabularies",
+           "score_refinements"]
