@@ -39,6 +39,7 @@ from localdistill.stages.refine import (
 )
 from localdistill.stages.refine import STAGE as REFINE_STAGE
 from localdistill.stages.refine.guides import shows_teacher
+from localdistill.stages.score import check_pair, score_in_run
 from localdistill.tasks.record import Task
 
 
@@ -102,6 +103,8 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
             on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
     """Run every stage; each stage's report goes to the manifest and to `on_stage`."""
     student, teacher = _student(config), get_model(config.teacher)
+    for role in scorers(config.methods):  # a pair that cannot score: now, not after refining
+        check_pair(student, student if role == "student" else teacher)
     distill_round = _distill_round(config)
     config = _as_made(config, run)
     manifest.record(run, config=dataclasses.asdict(config), tasks=manifest.tasks_entry(
@@ -137,11 +140,19 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
                 config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
                 progress=progress, strategy=config.strategy, differential=differential))
+    for role in scorers(config.methods):  # the token-level methods' scores (stages/score.py)
+        done(score_in_run(tasks, run, student, student if role == "student" else teacher, role,
+                          progress))
     built = build(tasks, run, config.methods,
                   Path(config.previous) if config.previous else None, distill_round,
                   config.keep_copies)
     done(_with_costs(built, reports, run.read_json("manifest").get("history", [])))
     return reports
+
+
+def scorers(methods: Sequence[str]) -> list[str]:
+    """Who must score the student's attempts for these data sets ("teacher", "student")."""
+    return sorted({METHODS[m].scored_by for m in methods} - {None})
 
 
 def _with_costs(built: StageReport, reports: list[StageReport],

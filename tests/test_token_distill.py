@@ -327,8 +327,8 @@ def test_the_plain_context_shows_the_teacher_only_the_task(tmp_path):
     task = ADD
     with RunDir(tmp_path / "run") as run:
         _one_refinement(run)
-        [plain] = _items([task], run, CONTEXTS["plain"])
-        [privileged] = _items([task], run, CONTEXTS["privileged"])
+        [plain], _ = _items([task], run, CONTEXTS["plain"])
+        [privileged], _ = _items([task], run, CONTEXTS["privileged"])
         plain_text = json.dumps(plain["teacher_prompt"])
         assert "return a + b" not in plain_text and "EXPECTED: 3" not in plain_text
         assert "def add(a, b)" in plain_text

@@ -82,36 +82,95 @@ def check_vocabularies(teacher_texts: Sequence[str], student_tokenizer) -> None:
                                  "student; token-level distillation needs one vocabulary")
 
 
+WHICH = {
+    "refined": "the student's failed attempts behind the verified refinements (PERsD's)",
+    "attempts": "every attempt, passed or failed, that a correct solution is known for",
+}
+ROLES = {"teacher": STAGE, "student": "self scoring"}  # who scores -> the stage's name
+SCORED = "scores/{role}"  # a collect run's scored rows (RUN/scores/teacher.jsonl ...)
+
+
 def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | str,
                       teacher: ModelSpec | str, out: Path, top_k: int = DEFAULTS.top_k,
                       max_length: int = DEFAULTS.max_length, progress: Progress | None = None,
-                      context: str = DEFAULTS.context) -> StageReport:
-    """Score the student's attempt behind every verified refinement of `run` -> OUT/ (a data
-    set) and OUT.jsonl; `context`: what the teacher reads first (CONTEXTS)."""
+                      context: str = DEFAULTS.context, which: str = "refined") -> StageReport:
+    """Score the student's attempts of `run` (`which`: WHICH) -> OUT/ (a data set) and
+    OUT.jsonl; `context`: what the teacher reads first (CONTEXTS)."""
+    with manifest.stage(run, STAGE) as report:
+        rows = _score(tasks, run, student, teacher, report, top_k, max_length, progress,
+                      context, which)
+        _write(rows, out)
+        return report.finish()
+
+
+def score_in_run(tasks: Sequence[Task], run: RunDir, student: ModelSpec, scorer: ModelSpec,
+                 role: str, progress: Progress | None = None) -> StageReport:
+    """The collect stage of the token-level methods (methods.py, `scored_by`): every attempt of
+    the run that a correct solution is known for, scored by `scorer` (the teacher, or the
+    student itself: `role`) with privileged context -> RUN/scores/ROLE.jsonl, read by build."""
+    with manifest.stage(run, ROLES[role]) as report:
+        rows = _score(tasks, run, student, scorer, report, DEFAULTS.top_k, DEFAULTS.max_length,
+                      progress, DEFAULTS.context, "attempts", required=False)
+        if role == "student":  # the student's own compute, not the teacher's
+            report.student_tokens, report.teacher_tokens = report.teacher_tokens, 0
+        run.write(SCORED.format(role=role), rows)
+        return report.finish()
+
+
+def check_pair(student: ModelSpec, scorer: ModelSpec) -> None:
+    """BadInput, in one line, unless `scorer` can score in process and shares the student's
+    vocabulary (loads both tokenizers' token texts: seconds, before hours of other work)."""
     from localdistill.backends import check_can_score, open_scorer
+
+    check_can_score(scorer)
+    tokenizer = _tokenizer(student)
+    scoring, backend = open_scorer(scorer, 512)
+    try:
+        check_vocabularies(scoring.token_texts(), tokenizer)
+    finally:
+        scoring.close()
+        backend.close()
+
+
+def _tokenizer(student: ModelSpec):
+    from transformers import AutoTokenizer
+
     from localdistill.backends.hf import from_pretrained_args
     from localdistill.models import weights_path
+
+    return AutoTokenizer.from_pretrained(**from_pretrained_args(weights_path(student)),
+                                         local_files_only=True)
+
+
+def _score(tasks: Sequence[Task], run: RunDir, student: ModelSpec | str,
+           teacher: ModelSpec | str, report: StageReport, top_k: int, max_length: int,
+           progress: Progress | None, context: str, which: str, required: bool = True
+           ) -> list[dict]:
+    """The scored rows of `run`'s attempts (`which`), each score from the run's cache or the
+    scorer; counted in `report`."""
+    from localdistill.backends import check_can_score, open_scorer
+    from localdistill.models import adapter_path, weights_path
 
     student = get_model(student) if isinstance(student, str) else student
     teacher = get_model(teacher) if isinstance(teacher, str) else teacher
     if context not in CONTEXTS:
         raise BadInput(f"unknown scoring context {context!r} (expected: {', '.join(CONTEXTS)})")
+    if which not in WHICH:
+        raise BadInput(f"unknown set of attempts {which!r} (expected: {', '.join(WHICH)})")
     check_can_score(teacher)  # before the student's tokenizer is loaded
-    with manifest.stage(run, STAGE) as report:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(**from_pretrained_args(weights_path(student)),
-                                                  local_files_only=True)
-        items = _items(tasks, run, CONTEXTS[context])
-        if not items:
-            raise BadInput(f"{run.path}: no verified refinement to score (run `collect` first)")
+    tokenizer = _tokenizer(student)
+    items, without = _items(tasks, run, CONTEXTS[context], which)
+    if not items and required:
+        raise BadInput(f"{run.path}: no verified refinement to score (run `collect` first)")
+    rows, too_long = [], 0
+    if items:
         scorer, backend = open_scorer(teacher, max(max_length * 2, 2048))
         try:
             check_vocabularies(scorer.token_texts(), tokenizer)
+            adapter = adapter_path(teacher)
             identity = digest({"teacher": teacher.name, "path": str(weights_path(teacher)),
-                               "top_k": top_k})
+                               "top_k": top_k} | ({"adapter": str(adapter)} if adapter else {}))
             cached = {r["key"]: r for r in run.records(SCORES)}
-            rows, too_long = [], 0
             progress_bar = bar(progress, "score", len(items))
             with run.appender(SCORES) as out_cache:
                 for item in items:
@@ -133,7 +192,8 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
                         out_cache.add(cached[key])
                         report.teacher_tokens += len(teacher_ids)
                     positions = cached[key]["positions"]
-                    rows.append({**{k: item[k] for k in ("task_id", "attempt_key", "messages")},
+                    rows.append({**{k: item[k] for k in ("task_id", "attempt_key", "messages",
+                                                         "passed", "solution_from")},
                                  "teacher": teacher.name, "input_ids": student_ids,
                                  "prompt_tokens": start,
                                  "token_logprob": [p[1] for p in positions],
@@ -144,39 +204,60 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
         finally:
             scorer.close()
             backend.close()
-        _write(rows, out)
-        report.count_all({"context": context, "refinements (verified)": len(items),
-                          "scored": len(rows),
-                         "left out (longer than max_length)": too_long, "top k": top_k,
-                         "answer tokens scored": sum(len(r["rest"]) for r in rows)})
-        return report.finish()
+    report.count_all({"context": context, "attempts": WHICH[which], "to score": len(items),
+                      "left out (no correct solution known)": without,
+                      "scored": len(rows), "left out (longer than max_length)": too_long,
+                      "top k": top_k,
+                      "answer tokens scored": sum(len(r["rest"]) for r in rows)})
+    return rows
 
 
-def _items(tasks: Sequence[Task], run: RunDir, template: str = CONTEXTS["privileged"]
-           ) -> list[dict]:
-    """Per verified refinement: the student's chat (its attempt prompt, its own answer) and the
-    teacher's prompt (`template`: privileged, or the task alone)."""
+def _items(tasks: Sequence[Task], run: RunDir, template: str = CONTEXTS["privileged"],
+           which: str = "refined") -> tuple[list[dict], int]:
+    """Per attempt to score (`which`): the student's chat (its attempt prompt, its own answer)
+    and the teacher's prompt (`template`: privileged, or the task alone); and how many attempts
+    were left out for want of a correct solution.
+
+    The correct solution shown is, for an attempt behind a verified refinement, that refinement
+    (the first verified); for any other attempt ("attempts"), the task's reference; for an
+    attempt that passed and has no reference, the attempt itself (it passed: verified)."""
     by_id = {t.task_id: t for t in tasks}
     attempts = {a.key: a for a in read(run, Attempt)}
-    feedback = {e.key: e.feedback for e in executions(run)}  # a refuted pass's input too
-    items = []
+    results = {e.key: e for e in executions(run)}  # a refuted pass counts as failed
+    refined: dict[str, Refinement] = {}
     for refinement in read(run, Refinement):
-        if not refinement.passed or refinement.attempt_key not in attempts:
-            continue
-        task = by_id.get(refinement.task_id)
+        if refinement.passed and refinement.attempt_key in attempts:
+            refined.setdefault(refinement.attempt_key, refinement)
+    keys = list(refined) if which == "refined" else list(attempts)
+    items, without = [], 0
+    for key in keys:
+        attempt = attempts[key]
+        task = by_id.get(attempt.task_id)
         if task is None:
-            raise BadInput(f"{run.path}: a refinement of task {refinement.task_id}, which is not "
-                           "in the task set given")
-        attempt = attempts[refinement.attempt_key]
+            raise BadInput(f"{run.path}: an attempt at task {attempt.task_id}, which is not in "
+                           "the task set given")
+        execution = results.get(key)
+        if execution is None:
+            continue  # not run yet
+        if key in refined:
+            solution, source = refined[key].completion, "refinement"
+        elif task.reference is not None:
+            solution, source = task.reference, "reference"
+        elif execution.passed:
+            solution, source = attempt.completion, "attempt"
+        else:
+            without += 1
+            continue
         answer = attempt.answer or attempt.completion  # the very text the student wrote
         items.append({
             "task_id": task.task_id, "attempt_key": attempt.key,
+            "passed": execution.passed, "solution_from": source,
             "messages": [*attempt_messages(task), {"role": "assistant", "content": answer}],
             "teacher_prompt": render(template, prompt=task.prompt,
                                      description=task.description,
-                                     feedback=feedback.get(attempt.key, ""),
-                                     solution=shown_code(task, refinement.completion))})
-    return items
+                                     feedback=execution.feedback or "",
+                                     solution=shown_code(task, solution))})
+    return items, without
 
 
 def _ids(tokenizer, messages: list[dict]) -> tuple[list[int], int]:
@@ -208,5 +289,5 @@ def _write(rows: list[dict], out: Path) -> None:
     staging.rename(out)
 
 
-__all__ = ["CONTEXTS", "STAGE", "ScoreConfig", "VocabularyMismatch", "check_vocabularies",
-           "score_refinements"]
+__all__ = ["CONTEXTS", "ROLES", "SCORED", "STAGE", "WHICH", "ScoreConfig", "VocabularyMismatch",
+           "check_pair", "check_vocabularies", "score_in_run", "score_refinements"]

@@ -22,10 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.stages.build.methods import METHODS, Inputs, default_methods, get_method, unique
 from localdistill.progress import StageReport
 from localdistill.records import Attempt, Refinement, executions, read, tasks_for, verified_direct
 from localdistill.rundir import RunDir, load_jsonl, write_atomic
+from localdistill.stages.build.methods import (
+    METHODS,
+    SCORE_COLUMNS,
+    Inputs,
+    default_methods,
+    get_method,
+    unique,
+)
 from localdistill.tasks.record import Task
 
 STAGE = "build"  # its name in the stage table and the manifest
@@ -34,9 +41,16 @@ COLUMNS = ("id", "method", "prompt", "completion", "messages", "task_id", "sourc
            "attempt_key", "attempt", "feedback", "teacher", "teacher_round", "distill_round")
 
 
-def features():
-    from datasets import Features, Value
+def features(scored: bool = False):
+    """The columns of a data set; `scored`: a token-level set's too (methods.SCORE_COLUMNS, empty
+    in its ordinary rows)."""
+    from datasets import Features, Sequence, Value
 
+    extra = {"input_ids": Sequence(Value("int32")), "prompt_tokens": Value("int32"),
+             "token_logprob": Sequence(Value("float64")),
+             "top_ids": Sequence(Sequence(Value("int32"))),
+             "top_logprobs": Sequence(Sequence(Value("float64"))),
+             "rest": Sequence(Value("float64"))} if scored else {}
     return Features({
         "id": Value("string"), "method": Value("string"), "prompt": Value("string"),
         "completion": Value("string"),
@@ -44,7 +58,7 @@ def features():
         "task_id": Value("string"), "source": Value("string"), "student": Value("string"),
         "attempt_key": Value("string"), "attempt": Value("string"), "feedback": Value("string"),
         "teacher": Value("string"), "teacher_round": Value("int32"),
-        "distill_round": Value("int32")})
+        "distill_round": Value("int32"), **extra})
 
 
 def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = None,
@@ -68,7 +82,7 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = No
         refinements=[r for r in read(run, Refinement) if r.passed
                      and (keep_copies or not r.copied)],
         direct=direct, student=next((a.model for a in attempts.values()), None),
-        distill_round=distill_round)
+        distill_round=distill_round, scored=lambda role: _scored(run, role))
     rows: dict[str, list[dict]] = {}
 
     def rows_of(name: str) -> list[dict]:
@@ -98,6 +112,18 @@ def build(tasks: Sequence[Task], run: RunDir, methods: Sequence[str] | None = No
     return report.finish()
 
 
+def _scored(run: RunDir, role: str) -> list[dict]:
+    """The rows the scoring stage wrote for `role` (stages/score.py); BadInput if it has not
+    run."""
+    from localdistill.stages.score import SCORED
+
+    path = run.path / f"{SCORED.format(role=role)}.jsonl"
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file; the token-level methods need the scoring stage "
+                       "(`localdistill collect` runs it when they are asked for)")
+    return load_jsonl(path)
+
+
 def _previous_rows(previous: Path, method: str, required: bool = True) -> list[dict]:
     path = previous / "data" / f"{method}.jsonl"
     if not path.is_file():
@@ -115,17 +141,18 @@ def write_dataset(rows: list[dict], target: Path) -> None:
 
     datasets.disable_progress_bars()  # ours are the stage bars; theirs would clutter logs
     target.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps({c: r[c] for c in COLUMNS}, ensure_ascii=False) + "\n"
-                    for r in rows)
+    scored = any("top_ids" in r for r in rows)  # a token-level set (methods.SCORE_COLUMNS)
+    lines = "".join(json.dumps({c: r[c] for c in COLUMNS + SCORE_COLUMNS if c in r},
+                               ensure_ascii=False) + "\n" for r in rows)
     write_atomic(target.with_suffix(".jsonl"), lines.encode())
     staging = target.with_name(f".{target.name}.new")
     old = target.with_name(f".{target.name}.old")
     for leftover in (staging, old):
         if leftover.exists():
             shutil.rmtree(leftover)
-    columns = {c: [r[c] for r in rows] for c in COLUMNS}
+    columns = {c: [r.get(c) for r in rows] for c in COLUMNS + (SCORE_COLUMNS if scored else ())}
     # one shard even when empty: with none, load_from_disk fails on the empty set
-    Dataset.from_dict(columns, features=features()).save_to_disk(
+    Dataset.from_dict(columns, features=features(scored)).save_to_disk(
         str(staging), num_shards=None if rows else 1)
     if target.exists():
         target.rename(old)

@@ -1,4 +1,5 @@
-"""The data-set methods, each declared once: PERsD, its variants and the baselines (the paper's).
+"""The data-set methods, each declared once: PERsD, its variants and the baselines (the paper's),
+and the token-level sets that go beyond it.
 
 A method is one `register(Method(...))` here (or in a user's own module):
 
@@ -19,48 +20,42 @@ A method is one `register(Method(...))` here (or in a user's own module):
                   the stage whose teacher tokens and minutes the build table shows per example
                   of this set (one set stands for each kind of teacher work: PERsD for the
                   refinements, StanD for the answers from scratch)
+    scored_by     "teacher" or "student": its rows need the student's attempts scored token by
+                  token by that model (stages/score.py; collect runs the scoring stage first)
     default       built when no `--methods` is given (the ablations are built when asked for)
 
-Every row has the columns of build.COLUMNS, whatever the method.
+Every row has the columns of build.COLUMNS, whatever the method; rows.py has the helpers that
+make rows from a collect run's records (Inputs).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 from localdistill.errors import BadInput
-from localdistill.extract import shown_code
 from localdistill.prompts import render
-from localdistill.records import Attempt, Direct, Execution, Refinement, attempt_messages
+from localdistill.records import attempt_messages
 from localdistill.rundir import load_json, read_records
+from localdistill.stages.build.rows import (  # noqa: F401 - a method's helpers, named here too
+    SCORE_COLUMNS,
+    Inputs,
+    RowsOf,
+    a_third,
+    answer_text,
+    direct_rows,
+    matched,
+    personal,
+    refinement_rows,
+    renamed,
+    row,
+    scored_rows,
+    standd_third,
+    unique,
+)
 from localdistill.stages.direct import STAGE as DIRECT_STAGE
 from localdistill.stages.refine import STAGE as REFINE_STAGE
-from localdistill.tasks.record import Task
-
-
-@dataclass
-class Inputs:
-    """What a collect run holds for building rows: its verified answers and their context."""
-
-    tasks: dict[str, Task]
-    attempts: dict[str, Attempt]
-    executions: dict[str, Execution]
-    refinements: list[Refinement]  # verified (copies of the guide left out if asked)
-    direct: list[Direct]  # verified
-    student: str | None
-    distill_round: int
-    counts: dict[str, int] = field(default_factory=dict)  # a method's own figures, shown
-
-    @cached_property
-    def failed_tasks(self) -> set[str]:
-        return {e.task_id for e in self.executions.values() if not e.passed}
-
-
-RowsOf = Callable[[str], list[dict]]  # another method's rows (built once, on demand)
 
 
 @dataclass(frozen=True)
@@ -95,12 +90,16 @@ class Method:
     follows_student: bool = False
     counted_with: tuple[str, ...] = ()
     cost_per_example: str | None = None
+    scored_by: str | None = None
     default: bool = True
     help: str = ""
 
     def __post_init__(self) -> None:
         if self.teacher not in (None, "all", "failed"):
             raise BadInput(f"method {self.name!r}: teacher must be 'all', 'failed' or None")
+        if self.scored_by not in (None, "teacher", "student"):
+            raise BadInput(f"method {self.name!r}: scored_by must be 'teacher', 'student' or "
+                           "None")
 
 
 METHODS: dict[str, Method] = {}
@@ -122,125 +121,6 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise BadInput(f"unknown data set {name!r} (expected: {', '.join(METHODS)})") from None
-
-
-# --- rows ------------------------------------------------------------------------------------
-
-
-def answer_text(code: str) -> str:
-    """What the student should answer: the whole function in one python block."""
-    return f"```python\n{code.strip()}\n```"
-
-
-def row(method: str, task: Task, messages: list[dict], code: str, *, id_: str, teacher: str,
-        student: str | None, teacher_round: int, distill_round: int, attempt_key=None,
-        attempt=None, feedback=None) -> dict:
-    completion = answer_text(code)
-    user = next(m["content"] for m in messages if m["role"] == "user")
-    return {"id": f"{method}/{id_}", "method": method, "prompt": user, "completion": completion,
-            "messages": [*messages, {"role": "assistant", "content": completion}],
-            "task_id": task.task_id, "source": task.source, "student": student,
-            "attempt_key": attempt_key, "attempt": attempt, "feedback": feedback,
-            "teacher": teacher, "teacher_round": teacher_round, "distill_round": distill_round}
-
-
-def unique(rows: list[dict]) -> list[dict]:
-    """One row per (prompt, completion): samples that led to the same code teach nothing twice."""
-    seen, out = set(), []
-    for r in rows:
-        key = (json.dumps(r["messages"][:-1]), r["completion"])
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
-
-
-def renamed(rows: list[dict], method: str) -> list[dict]:
-    """Another method's rows under this method's name."""
-    return [{**r, "method": method, "id": f"{method}/{r['id']}"} for r in rows]
-
-
-def _direct_rows(method: str, inputs: Inputs, answers: list[Direct]) -> list[dict]:
-    return unique([row(method, inputs.tasks[a.task_id], attempt_messages(inputs.tasks[a.task_id]),
-                       shown_code(inputs.tasks[a.task_id], a.completion), teacher=a.teacher,
-                       student=inputs.student, teacher_round=0,
-                       distill_round=inputs.distill_round, id_=a.key)
-                   for a in answers])
-
-
-def _refinement_rows(method: str, inputs: Inputs, prompt: Callable[[Task, dict], list[dict]]
-                     ) -> list[dict]:
-    """A row per verified refinement: the refined code, as the answer to `prompt`."""
-    rows = []
-    for refinement in inputs.refinements:
-        task = inputs.tasks[refinement.task_id]
-        attempt = inputs.attempts[refinement.attempt_key]
-        provenance = {"teacher": refinement.teacher, "student": attempt.model,
-                      "teacher_round": refinement.round,
-                      "distill_round": inputs.distill_round, "attempt_key": attempt.key,
-                      "attempt": shown_code(task, attempt.completion),
-                      "feedback": inputs.executions[attempt.key].feedback}
-        rows.append(row(method, task, prompt(task, provenance),
-                        shown_code(task, refinement.completion), id_=refinement.key,
-                        **provenance))
-    return unique(rows)
-
-
-def _matched(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
-    """InpD restricted to PERsD's tasks: the teacher's verified answers to them, or the task's
-    reference where it has none.
-
-    Training on the same tasks as PERsD leaves the answers as the only difference between the
-    two sets, which is the comparison the paper makes. Where the teacher never answered a task
-    correctly from scratch its refinement still did, so the reference stands in (better than
-    dropping the task and shrinking the set below PERsD's)."""
-    rows, by_reference, left_out = [], 0, 0
-    for task_id in dict.fromkeys(r["task_id"] for r in rows_of("persd")):
-        task = inputs.tasks[task_id]
-        answers = [d for d in inputs.direct if d.task_id == task_id]
-        rows += _direct_rows("inpd-matched", inputs, answers)
-        if answers:
-            continue
-        if task.reference is None:
-            left_out += 1
-            continue
-        by_reference += 1
-        rows.append(row("inpd-matched", task, attempt_messages(task),
-                        shown_code(task, task.reference), teacher="reference",
-                        student=inputs.student, teacher_round=0,
-                        distill_round=inputs.distill_round, id_=f"{task_id}#reference"))
-    inputs.counts["inpd-matched tasks without a teacher answer (reference used)"] = by_reference
-    inputs.counts["inpd-matched tasks left out (no teacher answer, no reference)"] = left_out
-    return unique(rows)
-
-
-THIRD_SEED = 0
-
-
-def a_third(task_ids: list[str]) -> set[str]:
-    """A seeded random third of `task_ids` (rounded to the nearest task; the same tasks for the
-    same ids, whatever their order)."""
-    import random
-
-    ids = sorted(set(task_ids))
-    return set(random.Random(THIRD_SEED).sample(ids, round(len(ids) / 3)))
-
-
-def _standd_third(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
-    """StanD on a seeded random third of its tasks: the from-scratch baseline at the cost of a
-    third of the data, against which PERsD's claim (better with a third of StanD's data) is
-    read the other way round, at equal data."""
-    chosen = a_third([d.task_id for d in inputs.direct])
-    inputs.counts["standd-third tasks (of StanD's)"] = len(chosen)
-    return renamed([r for r in rows_of("standd") if r["task_id"] in chosen], "standd-third")
-
-
-def _personal(inputs: Inputs, rows_of: RowsOf) -> list[dict]:
-    """PERsD's rows whose refinement is not a copy of the guide (stages/refine/similarity.py)."""
-    copies = {r.key for r in inputs.refinements if r.copied}
-    inputs.counts["persd-personal: copies of the guide left out"] = len(copies)
-    return renamed([r for r in rows_of("persd") if r["id"].split("/", 1)[1] not in copies],
-                   "persd-personal")
 
 
 # --- teacher cost ------------------------------------------------------------------------------
@@ -278,11 +158,11 @@ def _persd_tasks_cost(files: RunFiles) -> int | None:
 
 register(Method(
     "standd", "StanD", teacher="all", cost=_direct_cost, cost_per_example=DIRECT_STAGE,
-    rows=lambda inputs, rows_of: _direct_rows("standd", inputs, inputs.direct),
+    rows=lambda inputs, rows_of: direct_rows("standd", inputs, inputs.direct),
     help="the teacher's verified answers to every task"))
 register(Method(
     "inpd", "InpD", teacher="failed", cost=_failed_tasks_cost,
-    rows=lambda inputs, rows_of: _direct_rows(
+    rows=lambda inputs, rows_of: direct_rows(
         "inpd", inputs, [d for d in inputs.direct if d.task_id in inputs.failed_tasks]),
     help="the same, only for tasks where the student failed an attempt"))
 # inpd-matched follows the student although its answers are the teacher's own: its tasks are those
@@ -293,19 +173,19 @@ register(Method(
 # failures.
 register(Method(
     "inpd-matched", "InpD (PERsD's tasks)", teacher="failed", cost=_persd_tasks_cost,
-    rows=_matched, follows_student=True, counted_with=("persd",),
+    rows=matched, follows_student=True, counted_with=("persd",),
     help="InpD on exactly PERsD's tasks (the paper's controlled comparison): the teacher's "
          "verified answer to each task persd has rows for, or the task's reference solution "
          "where the teacher has none (teacher \"reference\"); a task with neither is left out"))
 register(Method(
     "persd", "PERsD", cost=_refine_cost, personalised=True, follows_student=True,
-    cost_per_example=REFINE_STAGE, rows=lambda inputs, rows_of: _refinement_rows(
+    cost_per_example=REFINE_STAGE, rows=lambda inputs, rows_of: refinement_rows(
         "persd", inputs, lambda task, provenance: attempt_messages(task)),
     help="task -> the teacher's verified refinement of the student's failed attempt"))
 register(Method(
     "persd-refine", "PERsD-refine", cost=_refine_cost, personalised=True,
     follows_student=True,
-    rows=lambda inputs, rows_of: _refinement_rows(
+    rows=lambda inputs, rows_of: refinement_rows(
         "persd-refine", inputs, lambda task, provenance: render(
             "self_repair", prompt=task.prompt, description=task.description,
             attempt=provenance["attempt"], feedback=provenance["feedback"])),
@@ -319,15 +199,51 @@ register(Method(
     help="persd and persd-refine together"))
 register(Method(
     "persd-personal", "PERsD w/o copies", cost=_refine_cost, personalised=True,
-    follows_student=True, default=False, rows=_personal, counted_with=("persd",),
+    follows_student=True, default=False, rows=personal, counted_with=("persd",),
     help="persd without the refinements that are copies of the guide (what the teacher wrote "
          "compared, stages/refine/similarity.py): is it the personalisation or the reference "
          "code that teaches?"))
 register(Method(
     "standd-third", "StanD (a third)", teacher="all", cost=_third_cost, default=False,
-    rows=_standd_third, counted_with=("standd",),
+    rows=standd_third, counted_with=("standd",),
     help="standd on a seeded random third of its tasks: StanD at the data PERsD's claim "
          "(better than StanD with 3x the data) sets it against"))
+
+
+def _scoring_cost(role: str) -> Callable[[RunFiles], int | None]:
+    """The refinements (the solutions the scorer was shown), and the teacher's scoring."""
+    from localdistill.stages.score import ROLES
+
+    def cost(files: RunFiles) -> int | None:
+        refined = _refine_cost(files)
+        scoring = files.stages.get(ROLES[role], {}).get("teacher_tokens")
+        if refined is None or scoring is None:
+            return None
+        return refined + (scoring if role == "teacher" else 0)
+    return cost
+
+
+# --- token-level distillation (stages/score.py, stages/train/token_distill.py) ----------------
+# Not the paper's: its teacher was a closed API, which cannot score the student's tokens.
+
+register(Method(
+    "tokd", "TokD", cost=_scoring_cost("teacher"), follows_student=True, scored_by="teacher",
+    default=False, rows=lambda inputs, rows_of: scored_rows("tokd", inputs, "teacher"),
+    help="the student's own attempts, passed and failed, scored token by token by the teacher "
+         "given the task, the feedback and a correct solution (the verified refinement, else "
+         "the reference); trained by token-level distillation (train's distill settings)"))
+register(Method(
+    "persd+tokd", "PERsD + TokD", cost=_scoring_cost("teacher"), personalised=True,
+    follows_student=True, scored_by="teacher", default=False, counted_with=("persd", "tokd"),
+    rows=lambda inputs, rows_of: renamed(rows_of("persd") + rows_of("tokd"), "persd+tokd"),
+    help="persd's rows (cross-entropy) and tokd's (distillation) together, the distillation "
+         "loss weighted by train's distill_weight"))
+register(Method(
+    "tokd-self", "TokD (self)", cost=_scoring_cost("student"), follows_student=True,
+    scored_by="student", default=False,
+    rows=lambda inputs, rows_of: scored_rows("tokd-self", inputs, "student"),
+    help="tokd with the student itself as the scorer, given the same privileged context "
+         "(self-distillation: no larger model needed to score)"))
 
 
 def teacher_tokens(method: str, run: Path, previous: Callable[[Path], int | None]

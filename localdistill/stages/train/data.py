@@ -65,7 +65,7 @@ def load_rows(path: Path | str) -> list[dict]:
         raise BadInput(f"{path}: no such data set (a directory written by `localdistill build` "
                        "or a JSONL file of prompt/completion rows)")
     for number, row in enumerate(rows, 1):
-        if "top_ids" in row and "input_ids" in row:  # a `score` data set's row
+        if is_scored(row):  # a `score` data set's row
             continue
         if not _messages(row) and not (isinstance(row.get("prompt"), str)
                                        and isinstance(row.get("completion"), str)):
@@ -74,6 +74,12 @@ def load_rows(path: Path | str) -> list[dict]:
     if not rows:
         raise BadInput(f"{path}: the data set is empty")
     return rows
+
+
+def is_scored(row: dict) -> bool:
+    """A row of teacher scores (stages/score.py), trained by distillation; in a data set that
+    mixes both kinds (persd+tokd) the ordinary rows hold empty score columns."""
+    return row.get("top_ids") is not None and row.get("input_ids") is not None
 
 
 def rows_digest(rows: Sequence[dict]) -> str:
@@ -120,7 +126,7 @@ def tokenize(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[list[Exa
     bos = getattr(tokenizer, "bos_token_id", None)  # (no tokenizer needed for `score` rows)
     add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
     for row in rows:
-        if "top_ids" in row and "input_ids" in row:  # a `score` row: tokenised already
+        if is_scored(row):  # a `score` row: tokenised already
             if len(row["input_ids"]) > max_length:
                 too_long += 1
                 continue
