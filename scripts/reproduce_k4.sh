@@ -8,7 +8,10 @@
 #
 # DATA_DIR holds mbpp.jsonl (../shared/data on the project's machines). METHODS default to all
 # six, in the order the issue asks them: persd inpd-matched persd-personal standd-third
-# persd-refine persd-combine. Everything lands in $RUNS/reproduce-k4 (RUNS default: runs):
+# persd-refine persd-combine; then the token-level sets tokd and persd+tokd (docs/
+# token-distillation.md), whose scores the teacher computes the first time one is reached (about
+# an hour here; the scores stay in collect/cache/scores.jsonl, too large to keep in git).
+# Everything lands in $RUNS/reproduce-k4 (RUNS default: runs):
 #
 #   collect/             rebuilt from the kept answers (no model call; the decoding they were
 #                        made with, examples/models-parallel4.toml), the two ablations built too
@@ -35,7 +38,7 @@ export LOCALDISTILL_DATA=$(cd "$1" && pwd)
 shift
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(persd inpd-matched persd-personal standd-third persd-refine
-                                     persd-combine)
+                                     persd-combine tokd persd+tokd)
 cd "$repo"
 runs=${RUNS:-runs}/reproduce-k4
 localdistill=${LOCALDISTILL:-$repo/.venv/bin/localdistill}
@@ -87,6 +90,16 @@ LOCALDISTILL_MODELS=examples/models-parallel4.toml "$localdistill" build \
 # base student's MBPP test after the first adapter's HumanEval: a first paired result early.
 evaluate base demo-student humaneval
 for method in "${methods[@]}"; do
+  case "$method" in
+    tokd|persd+tokd|tokd-self)  # the teacher scores the student's attempts: collect resumed
+      if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/collect/data/$method.jsonl" ]; then
+        echo "== score and build $method: $(date -u +%FT%TZ)"
+        sed "s/^methods = \[/methods = [\"$method\", /" "$runs.toml" > "$runs-$method.toml"
+        LOCALDISTILL_MODELS=examples/models-parallel4.toml "$python" \
+          scripts/collect_from_config.py "$runs-$method.toml" "$runs/collect" \
+          --reuse docs/results/answers
+      fi;;
+  esac
   if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
     echo "== train $method: $(date -u +%FT%TZ)"
     # the recorded reproduction's settings: rank 16 (default), 2 epochs, 8 a step, 2e-4
