@@ -39,7 +39,7 @@ def extract_completion(answer: str, task: Task) -> str:
     """The completion for `task.prompt` that `answer` (a chat model's reply) contains."""
     try:
         text = _normalise(answer)
-        code = _choose_code(text, task.entry_point)
+        code = _choose_code(text, _names(task))
         if code is not None:
             completion = _completion_for(code, task)
             if completion is not None:
@@ -111,12 +111,27 @@ def _parsing_prefix(lines: list[str]) -> str | None:
 
 
 def _defines(code: str, name: str) -> bool:
+    """Whether `code` defines a function or class `name` at its top level."""
     tree = ast.parse(textwrap.dedent(code))
-    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
-    return any(isinstance(n, functions) and n.name == name for n in tree.body)
+    return any(isinstance(n, _DEFINITIONS) and n.name == name for n in tree.body)
 
 
-def _choose_code(text: str, entry_point: str) -> str | None:
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _method(task: Task) -> str | None:
+    """The method a task asks for (a mined method: its entry point is the class), or None."""
+    method = (task.metadata or {}).get("method")
+    return method if isinstance(method, str) and method.isidentifier() else None
+
+
+def _names(task: Task) -> tuple[str, ...]:
+    """What an answer defines when it answers `task`: its entry point, or a method's name."""
+    method = _method(task)
+    return (task.entry_point, method) if method else (task.entry_point,)
+
+
+def _choose_code(text: str, names: tuple[str, ...]) -> str | None:
     blocks = [_parsing_prefix(block.split("\n")) for block in _fenced_blocks(text)]
     blocks = [b for b in blocks if b]
     if not blocks:
@@ -124,7 +139,7 @@ def _choose_code(text: str, entry_point: str) -> str | None:
         starts = [i for i, line in enumerate(lines) if _CODE_LINE.match(line)]
         # Prose can look like code ("for example, this works:"): try the next candidate line.
         return next(filter(None, (_parsing_prefix(lines[i:]) for i in starts[:_MAX_STARTS])), None)
-    defining = [b for b in blocks if _defines(b, entry_point)]
+    defining = [b for b in blocks if any(_defines(b, name) for name in names)]
     # A later definition is usually the corrected one; other blocks are examples or output.
     return defining[-1] if defining else max(blocks, key=len)
 
@@ -140,8 +155,24 @@ def _completion_for(code: str, task: Task) -> str | None:
             if _compiles(task.program(completion)):
                 return completion
         return None
+    method = _method(task)
+    if method and _defines(code, method):  # only the method, written as a function of its own
+        completion = _body(_def_body(textwrap.dedent(code), method), task)
+        return completion if _compiles(task.program(completion)) else None
     completion = _body(code, task)
     return completion if _compiles(task.program(completion)) else None
+
+
+def _def_body(code: str, name: str) -> str:
+    """The body of the top-level function `name` in `code` (the last if several), its docstring
+    left out: the prompt has one."""
+    lines = code.split("\n")
+    function = [n for n in ast.parse(code).body
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name][-1]
+    body = function.body
+    if len(body) > 1 and ast.get_docstring(function, clean=False) is not None:
+        body = body[1:]
+    return "\n".join(lines[body[0].lineno - 1 : body[-1].end_lineno])
 
 
 def _drop_demonstrations(code: str, entry_point: str) -> str:
@@ -175,7 +206,7 @@ def _is_demonstration(node: ast.stmt, entry_point: str) -> bool:
 
 def _body_indent(task: Task) -> str:
     """The indentation of the entry point's body, from its `def` line in the prompt."""
-    pattern = rf"^([ \t]*)(?:async\s+)?def\s+{re.escape(task.entry_point)}\b"
+    pattern = rf"^([ \t]*)(?:async\s+)?def\s+{re.escape(_method(task) or task.entry_point)}\b"
     header = re.search(pattern, task.prompt, re.M)
     return (header.group(1).expandtabs(4) if header else "") + "    "
 
@@ -212,7 +243,7 @@ def has_code(answer: str, task: Task) -> bool:
     """Whether `answer` holds any code at all (a fenced block, or lines that parse as Python)
     rather than prose only: a small teacher asked for code sometimes only explains."""
     try:
-        return _choose_code(_normalise(answer), task.entry_point) is not None
+        return _choose_code(_normalise(answer), _names(task)) is not None
     except Exception:  # noqa: BLE001 - as in extract_completion: never stop a run
         return False
 
@@ -220,7 +251,8 @@ def has_code(answer: str, task: Task) -> bool:
 def shown_code(task: Task, completion: str) -> str:
     """The student's code as the teacher should read it: its own function, or the prompt's
     header with its body when it wrote only the body."""
-    if f"def {task.entry_point}(" in completion:
+    own = f"class {task.entry_point}" if _method(task) else f"def {task.entry_point}("
+    if own in completion:
         return completion.strip("\n")
     return task.program(completion).strip("\n")
 

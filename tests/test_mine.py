@@ -289,7 +289,7 @@ def uses_big_helper(value):
 '''
 
 EXPECTED = {
-    "Shape.area_of": m.METHOD,
+    "Shape.area_of": m.TOO_SHORT,  # a method, mined by the same rules
     "outer_function.<locals>.inner": m.NESTED,
     "conditional_def": m.CONDITIONAL,
     "twice_defined": m.TWICE,
@@ -606,7 +606,7 @@ def test_a_real_package_gives_tasks_that_run_standalone(tmp_path):
     assert stats.files >= 3 and stats.unparsable == []
     assert stats.functions >= 200 and len(candidates) >= 15
     assert stats.functions == len(candidates) + len(stats.rejected)
-    assert stats.by_reason()[m.METHOD] > 0 and stats.by_reason()[m.RELATIVE] > 0
+    assert any(c.binding for c in candidates) and stats.by_reason()[m.RELATIVE] > 0
     assert len({c.task_id for c in candidates}) == len(candidates)
     # A sample of 20 programs loads in the sandbox, which has neither the package nor
     # site-packages: nothing they need is missing.
@@ -832,3 +832,223 @@ def test_a_function_that_imports_its_own_package_carries_what_it_uses(tmp_path):
     assert rejected["mypkg/clash.py::twice_scaled"] == m.NOT_CARRIABLE
     # a renamed import would need the carried definition renamed: still refused
     assert rejected["mypkg/clash.py::renamed_clamp"] == m.RELATIVE
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+CLASSES = {
+    "shop/__init__.py": "",
+    "shop/base.py": '''
+        class Priced:
+            """Something with a price in cents."""
+
+            currency = "EUR"
+
+            def __init__(self, name: str, cents: int):
+                self.name = name
+                self.cents = cents
+
+            def label(self):
+                return f"{self.name}: {self.cents / 100:.2f} {self.currency}"
+        ''',
+    "shop/items.py": '''
+        import functools
+        from dataclasses import dataclass, field
+
+        from .base import Priced
+
+        CAP = 5
+
+
+        class Item(Priced):
+            """A priced item sold in packs."""
+
+            def __init__(self, name: str, cents: int, pack: int = 1):
+                super().__init__(name, cents)
+                self.pack = pack
+
+            def price_of(self, packs: int) -> int:
+                """The price of `packs` packs, with every CAP-th pack free."""
+                free = packs // CAP
+                paid = packs - free
+                return paid * self.pack * self.cents
+
+            @staticmethod
+            def parse_cents(text: str) -> int:
+                """Cents from a price written as '3.20'."""
+                euros, _, cents = text.strip().partition(".")
+                value = int(euros) * 100
+                return value + int((cents + "00")[:2])
+
+            @property
+            def unit_price(self):
+                """A property: not mined."""
+                value = self.cents
+                value = value * 1
+                return value
+
+            def __eq__(self, other):
+                same = isinstance(other, Item)
+                same = same and other.name == self.name
+                return same
+
+
+        @dataclass
+        class Basket:
+            """Counts of items, at most CAP of one kind."""
+
+            owner: str
+            counts: dict = field(default_factory=dict)
+
+            def add_item(self, name: str, count: int = 1):
+                """Add `count` of `name`, at most CAP in all."""
+                have = self.counts.get(name, 0)
+                have = min(have + count, CAP)
+                self.counts[name] = have
+
+
+        class Registry(type):
+            pass
+
+
+        class Registered(metaclass=Registry):
+            def total_value(self, values: list) -> int:
+                """Built by a metaclass: refused."""
+                total = sum(values)
+                total += 0
+                return total
+
+
+        class Shared:
+            seen = []
+
+            def remember_value(self, value: int) -> int:
+                """A class whose attribute is a mutable list: refused."""
+                count = len(value)
+                count += 1
+                return count
+
+
+        class Aliased:
+            def double_value(self, value: int) -> int:
+                """Named again by its class body: refused."""
+                result = value * 2
+                result += 0
+                return result
+
+            twice = double_value
+
+
+        @functools.lru_cache
+        class Cached:
+            def scaled_value(self, value: int) -> int:
+                """A class decorated with something else than a dataclass: refused."""
+                result = value * 3
+                result += 0
+                return result
+        ''',
+}
+
+
+def _passes(task: Task, completion: str, tests) -> bool:
+    """Whether the task's program with `completion` passes `tests` in the sandbox."""
+    from localdistill.sandbox import run_tests
+
+    return run_tests(task.program(completion), tuple(tests), task.entry_point,
+                     task.test_setup).passed
+
+
+def _tasks(root: Path) -> tuple[dict, dict]:
+    candidates, stats = find_candidates(root)
+    return {c.name: c for c in candidates}, dict(stats.rejected)
+
+
+def test_methods_travel_with_their_class_and_what_it_needs(tmp_path):
+    """A method's task: its class from the literals of its constructor, its base class carried
+    from another module, the method moved last with its body removed; static methods are called
+    on the class; classes that cannot be built as written are skipped with their reason."""
+    write_repo(tmp_path, CLASSES)
+    found, rejected = _tasks(tmp_path)
+    assert set(found) == {"Item.price_of", "Item.parse_cents", "Basket.add_item"}
+    price = found["Item.price_of"]
+    assert price.binding == "instance" and not price.mutates
+    assert price.prompt.rstrip().endswith('"""The price of `packs` packs, with every CAP-th pack '
+                                          'free."""')
+    assert "class Priced:" in price.prompt and "CAP = 5" in price.prompt
+    assert "def parse_cents" in price.prompt and "def __eq__" in price.prompt  # the class whole
+    assert "from .base" not in price.prompt
+    task = price.task()
+    assert task.entry_point == "Item" and task.metadata["method"] == "price_of"
+    assert "`price_of` of the class `Item`" in task.description
+    tests = ("assert Item('tea', 150, 2).price_of(6) == 1500",
+             "assert Item('tea', 150).price_of(2) == 300")
+    assert _passes(task, task.reference, tests)  # in the sandbox
+    assert found["Item.parse_cents"].binding == "class"
+    parse = found["Item.parse_cents"].task()
+    assert _passes(parse, parse.reference, ["assert Item.parse_cents('3.2') == 320"])
+    assert rejected["shop/items.py::Item.unit_price"] == m.PROPERTY
+    assert rejected["shop/items.py::Item.__eq__"] == m.SPECIAL_METHOD
+    assert rejected["shop/items.py::Registered.total_value"] == m.CLASS_NOT_PLAIN
+    assert rejected["shop/items.py::Shared.remember_value"] == m.GLOBALS
+    assert rejected["shop/items.py::Aliased.double_value"] == m.CLASS_USES_METHOD
+    assert rejected["shop/items.py::Cached.scaled_value"] == m.CLASS_NOT_PLAIN
+
+
+def test_a_mutating_method_is_tested_on_the_state_it_leaves(tmp_path):
+    """`Basket(...).add_item(...)` returns nothing: its tests build the object, call the method
+    and compare the object's attributes, as plain data, with what the real method left."""
+    from localdistill.stages.gentests import as_test, make_tests, outputs, parse_calls, state_of
+
+    write_repo(tmp_path, CLASSES)
+    found, _ = _tasks(tmp_path)
+    basket = found["Basket.add_item"]
+    assert basket.mutates
+    task = basket.task()
+    answer = ("```python\nBasket('ann', {'tea': 4}).add_item('tea', 3)\n"
+              "Basket('bob').add_item('jam')\nBasket(owner).add_item('x')\n```")
+    proposal = parse_calls(answer, task.entry_point, 10, "add_item", "instance")
+    assert proposal.calls == ("Basket('ann', {'tea': 4}).add_item('tea', 3)",
+                              "Basket('bob').add_item('jam')")
+    assert proposal.found == 3  # the third builds from a variable: not literal
+    kept, dropped = make_tests(proposal.calls,
+                               *outputs(task, [state_of(c) for c in proposal.calls]))
+    tests = [as_test(call, state, mutates=True) for call, state in kept]
+    assert tests[0] == ("obj = Basket('ann', {'tea': 4})\nobj.add_item('tea', 3)\n"
+                        "assert vars(obj) == {'owner': 'ann', 'counts': {'tea': 5}}")
+    assert _passes(task, task.reference, tests)
+    assert not _passes(task, "        self.counts[name] = count\n", tests)
+
+
+def test_a_students_answer_to_a_method_is_the_class_or_the_method_alone(tmp_path):
+    from localdistill.extract import extract_completion, shown_code
+
+    write_repo(tmp_path, CLASSES)
+    found, _ = _tasks(tmp_path)
+    task = found["Item.price_of"].task()
+    tests = ("assert Item('tea', 150, 2).price_of(6) == 1500",)
+    whole = ("```python\nclass Item(Priced):\n    def __init__(self, name, cents, pack=1):\n"
+             "        super().__init__(name, cents)\n        self.pack = pack\n\n"
+             "    def price_of(self, packs):\n        paid = packs - packs // CAP\n"
+             "        return paid * self.pack * self.cents\n```")
+    alone = ("The method:\n```python\ndef price_of(self, packs: int) -> int:\n"
+             "    \"\"\"Docstring again.\"\"\"\n    paid = packs - packs // CAP\n"
+             "    return paid * self.pack * self.cents\n\nprint(Item('a', 1).price_of(2))\n```")
+    wrong = "```python\ndef price_of(self, packs):\n    return packs * self.cents\n```"
+    for answer, passes in ((whole, True), (alone, True), (wrong, False)):
+        completion = extract_completion(answer, task)
+        assert _passes(task, completion, tests) is passes, completion
+    assert shown_code(task, extract_completion(whole, task)).startswith("class Item(Priced):")
+    assert "class Priced" in shown_code(task, extract_completion(alone, task))  # the program
+
+
+def test_a_mined_method_task_file_loads_back(tmp_path):
+    write_repo(tmp_path / "repo", CLASSES)
+    found, _ = _tasks(tmp_path / "repo")
+    task = found["Item.price_of"].task()
+    path = tmp_path / "tasks.jsonl"
+    save_jsonl([Task(task.task_id, task.prompt, task.entry_point,
+                     ("assert Item('tea', 150).price_of(2) == 300",), reference=task.reference,
+                     source="mined", description=task.description, metadata=task.metadata)],
+               path)
+    [loaded] = load_tasks(str(path))
+    assert loaded.metadata["method"] == "price_of" and loaded.entry_point == "Item"

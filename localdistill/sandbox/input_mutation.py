@@ -36,8 +36,12 @@ class Call:
 
 
 def seed_calls(task: Task) -> list[Call]:
-    """The distinct calls of the task's function in its tests whose arguments are all literals."""
+    """The distinct calls of the task's function in its tests whose arguments are all literals.
+    None for a mined method (its entry point is its class: mutating the constructor's
+    arguments alone would not test the method), which the differential check leaves out."""
     calls: list[Call] = []
+    if task.metadata.get("method"):
+        return calls
     for test in (*task.tests, *task.seen_tests):
         try:
             tree = ast.parse(test)

@@ -123,11 +123,12 @@ def _check_program(row: dict, fail) -> None:
     defined = {
         node.name
         for node in ast.walk(ast.parse(prompt + reference))
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
     }
     if row["entry_point"] not in defined:
         problem = f"prompt + reference defines no function {row['entry_point']!r}"
-        raise fail("entry_point", problem + "; expected the name of the function the tests call")
+        raise fail("entry_point", problem + "; expected the name of the function the tests call "
+                   "(or of the class, for a method)")
 
 
 def _is_python(source: str) -> bool:

@@ -60,6 +60,8 @@ from localdistill.stages.gentests.calls import (
     TOO_LONG,
     Proposal,
     parse_calls,
+    split_method_call,
+    state_of,
 )
 from localdistill.stages.gentests.outputs import judge_output, materialise, outputs
 from localdistill.tasks.record import Task
@@ -135,8 +137,13 @@ def make_tests(
     return kept, dropped
 
 
-def as_test(call: str, output: Any) -> str:
-    return f"assert {call} == {output!r}"
+def as_test(call: str, output: Any, mutates: bool = False) -> str:
+    """`assert call == output`; for a method that changes its object (`Cls(...).m(...)`), the
+    object built, the method called, and its attributes after the call compared."""
+    if not mutates:
+        return f"assert {call} == {output!r}"
+    built, method = split_method_call(call)
+    return f"obj = {built}\nobj.{method}\nassert vars(obj) == {output!r}"
 
 
 def generate_tests(
@@ -169,7 +176,8 @@ def generate_tests(
         request_for(
             spec,
             messages=render(
-                "gen_tests", prompt=task.prompt, entry_point=task.entry_point, count=count
+                "gen_tests", prompt=task.prompt, entry_point=task.entry_point, count=count,
+                **_method_of(task),
             ),
             key=f"gen-tests:{task.task_id}",
             temperature=temperature,
@@ -183,13 +191,15 @@ def generate_tests(
     proposals = {t.task_id: Proposal((), 0, Counter()) for t in tasks}  # no reference: none
     for t in with_reference:
         answer = answers[f"gen-tests:{t.task_id}"].text
-        proposals[t.task_id] = parse_calls(answer, t.entry_point, count)
+        proposals[t.task_id] = parse_calls(answer, t.entry_point, count, **_method_of(t))
     to_run = [t for t in with_reference if proposals[t.task_id].calls]
     running = bar(progress, "run reference", len(to_run))
     records, made = [], {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         def run_reference(task: Task) -> tuple[list[str], list[Value], list[Value]]:
             calls = proposals[task.task_id].calls
+            if task.metadata.get("mutates"):  # its tests compare the object's state after it
+                return list(calls), *outputs(task, [state_of(c) for c in calls], limits)
             return materialise(task, calls, *outputs(task, calls, limits), limits)
 
         for task, done in zip(to_run, pool.map(run_reference, to_run), strict=True):
@@ -202,7 +212,8 @@ def generate_tests(
         report.dropped.update(proposal.dropped)
         calls, first, second = made.get(task.task_id, ([], [], []))
         kept, dropped = make_tests(calls, first, second)
-        tests = [as_test(call, output) for call, output in kept]
+        tests = [as_test(call, output, bool(task.metadata.get("mutates")))
+                 for call, output in kept]
         reason = _skip_reason(task, proposal, kept, dropped, first, min_tests)
         if reason:
             report.skipped[task.task_id] = reason
@@ -234,6 +245,15 @@ def generate_tests(
     run.write("gen_tests", records)
     report.seconds = round(time.monotonic() - started, 2)
     return report
+
+
+def _method_of(task: Task) -> dict:
+    """A mined method's name and how it is called (stages/mine: the entry point is its class);
+    None for a function."""
+    method = task.metadata.get("method")
+    if not isinstance(method, str):
+        return {"method": None, "binding": None}
+    return {"method": method, "binding": task.metadata.get("binding", "instance")}
 
 
 def _skip_reason(

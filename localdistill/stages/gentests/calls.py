@@ -38,11 +38,16 @@ class Proposal:
     dropped: Counter[str]  # reason -> calls not kept (found = len(calls) + sum(dropped))
 
 
-def parse_calls(answer: str, entry_point: str, count: int) -> Proposal:
-    """The calls `entry_point(<literal args>)` a teacher's answer proposes, in order."""
+def parse_calls(answer: str, entry_point: str, count: int, method: str | None = None,
+                binding: str | None = None) -> Proposal:
+    """The calls `entry_point(<literal args>)` a teacher's answer proposes, in order; for a
+    method of the class `entry_point`, `Cls(<literal args>).method(<literal args>)` (`binding`
+    "instance") or `Cls.method(<literal args>)` ("class")."""
     found, calls, dropped = 0, [], Counter()
     for segment in _code_segments(answer[:MAX_ANSWER_CHARS]):
-        for call in _calls_in(segment, entry_point):
+        found_in = (_calls_in(segment, entry_point) if method is None else
+                    _method_calls_in(segment, entry_point, method, binding == "class"))
+        for call in found_in:
             found += 1
             if call is None:
                 dropped[NOT_LITERAL] += 1
@@ -82,15 +87,46 @@ def _calls_in(code: str, entry_point: str) -> Iterator[str | None]:
             return
         if match["define"]:
             continue
-        call = _call_at(code[match.start() :])
+        call, _ = _call_at(code[match.start() :])
         if call is None:
             continue  # not a call (cut short, or a syntax error): no input proposed
         yield _literal_call(call, entry_point)
 
 
-def _call_at(code: str) -> ast.Call | None:
+def _method_calls_in(code: str, owner: str, method: str, on_class: bool) -> Iterator[str | None]:
+    """Each call of the method: `Owner(...).method(...)`, or `Owner.method(...)` `on_class`; its
+    normalised source when every argument (the constructor's too) is a literal, else None."""
+    name = re.escape(owner)
+    start = re.compile(rf"(?<![\w.]){name}\s*\.\s*{re.escape(method)}\s*\(" if on_class
+                       else rf"(?<![\w.]){name}\s*\(")
+    for number, match in enumerate(start.finditer(code)):
+        if number >= MAX_CALLS:
+            return
+        call, length = _call_at(code[match.start() :])
+        if call is None:
+            continue
+        if on_class:
+            func = ast.Attribute(ast.Name(owner, ast.Load()), method, ast.Load())
+            yield _literal_call(call, func)
+            continue
+        rest = code[match.start() + length :]
+        then = re.match(rf"\s*\.\s*(?={re.escape(method)}\s*\()", rest)
+        if then is None:
+            continue  # the class built, but not this method called on it
+        called, _ = _call_at(rest[then.end() :])
+        if called is None:
+            continue
+        built = _literal_call(call, owner)
+        if built is None:
+            yield None
+            continue
+        target = ast.Attribute(ast.parse(built, mode="eval").body, method, ast.Load())
+        yield _literal_call(called, target)
+
+
+def _call_at(code: str) -> tuple[ast.Call | None, int]:
     """The call expression `code` starts with: up to its closing parenthesis (found by tokens, so
-    parentheses in strings do not count)."""
+    parentheses in strings do not count); and how many characters of `code` it takes."""
     lines = code[:MAX_CALL_CHARS].splitlines(keepends=True)
     depth = 0
     try:
@@ -102,13 +138,15 @@ def _call_at(code: str) -> ast.Call | None:
                 row, column = token.end
                 source = "".join(lines[: row - 1]) + lines[row - 1][:column]
                 node = ast.parse(source, mode="eval").body
-                return node if isinstance(node, ast.Call) else None
+                return (node if isinstance(node, ast.Call) else None), len(source)
     except (tokenize.TokenError, SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    return None
+        return None, 0
+    return None, 0
 
 
-def _literal_call(call: ast.Call, entry_point: str) -> str | None:
+def _literal_call(call: ast.Call, function: str | ast.expr) -> str | None:
+    """The call's normalised source with `function` called (a name, or a method of an object
+    built by literals), when all its arguments are literals; else None."""
     arguments = [*call.args, *(k.value for k in call.keywords)]
     if any(k.arg is None for k in call.keywords) or any(
         isinstance(a, ast.Starred) for a in call.args
@@ -119,4 +157,18 @@ def _literal_call(call: ast.Call, entry_point: str) -> str | None:
             ast.literal_eval(argument)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return None
-    return ast.unparse(ast.Call(ast.Name(entry_point, ast.Load()), call.args, call.keywords))
+    func = ast.Name(function, ast.Load()) if isinstance(function, str) else function
+    return ast.unparse(ast.Call(func, call.args, call.keywords))
+
+
+def state_of(call: str) -> str:
+    """The expression whose value is the object's attributes after a mutating method's call."""
+    built, method = split_method_call(call)
+    return f"(lambda obj: (obj.{method}, vars(obj))[1])({built})"
+
+
+def split_method_call(call: str) -> tuple[str, str]:
+    """`Cls(a).m(b)` -> ("Cls(a)", "m(b)") (calls.parse_calls wrote it, so it has this shape)."""
+    node = ast.parse(call, mode="eval").body
+    method = ast.Call(ast.Name(node.func.attr, ast.Load()), node.args, node.keywords)
+    return ast.unparse(node.func.value), ast.unparse(method)

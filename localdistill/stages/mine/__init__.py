@@ -85,6 +85,9 @@ from localdistill.stages.mine.select import (
     BANNED_BUILTINS,
     BANNED_MODULES,
     BROKEN,
+    CLASS_NOT_PLAIN,
+    CLASS_TOO_LONG,
+    CLASS_USES_METHOD,
     CONDITIONAL,
     DECORATED,
     DUNDER,
@@ -92,6 +95,7 @@ from localdistill.stages.mine.select import (
     IMMUTABLE_CALLS,
     IMPURE,
     MAX_BODY_LINES,
+    MAX_CLASS_LINES,
     MAX_CONTEXT_LINES,
     METHOD,
     MIN_BODY_LINES,
@@ -99,12 +103,15 @@ from localdistill.stages.mine.select import (
     NESTED,
     NO_ARGUMENTS,
     NO_RETURN,
+    NOT_BUILDABLE,
     NOT_CARRIABLE,
     NOW_ATTRIBUTES,
     OPAQUE_ARGUMENTS,
     OWN_PACKAGE,
     PLAIN_TYPE_MODULES,
+    PROPERTY,
     RELATIVE,
+    SPECIAL_METHOD,
     THIRD_PARTY,
     TOO_LONG,
     TOO_MUCH_CONTEXT,
@@ -116,23 +123,25 @@ from localdistill.stages.mine.select import (
     Candidate,
     MineStats,
     _functions,
+    _method_problem,
     _Module,
     _placement_problem,
     _shape_problem,
 )
-from localdistill.stages.mine.standalone import _candidate
+from localdistill.stages.mine.standalone import _candidate, _method_candidate
 from localdistill.tasks.record import Task
 
 __all__ = [
     # files.py
     "SKIP_DIRS", "own_packages", "python_files",
     # select.py: the constants, the reasons and the records
-    "BANNED_BUILTINS", "BANNED_MODULES", "IMMUTABLE_CALLS", "MAX_BODY_LINES", "MAX_CONTEXT_LINES",
-    "MIN_BODY_LINES", "MUTABLE_CALLS", "NOW_ATTRIBUTES", "PLAIN_TYPE_MODULES",
-    "ASYNC_OR_GENERATOR", "BROKEN", "CONDITIONAL", "DECORATED", "DUNDER", "GLOBALS", "IMPURE",
-    "METHOD", "NESTED", "NO_ARGUMENTS", "NO_RETURN", "NOT_CARRIABLE", "OPAQUE_ARGUMENTS",
-    "OWN_PACKAGE", "RELATIVE", "THIRD_PARTY", "TOO_LONG", "TOO_MUCH_CONTEXT", "TOO_SHORT", "TWICE",
-    "UNCLEAR", "UNDEFINED", "VARARGS_ONLY",
+    "BANNED_BUILTINS", "BANNED_MODULES", "IMMUTABLE_CALLS", "MAX_BODY_LINES", "MAX_CLASS_LINES",
+    "MAX_CONTEXT_LINES", "MIN_BODY_LINES", "MUTABLE_CALLS", "NOW_ATTRIBUTES", "PLAIN_TYPE_MODULES",
+    "ASYNC_OR_GENERATOR", "BROKEN", "CLASS_NOT_PLAIN", "CLASS_TOO_LONG", "CLASS_USES_METHOD",
+    "CONDITIONAL", "DECORATED", "DUNDER", "GLOBALS", "IMPURE", "METHOD", "NESTED", "NO_ARGUMENTS",
+    "NO_RETURN", "NOT_BUILDABLE", "NOT_CARRIABLE", "OPAQUE_ARGUMENTS", "OWN_PACKAGE", "PROPERTY",
+    "RELATIVE", "SPECIAL_METHOD", "THIRD_PARTY", "TOO_LONG", "TOO_MUCH_CONTEXT", "TOO_SHORT",
+    "TWICE", "UNCLEAR", "UNDEFINED", "VARARGS_ONLY",
     "Candidate", "MineStats",
     # decontaminate.py
     "MIN_COMPARED_CHARS", "PREFILTER", "SIMILAR", "Contamination", "decontaminate",
@@ -164,12 +173,16 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
             continue
         package.add(_Module(relative.as_posix(), text.split("\n"), tree))
     for module in package.files:
-        for function, qualified, place in _functions(module.tree):
+        for function, qualified, place, owner in _functions(module.tree):
             stats.functions += 1
-            reason = (_placement_problem(place, function.name, module)
-                      or _shape_problem(function, module))
+            reason = _placement_problem(place, function.name, module, owner) or (
+                _shape_problem(function, module) if owner is None
+                else _method_problem(function, owner, module))
             candidate = None
-            if reason is None:
+            if reason is None and owner is not None:
+                candidate, reason = _method_candidate(function, owner, module, own,
+                                                      site_packages, package)
+            elif reason is None:
                 candidate, reason = _candidate(function, module, own, site_packages, package)
             if candidate:
                 candidates.append(candidate)

@@ -17,6 +17,10 @@ from localdistill.tasks.record import Task
 MIN_BODY_LINES = 3
 MAX_BODY_LINES = 60
 MAX_CONTEXT_LINES = 150  # of helpers and constants carried into one prompt
+MAX_CLASS_LINES = 200  # of a method's own class, shown whole in its prompt
+CLASS_DECORATORS = frozenset({"dataclass", "dataclasses.dataclass", "total_ordering",
+                              "functools.total_ordering"})  # a class built as written
+METHOD_DECORATORS = frozenset({"staticmethod", "classmethod"})  # called on the class
 
 BANNED_MODULES = frozenset({
     "aiohttp", "asyncio", "atexit", "concurrent", "ctypes", "fileinput", "ftplib", "gc",
@@ -44,7 +48,13 @@ PLAIN_TYPE_MODULES = frozenset({"collections", "typing", "typing_extensions"})
 _BUILTINS = frozenset(dir(builtins))
 
 # Why a function is not a candidate (the first rule it fails).
-METHOD = "method (classes are not built)"
+METHOD = "method of a nested or conditional class"
+PROPERTY = "property or otherwise decorated method"
+SPECIAL_METHOD = "special method (__init__, __eq__...)"
+CLASS_NOT_PLAIN = "its class is decorated, has a metaclass or runs code in its body"
+CLASS_TOO_LONG = f"its class is over {MAX_CLASS_LINES} lines"
+CLASS_USES_METHOD = "its class body uses the method itself"
+NOT_BUILDABLE = "its class's constructor takes arguments that are not plain data"
 NESTED = "nested function"
 CONDITIONAL = "defined under if/try/with"
 TWICE = "defined twice in its module"
@@ -72,13 +82,17 @@ BROKEN = "does not parse standalone"
 @dataclass(frozen=True)
 class Candidate:
     """A function that makes a task: its prompt (imports, helpers, signature, docstring) and its
-    reference (the real body)."""
+    reference (the real body). A method's name is `Class.method`; its prompt ends with its class,
+    the method last, and its tests build the class (`binding`: "instance", the method called on
+    `Class(...)`; "class", a static or class method called on `Class`)."""
 
     path: str  # relative to the repository, with /
     line: int  # of the `def`
     name: str
     prompt: str
     reference: str
+    binding: str | None = None  # a method's: "instance" or "class"
+    mutates: bool = False  # a method that changes its object and returns nothing
 
     @property
     def task_id(self) -> str:
@@ -86,8 +100,19 @@ class Candidate:
 
     def task(self) -> Task:
         """The task, still without tests (gen-tests makes them)."""
-        return Task(self.task_id, self.prompt, self.name, (), reference=self.reference,
-                    source="mined", metadata={"path": self.path, "line": self.line})
+        metadata: dict = {"path": self.path, "line": self.line}
+        if self.binding is None:
+            return Task(self.task_id, self.prompt, self.name, (), reference=self.reference,
+                        source="mined", metadata=metadata)
+        owner, method = self.name.split(".")
+        built = "on an object of the class" if self.binding == "instance" else "on the class"
+        changes = "; it changes its object and returns nothing" if self.mutates else ""
+        return Task(self.task_id, self.prompt, owner, (), reference=self.reference,
+                    source="mined",
+                    description=f"Complete the method `{method}` of the class `{owner}` (the "
+                                f"last one in the class; it is called {built}{changes}).",
+                    metadata={**metadata, "method": method, "binding": self.binding,
+                              **({"mutates": True} if self.mutates else {})})
 
 
 @dataclass
@@ -195,44 +220,128 @@ def _root(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
 _Function = ast.FunctionDef | ast.AsyncFunctionDef
 
 
-def _functions(tree: ast.Module) -> Iterator[tuple[_Function, str, str]]:
-    """Every function with its qualified name and place: top, conditional, method or nested."""
-    def visit(node: ast.AST, prefix: str, scope: str, top: bool) -> Iterator:
+def _functions(tree: ast.Module) -> Iterator[tuple[_Function, str, str, ast.ClassDef | None]]:
+    """Every function with its qualified name, its place (top, conditional, method or nested)
+    and, for a method of a class defined at the top of its module, that class."""
+    def visit(node: ast.AST, prefix: str, scope: str, top: bool,
+              owner: ast.ClassDef | None) -> Iterator:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 place = {"class": "method", "function": "nested"}.get(scope)
-                yield child, prefix + child.name, place or ("top" if top else "conditional")
-                yield from visit(child, f"{prefix}{child.name}.<locals>.", "function", False)
+                yield (child, prefix + child.name, place or ("top" if top else "conditional"),
+                       owner if scope == "class" else None)
+                yield from visit(child, f"{prefix}{child.name}.<locals>.", "function", False,
+                                 None)
             elif isinstance(child, ast.ClassDef):
-                yield from visit(child, f"{prefix}{child.name}.", "class", False)
+                yield from visit(child, f"{prefix}{child.name}.", "class", False,
+                                 child if top else None)
             elif isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
-                yield from visit(child, prefix, scope, False)
-    yield from visit(tree, "", "module", True)
+                yield from visit(child, prefix, scope, False, None)
+    yield from visit(tree, "", "module", True, None)
 
 
-def _placement_problem(place: str, name: str, module: _Module) -> str | None:
+def _placement_problem(place: str, name: str, module: _Module,
+                       owner: ast.ClassDef | None = None) -> str | None:
+    if place == "method" and owner is not None:  # a method of a top-level class
+        return TWICE if owner.name in module.twice else None
     problems = {"method": METHOD, "nested": NESTED, "conditional": CONDITIONAL}
     return problems.get(place) or (TWICE if name in module.twice else None)
 
 
-def _shape_problem(function: _Function, module: _Module) -> str | None:
+def _binding(function: _Function) -> str | None:
+    """How a method is called: "instance", "class" (static and class methods), or None for a
+    property or any other decorated method."""
+    names = [ast.unparse(d) for d in function.decorator_list]
+    if not names:
+        return "instance"
+    return "class" if len(names) == 1 and names[0] in METHOD_DECORATORS else None
+
+
+def _method_problem(function: _Function, owner: ast.ClassDef, module: _Module) -> str | None:
+    """Why a method of a top-level class is no candidate (its own shape; its class's ability to
+    travel is checked in standalone.py), or None."""
+    if function.name.startswith("__") and function.name.endswith("__"):
+        return SPECIAL_METHOD
+    if isinstance(function, ast.AsyncFunctionDef):
+        return ASYNC_OR_GENERATOR
+    binding = _binding(function)
+    if binding is None:
+        return PROPERTY
+    skip = 0 if "staticmethod" in map(ast.unparse, function.decorator_list) else 1
+    extra = _constructor_arguments(owner) if binding == "instance" else []
+    return _shape_problem(function, module, skip=skip, extra=extra, decorated_ok=True,
+                          returns=binding == "class" or not mutates(function))
+
+
+def mutates(function: _Function) -> bool:
+    """Whether a method returns nothing and changes its object (`self.x = ...`, `self.x += ...`,
+    `self.x[k] = ...`, or `self.x.append(...)` and the like): its tests check the object's state
+    after the call."""
+    own = list(_own_nodes(function))
+    if any(isinstance(n, ast.Return) and n.value is not None for n in own):
+        return False
+    first = [*function.args.posonlyargs, *function.args.args][:1]
+    if not first:
+        return False
+    me = first[0].arg
+
+    def on_me(node: ast.AST) -> bool:  # self.x, self.x[k], self.x.y...
+        while isinstance(node, ast.Attribute | ast.Subscript):
+            node = node.value
+            if isinstance(node, ast.Name):
+                return node.id == me
+        return False
+
+    for node in own:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Attribute | ast.Subscript) and on_me(t) for t in targets):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(
+                node.func.value, ast.Attribute) and on_me(node.func.value):
+            return True
+    return False
+
+
+def _constructor_arguments(owner: ast.ClassDef) -> list[ast.arg]:
+    """The named arguments its class is built with: `__init__`'s, or a dataclass's fields."""
+    for node in owner.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            a = node.args
+            return [*a.posonlyargs, *a.args, *a.kwonlyargs][1:]
+    if any(ast.unparse(d).split("(")[0].endswith("dataclass") for d in owner.decorator_list):
+        return [ast.arg(n.target.id, n.annotation) for n in owner.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    return []
+
+
+def _shape_problem(function: _Function, module: _Module, skip: int = 0,
+                   extra: list[ast.arg] | None = None, decorated_ok: bool = False,
+                   returns: bool = True) -> str | None:
+    """Why a function's shape makes no task; for a method, `skip` its first `skip` arguments
+    (self, cls) and count `extra` ones (its constructor's) as its inputs too, its decorators
+    checked already (`decorated_ok`), a returned value not needed (`returns` False: a method
+    that changes its object)."""
     own = list(_own_nodes(function))
     if isinstance(function, ast.AsyncFunctionDef) or any(
         isinstance(n, ast.Yield | ast.YieldFrom) for n in own
     ):
         return ASYNC_OR_GENERATOR
-    if function.decorator_list:
+    if function.decorator_list and not decorated_ok:
         return DECORATED
     if function.name.startswith("__") and function.name.endswith("__"):
         return DUNDER
     arguments = function.args
-    named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
-    if not named:
+    named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs][skip:]
+    inputs = named + (extra or [])
+    if not inputs:
         return VARARGS_ONLY if arguments.vararg or arguments.kwarg else NO_ARGUMENTS
-    if not any(isinstance(n, ast.Return) and n.value is not None for n in own):
+    if returns and not any(isinstance(n, ast.Return) and n.value is not None for n in own):
         return NO_RETURN
     if any(_opaque(a.annotation, module) for a in named if a.annotation):
         return OPAQUE_ARGUMENTS
+    if any(_opaque(a.annotation, module) for a in extra or () if a.annotation):
+        return NOT_BUILDABLE
     if ast.get_docstring(function) is None and not _clear(function.name, named):
         return UNCLEAR
     lines = _body_lines(function, module)

@@ -16,9 +16,14 @@ from localdistill.stages.mine.select import (
     BANNED_BUILTINS,
     BANNED_MODULES,
     BROKEN,
+    CLASS_DECORATORS,
+    CLASS_NOT_PLAIN,
+    CLASS_TOO_LONG,
+    CLASS_USES_METHOD,
     GLOBALS,
     IMMUTABLE_CALLS,
     IMPURE,
+    MAX_CLASS_LINES,
     MAX_CONTEXT_LINES,
     MUTABLE_CALLS,
     NOT_CARRIABLE,
@@ -30,12 +35,14 @@ from localdistill.stages.mine.select import (
     TOO_SHORT,
     UNDEFINED,
     Candidate,
+    _binding,
     _body_lines,
     _Function,
     _imported,
     _Module,
     _root,
     _signature_end,
+    mutates,
 )
 
 
@@ -61,6 +68,108 @@ def _candidate(function: _Function, module: _Module, own: set[str],
     except (SyntaxError, ValueError):
         return None, BROKEN
     return Candidate(module.path, function.lineno, function.name, prompt, reference), ""
+
+
+def _method_candidate(function: _Function, owner: ast.ClassDef, module: _Module, own: set[str],
+                      site_packages: bool, package: Package | None = None
+                      ) -> tuple[Candidate | None, str]:
+    """A method of a top-level class as a task: its class travels whole (its other methods as
+    written, the target method last with its body removed), with what the class needs."""
+    if owner.end_lineno - owner.lineno + 1 > MAX_CLASS_LINES:
+        return None, CLASS_TOO_LONG
+    problem = _class_problem(owner, module)
+    if problem:
+        return None, problem
+    if any(function.name in _names(statement) for statement in owner.body
+           if statement is not function):
+        return None, CLASS_USES_METHOD  # (the method moves last: the class body must not use it)
+    needs = _Needs(module, own, site_packages, owner.name, package)
+    reason = needs.resolve(owner)
+    if reason:
+        return None, reason
+    if _signature_end(function) < function.lineno:
+        return None, TOO_SHORT  # the body shares the `def` line
+    header = needs.future_lines() + needs.import_lines()
+    blocks = ["\n".join(header)] if header else []
+    blocks += needs.carried_sources()
+    prompt = "\n\n\n".join([*blocks, _class_text(owner, function, module)]) + "\n"
+    reference = "\n".join(_body_lines(function, module)).rstrip() + "\n"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(prompt + reference)
+    except (SyntaxError, ValueError):
+        return None, BROKEN
+    binding = _binding(function)
+    return Candidate(module.path, function.lineno, f"{owner.name}.{function.name}", prompt,
+                     reference, binding=binding,
+                     mutates=binding == "instance" and mutates(function)), ""
+
+
+# Decorators a method of a class that travels may have (the class is built as written).
+_METHOD_DECORATORS = frozenset({
+    "staticmethod", "classmethod", "property", "cached_property", "functools.cached_property",
+    "abstractmethod", "abc.abstractmethod", "overload", "typing.overload"})
+_DATACLASS_FIELD = frozenset({"field", "dataclasses.field"})
+
+
+def _class_problem(node: ast.ClassDef, module: _Module) -> str | None:
+    """Why a class cannot be built as written in a task's program (its body is only a docstring,
+    constants, annotated fields and plainly decorated methods; no metaclass, no decorator but a
+    dataclass's), or None. What its names need is resolved like a function's."""
+    def dotted(function: ast.expr) -> str:
+        return _dotted(function, module)
+
+    decorators = [ast.unparse(d.func if isinstance(d, ast.Call) else d)
+                  for d in node.decorator_list]
+    if any(d not in CLASS_DECORATORS for d in decorators) or node.keywords:
+        return CLASS_NOT_PLAIN
+    for statement in node.body:
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in statement.decorator_list:
+                name = ast.unparse(decorator)
+                if name not in _METHOD_DECORATORS and not name.endswith(
+                        (".setter", ".getter", ".deleter")):
+                    return CLASS_NOT_PLAIN
+            continue
+        if isinstance(statement, ast.AnnAssign) and (statement.value is None or (
+                isinstance(statement.value, ast.Call)
+                and dotted(statement.value.func) in _DATACLASS_FIELD)):
+            continue  # a field
+        kind = _docstring_pass_or_constant(statement, dotted)
+        if kind != "constant":
+            return GLOBALS if kind == "mutable" else CLASS_NOT_PLAIN
+    return None
+
+
+def _names(node: ast.AST) -> set[str]:
+    """Every name a statement reads or writes, in decorators and defaults too."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        parts = [*node.decorator_list, *node.args.defaults,
+                 *(d for d in node.args.kw_defaults if d)]
+    else:
+        parts = [node]
+    return {n.id for part in parts for n in ast.walk(part) if isinstance(n, ast.Name)}
+
+
+def _start(node: ast.stmt) -> int:
+    """The first line of a statement, its decorators included."""
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+
+
+def _class_text(owner: ast.ClassDef, function: _Function, module: _Module) -> str:
+    """The class as written (its comments and blank lines kept), with `function` moved last and
+    cut after its docstring (or its signature): the rest of a task's prompt."""
+    lines, end = [], _start(owner) - 1
+    for statement in owner.body:
+        if statement is function:
+            end = statement.end_lineno  # what lies between the method and the next goes too
+            continue
+        lines += module.lines[end : statement.end_lineno]
+        end = statement.end_lineno
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join([*lines, "", *module.lines[_start(function) - 1 : _signature_end(function)]])
 
 
 class _Needs:
@@ -164,11 +273,11 @@ class _Needs:
 
         if isinstance(node, ast.FunctionDef):
             return None if not node.decorator_list else NOT_CARRIABLE
-        if isinstance(node, ast.ClassDef):
-            simple = all(_docstring_pass_or_constant(s, dotted) == "constant"
-                         for s in node.body)
-            plain = not node.decorator_list and not node.keywords
-            return None if simple and plain else NOT_CARRIABLE
+        if isinstance(node, ast.ClassDef):  # carried whole, built as written
+            if node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                return TOO_MUCH_CONTEXT
+            problem = _class_problem(node, module)
+            return None if problem is None else GLOBALS if problem == GLOBALS else NOT_CARRIABLE
         kind = _docstring_pass_or_constant(node, dotted)
         return {"constant": None, "mutable": GLOBALS}.get(kind, NOT_CARRIABLE)
 
