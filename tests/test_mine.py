@@ -692,9 +692,25 @@ def sum_of_cubes(limit: int) -> int:
 '''
 
 
+TALLY = '''
+class Tally:
+    """Counts with a step."""
+
+    def __init__(self, start: int, step: int):
+        self.start = start
+        self.step = step
+
+    def scaled_total(self, factor: int) -> int:
+        """The count after `factor` steps, doubled."""
+        total = self.start + self.step * factor
+        total *= 2
+        return total
+'''
+
+
 @pytest.mark.slow
 def test_mine_on_a_small_repository_with_the_tiny_teacher(tmp_path):
-    write_repo(tmp_path / "repo", {"calc/numbers.py": NUMBERS})
+    write_repo(tmp_path / "repo", {"calc/numbers.py": NUMBERS, "calc/tally.py": TALLY})
     # The user's own evaluation set holds a copy of sum_of_cubes: it must not be trained on.
     user_eval = tmp_path / "my_eval.jsonl"
     save_jsonl([Task("my-eval/cubes", "def cubes(k):\n", "cubes", ("assert cubes(2) == 9",),
@@ -708,16 +724,22 @@ def test_mine_on_a_small_repository_with_the_tiny_teacher(tmp_path):
                       "--decontaminate", str(user_eval), env=env)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
-    assert re.search(r"candidates\W+5\b", result.stdout)
+    assert re.search(r"candidates\W+6\b", result.stdout)
     assert re.search(r"compared with humaneval\W+164\b", result.stdout)
     if env:
         assert re.search(r"compared with mbpp\W+500\b", result.stdout)
     assert re.search(r"^dropped mined/calc/numbers.py::sum_of_cubes: body 0\.9\d similar to "
                      r"my-eval/cubes \(user\)$", result.stdout, re.M)
     fates = {r["key"]: r for r in map(json.loads, (tmp_path / "run" / "mine.jsonl").open())}
-    assert set(fates) == {f"mined/calc/numbers.py::{name}" for name in
+    assert {k for k, r in fates.items() if r["fate"] != "rejected"} == {
+        f"mined/calc/numbers.py::{name}" for name in
                           ("clamp_value", "digit_sum", "scaled_hypotenuse", "count_even",
-                           "sum_of_cubes")}
+                           "sum_of_cubes")} | {"mined/calc/tally.py::Tally.scaled_total"}
+    # the method went through gen-tests like the functions (the tiny teacher's calls may all
+    # fail to build the class: then its reason is recorded)
+    method = fates["mined/calc/tally.py::Tally.scaled_total"]
+    assert method["fate"] in ("task", "held out") or "Tally(...).scaled_total" in method["why"]
+    assert fates["calc/tally.py::Tally.__init__"]["why"] == m.SPECIAL_METHOD
     assert fates["mined/calc/numbers.py::sum_of_cubes"]["fate"] == "contaminated"
     held_path = output.with_name("mined.heldout.jsonl")
     written = {}
@@ -732,7 +754,7 @@ def test_mine_on_a_small_repository_with_the_tiny_teacher(tmp_path):
         assert all(is_held_out(t.task_id, 0.5) == (fate == "held out") for t in tasks)
         written |= {t.task_id: t for t in tasks}
     assert all(fates[k]["fate"] == "no tests" and fates[k]["why"] for k in fates
-               if k not in written and fates[k]["fate"] != "contaminated")
+               if k not in written and fates[k]["fate"] not in ("contaminated", "rejected"))
     for task in written.values():
         assert task.source == "mined" and task.tests and task.seen_tests == task.tests[:1]
         assert execute(task, task.reference).passed  # every test holds on the real function
@@ -1052,3 +1074,35 @@ def test_a_mined_method_task_file_loads_back(tmp_path):
                path)
     [loaded] = load_tasks(str(path))
     assert loaded.metadata["method"] == "price_of" and loaded.entry_point == "Item"
+
+
+def test_hostile_code_in_a_mined_class_never_runs_outside_the_sandbox(tmp_path):
+    """Mining only parses: a module and a class body that would write a file when run are read,
+    never run; the class that runs code in its body is refused, and the method that would write
+    is refused as I/O."""
+    marker = tmp_path / "ran"
+    write_repo(tmp_path / "repo", {"evil/__init__.py": "", "evil/box.py": f'''
+        open({str(marker)!r}, "w").write("module")
+
+
+        class Loud:
+            open({str(marker)!r}, "w").write("class body")
+
+            def shout_value(self, value: int) -> int:
+                """Runs code in its class body: refused."""
+                result = value + 1
+                result += 1
+                return result
+
+
+        class Writer:
+            def write_value(self, value: int) -> int:
+                """Writes a file: refused."""
+                handle = open({str(marker)!r}, "w")
+                handle.write(str(value))
+                return value
+        '''})
+    found, rejected = _tasks(tmp_path / "repo")
+    assert found == {} and not marker.exists()
+    assert rejected["evil/box.py::Loud.shout_value"] == m.CLASS_NOT_PLAIN
+    assert rejected["evil/box.py::Writer.write_value"] == m.IMPURE

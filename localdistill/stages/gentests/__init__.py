@@ -264,7 +264,10 @@ def _skip_reason(
     first: Sequence[Value],
     min_tests: int,
 ) -> str | None:
-    name = task.entry_point
+    method = _method_of(task)
+    name = task.entry_point if not method["method"] else (
+        f"{task.entry_point}(...).{method['method']}" if method["binding"] == "instance"
+        else f"{task.entry_point}.{method['method']}")
     if task.reference is None:
         return "no reference solution to run"
     if not proposal.found:
