@@ -194,6 +194,25 @@ def test_only_deterministic_literal_outputs_become_tests():
     assert not run_tests("def f(x):\n    return x\n", tests, "f", "", FAST).passed
 
 
+def test_tests_that_behave_alike_are_kept_up_to_a_number_and_counted():
+    """Outputs of one type, sign and size (outputs.behaviour) exercise a function alike: at most
+    `per_behaviour` of them become tests; the rest are dropped with their reason."""
+    from localdistill.sandbox import Value
+    from localdistill.stages.gentests import SAME_BEHAVIOUR, behaviour
+
+    values = [1, 7, 30, 0, -2, "ab", "abc", "", [1, 2], [3, 4], ["x", "y"], None, True]
+    calls = [f"f({i})" for i in range(len(values))]
+    outcome = [Value("ok", v) for v in values]
+    kept, dropped = make_tests(calls, outcome, outcome, per_behaviour=2)
+    assert [v for _, v in kept] == [1, 7, 0, -2, "ab", "abc", "", [1, 2], [3, 4], ["x", "y"],
+                                    None, True]
+    assert dropped == {SAME_BEHAVIOUR: 1}  # 30: a third positive int
+    assert behaviour([1, 2]) != behaviour(["x", "y"]) != behaviour("xy")
+    assert behaviour({"a": 1}) == behaviour({"b": 2}) != behaviour({})
+    every, _ = make_tests(calls, outcome, outcome)  # 0: no limit (gen-tests' default is 3)
+    assert len(every) == len(values)
+
+
 def test_iterators_are_tested_by_their_items():
     """Lazy outputs (generators, map objects) get `list(...)` tests; other non-data outputs, an
     endless generator and a non-iterable object stay dropped."""

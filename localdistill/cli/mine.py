@@ -30,6 +30,7 @@ MINE = "localdistill.stages.mine:MineConfig"
                    "besides HumanEval and MBPP's test split; repeatable.")
 @config_option(GEN_TESTS, "temperature", min=0)
 @config_option(GEN_TESTS, "max_tokens", min=1)
+@config_option(GEN_TESTS, "per_behaviour", min=0)
 @click.option("--site-packages", is_flag=True,
               help="Mine functions that import installed third-party packages too (the sandbox "
                    "then lets them import them).")
@@ -37,8 +38,9 @@ MINE = "localdistill.stages.mine:MineConfig"
 @sandbox_options
 def mine_command(repo: Path, output: Path, teacher: str, run_dir: Path, count: int,
                  min_tests: int, held_out: float, against: tuple[str, ...],
-                 temperature: float | None, max_tokens: int | None, site_packages: bool,
-                 limit: int | None, workers: int | None, timeout: float) -> None:
+                 temperature: float | None, max_tokens: int | None, per_behaviour: int,
+                 site_packages: bool, limit: int | None, workers: int | None,
+                 timeout: float) -> None:
     """Tasks from the functions of a Python repository: the teacher proposes inputs, the real
     function gives the expected outputs; near-copies of evaluation tasks are dropped and a share
     is held out as your own evaluation set. Nothing is sent anywhere but the teacher."""
@@ -65,7 +67,7 @@ def mine_command(repo: Path, output: Path, teacher: str, run_dir: Path, count: i
                       min_tests=min_tests,
                       limits=Limits(test_timeout=timeout, site_packages=site_packages),
                       limit=limit, workers=workers, temperature=temperature,
-                      max_tokens=max_tokens, progress=progress)
+                      max_tokens=max_tokens, progress=progress, per_behaviour=per_behaviour)
         for stage in (report.stats.stage_report(), report.decontamination_report(),
                       report.gen_tests.stage_report()):
             manifest.record(run, report=stage)

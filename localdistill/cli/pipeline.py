@@ -281,6 +281,7 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
 @config_option(GEN_TESTS, "min_tests", min=1)
 @config_option(GEN_TESTS, "temperature", min=0)
 @config_option(GEN_TESTS, "max_tokens", min=1)
+@config_option(GEN_TESTS, "per_behaviour", min=0)
 @click.option("--site-packages", is_flag=True,
               help="Let the reference import installed third-party packages (numpy...).")
 @limit_option
@@ -288,8 +289,8 @@ def probe_command(spec: str, source_dir: Path, teacher: str, run_dir: Path,
 def gen_tests_command(spec: str, teacher: str, run_dir: Path, reuse: tuple[Path, ...],
                       output: Path, count: int,
                       min_tests: int, temperature: float | None, max_tokens: int | None,
-                      site_packages: bool, limit: int | None, workers: int | None,
-                      timeout: float) -> None:
+                      per_behaviour: int, site_packages: bool, limit: int | None,
+                      workers: int | None, timeout: float) -> None:
     """Tests for tasks that have a reference but no tests: the teacher proposes inputs, the
     reference (in the sandbox, run twice) gives the expected outputs."""
     from rich.console import Console
@@ -303,7 +304,7 @@ def gen_tests_command(spec: str, teacher: str, run_dir: Path, reuse: tuple[Path,
     with _stage(spec, run_dir, limit, reuse) as (tasks, run, progress, show):
         report = generate_tests(tasks, teacher, run, count, min_tests,
                                 Limits(test_timeout=timeout, site_packages=site_packages),
-                                workers, temperature, max_tokens, progress)
+                                workers, temperature, max_tokens, progress, per_behaviour)
         show(report.stage_report())
     staging = output.with_name(f".{output.name}.tmp")
     save_jsonl(report.tasks, staging)

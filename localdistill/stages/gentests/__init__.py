@@ -55,6 +55,7 @@ from localdistill.stages.gentests.calls import (
     NOT_DETERMINISTIC,
     NOT_LITERAL,
     OVER_COUNT,
+    SAME_BEHAVIOUR,
     TASK_SKIPPED,
     TIMED_OUT,
     TOO_LONG,
@@ -63,15 +64,15 @@ from localdistill.stages.gentests.calls import (
     split_method_call,
     state_of,
 )
-from localdistill.stages.gentests.outputs import judge_output, materialise, outputs
+from localdistill.stages.gentests.outputs import behaviour, judge_output, materialise, outputs
 from localdistill.tasks.record import Task
 
 __all__ = ["CRASHED", "DUPLICATE", "FLOAT_NOISE", "GenTestsConfig", "GenTestsReport",
            "MAX_ANSWER_CHARS", "MAX_CALLS", "MAX_CALL_CHARS", "MAX_EXPECTED_CHARS",
-           "NOT_A_LITERAL", "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL",
-           "OVER_COUNT", "Proposal", "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test",
-           "generate_tests", "judge_output", "make_tests", "materialise", "outputs",
-           "parse_calls"]
+           "NOT_A_LITERAL", "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL", "OVER_COUNT",
+           "Proposal", "SAME_BEHAVIOUR", "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test",
+           "behaviour", "generate_tests", "judge_output", "make_tests", "materialise", "outputs",
+           "parse_calls", "split_method_call", "state_of"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class GenTestsConfig:
         "help": "tasks left with fewer tests are reported and skipped"})
     temperature: float | None = field(default=None, metadata={"help": "default: models.toml"})
     max_tokens: int | None = field(default=None, metadata={"help": "default: models.toml"})
+    per_behaviour: int = field(default=3, metadata={
+        "help": "tests kept per behaviour (output type, sign, size: outputs.behaviour); "
+                "0: no limit"})
 
 
 DEFAULTS = GenTestsConfig()
@@ -105,6 +109,7 @@ class GenTestsReport:
     teacher_tokens: int = 0
     new_requests: int = 0  # teacher calls made now (the rest came from the run's cache)
     seconds: float = 0.0
+    variety: list[tuple[int, int]] = field(default_factory=list)  # per task: tests, behaviours
 
     def stage_report(self) -> StageReport:
         """The counts as the stage table every command prints."""
@@ -115,6 +120,12 @@ class GenTestsReport:
             "inputs run": self.parsed,
             "tests kept": self.kept,
         }
+        if self.variety:
+            tests = sorted(t for t, _ in self.variety)
+            kinds = sorted(b for _, b in self.variety)
+            counts |= {"tests per task (median)": tests[len(tests) // 2],
+                       "behaviours per task (median)": kinds[len(kinds) // 2],
+                       "tasks whose tests all behave alike": sum(b == 1 for b in kinds)}
         counts |= {f"dropped: {reason}": n for reason, n in self.dropped.most_common()}
         stage = StageReport(
             "gen-tests", counts, teacher_tokens=self.teacher_tokens, new_requests=self.new_requests
@@ -124,12 +135,17 @@ class GenTestsReport:
 
 
 def make_tests(
-    calls: Sequence[str], first: Sequence[Value], second: Sequence[Value]
+    calls: Sequence[str], first: Sequence[Value], second: Sequence[Value],
+    per_behaviour: int = 0,
 ) -> tuple[list[tuple[str, Any]], Counter[str]]:
-    """The (call, expected output) pairs that make tests, and why the other calls were dropped."""
-    kept, dropped = [], Counter()
+    """The (call, expected output) pairs that make tests, and why the other calls were dropped;
+    at most `per_behaviour` of one behaviour (outputs.behaviour) when it is not 0."""
+    kept, dropped, seen = [], Counter(), Counter()
     for call, a, b in zip(calls, first, second, strict=True):
         reason = judge_output(a, b)
+        if reason is None and per_behaviour:
+            seen[behaviour(a.value)] += 1
+            reason = SAME_BEHAVIOUR if seen[behaviour(a.value)] > per_behaviour else None
         if reason:
             dropped[reason] += 1
         else:
@@ -157,6 +173,7 @@ def generate_tests(
     temperature: float | None = DEFAULTS.temperature,
     max_tokens: int | None = DEFAULTS.max_tokens,
     progress: Progress | None = None,
+    per_behaviour: int = DEFAULTS.per_behaviour,
 ) -> GenTestsReport:
     """Make tests for `tasks` from their references (see the module docstring).
 
@@ -211,7 +228,7 @@ def generate_tests(
         report.parsed += len(proposal.calls)
         report.dropped.update(proposal.dropped)
         calls, first, second = made.get(task.task_id, ([], [], []))
-        kept, dropped = make_tests(calls, first, second)
+        kept, dropped = make_tests(calls, first, second, per_behaviour)
         tests = [as_test(call, output, bool(task.metadata.get("mutates")))
                  for call, output in kept]
         reason = _skip_reason(task, proposal, kept, dropped, first, min_tests)
@@ -221,6 +238,7 @@ def generate_tests(
                 dropped[TASK_SKIPPED] += len(tests)
         else:
             report.kept += len(tests)
+            report.variety.append((len(tests), len({behaviour(v) for _, v in kept})))
             metadata = {
                 **task.metadata,
                 "gen_tests": {

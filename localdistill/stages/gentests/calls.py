@@ -26,6 +26,7 @@ NOT_DETERMINISTIC = "not deterministic"
 NOT_A_LITERAL = "output repr not a literal"
 FLOAT_NOISE = "float rounding noise"
 TOO_LONG = "output too long"
+SAME_BEHAVIOUR = "behaves as tests kept (outputs.behaviour)"
 TASK_SKIPPED = "task skipped"  # a good test of a task left with too few
 
 

@@ -122,3 +122,27 @@ def _noisy(x: float) -> bool:
         return False
     digits = repr(abs(x)).split("e")[0].replace(".", "").lstrip("0")
     return len(digits) >= 15 and re.search(r"0{5,}|9{5,}", digits) is not None
+
+
+def behaviour(value: Any) -> tuple:
+    """What an output says, cheaply, about the path the reference took: its type; for a number
+    its sign, for a bool its value; for a string or a container its size (0, 1, 2-4, 5 or more)
+    and, for a container, the types of its items. Tests whose outputs agree on all of this
+    exercise the function alike (ten filter strings that differ by one more option, say)."""
+    if value is None or isinstance(value, bool):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return (type(value).__name__, (value > 0) - (value < 0))
+    if isinstance(value, str | bytes):
+        return (type(value).__name__, _size(len(value)))
+    if isinstance(value, dict):
+        items = {type(x).__name__ for pair in value.items() for x in pair}
+        return ("dict", _size(len(value)), tuple(sorted(items)))
+    if isinstance(value, list | tuple | set | frozenset):
+        return (type(value).__name__, _size(len(value)),
+                tuple(sorted({type(x).__name__ for x in value})))
+    return (type(value).__name__,)
+
+
+def _size(n: int) -> str:
+    return "0" if n == 0 else "1" if n == 1 else "2-4" if n < 5 else "5+"

@@ -254,6 +254,7 @@ def mine(
     temperature: float | None = GEN_TESTS.temperature,
     max_tokens: int | None = GEN_TESTS.max_tokens,
     progress: Progress | None = None,
+    per_behaviour: int = GEN_TESTS.per_behaviour,
 ) -> MineReport:
     """Tasks with tests from the functions of `repo` (see the module docstring); the fate of
     every function seen is written to the run directory's mine.jsonl."""
@@ -265,7 +266,7 @@ def mine(
     seconds = round(time.monotonic() - started, 2)
     tasks = tasks[:limit]
     made = generate_tests(tasks, teacher, run, count, min_tests, limits, workers, temperature,
-                          max_tokens, progress)
+                          max_tokens, progress, per_behaviour)
     train, evaluation = split(made.tasks, held_out)
     held = {t.task_id for t in evaluation}
     fates = [{"key": key, "fate": "rejected", "why": why} for key, why in stats.rejected]
