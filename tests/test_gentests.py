@@ -337,3 +337,46 @@ def test_the_gen_tests_command_writes_a_task_file_and_reports(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert re.search(r"model calls made now\W+0\b", again.stdout)  # all from the run's cache
+
+
+def test_calls_that_behave_alike_make_the_teacher_ask_once_more(tmp_path):
+    """The first answer's calls all return positive ints: 3 tests (per_behaviour), fewer than
+    min_tests, so the teacher is asked once more, shown them; its new calls that behave
+    otherwise complete the task. The tiny model's answers are recorded in the run's cache
+    beforehand (as a replayed run holds them): the requests are the ones gen-tests makes."""
+    from localdistill.answers import REQUESTS, model_identity, request_hash
+    from localdistill.backends import get_model, request_for
+    from localdistill.prompts import render
+
+    task = Task("double", "def double(n):\n", "double", (), reference="    return 2 * n\n")
+    spec = get_model("tiny")
+    first = "```python\n" + "\n".join(f"double({i})" for i in range(1, 7)) + "\n```"
+    second = "```python\ndouble(0)\ndouble(-4)\ndouble(7)\ndouble(1)\n```"
+    asked_first = [f"double({i})" for i in range(1, 7)]
+    messages = [
+        render("gen_tests", prompt=task.prompt, entry_point="double", count=6, method=None,
+               binding=None),
+        render("gen_tests_again", prompt=task.prompt, entry_point="double", count=6,
+               method=None, binding=None, calls="\n".join(asked_first))]
+    identity = model_identity(spec)
+    with RunDir(tmp_path / "run") as run:
+        with run.appender(REQUESTS) as cache:
+            for asked, text in zip(messages, (first, second), strict=True):
+                h = request_hash(identity, request_for(spec, messages=asked, key="x"))
+                cache.add({"key": h, "model": "tiny", "stage": "gen-tests", "text": text,
+                           "finish_reason": "stop", "completion_tokens": 10,
+                           "prompt_tokens": 10})
+        report = generate_tests([task], spec, run, count=6, min_tests=5, limits=FAST,
+                                per_behaviour=3)
+        records = list(run.records("gen_tests"))
+    assert report.new_requests == 0 and report.asked_again == 1  # both answers from the cache
+    [made] = report.tasks
+    assert [t.split(" == ")[0] for t in made.tests] == [
+        "assert double(1)", "assert double(2)", "assert double(3)", "assert double(0)",
+        "assert double(-4)"]
+    assert report.proposed == 10 and report.parsed == 9  # double(1) asked twice
+    assert report.dropped[DUPLICATE] == 1 and report.kept == 5
+    assert records[0]["asked_again"] is True
+    counts = report.stage_report().counts
+    assert counts["tasks asked again (first calls alike)"] == 1
+    assert counts["behaviours per task (median)"] == 3

@@ -110,6 +110,7 @@ class GenTestsReport:
     new_requests: int = 0  # teacher calls made now (the rest came from the run's cache)
     seconds: float = 0.0
     variety: list[tuple[int, int]] = field(default_factory=list)  # per task: tests, behaviours
+    asked_again: int = 0  # tasks whose first calls behaved alike: the teacher asked once more
 
     def stage_report(self) -> StageReport:
         """The counts as the stage table every command prints."""
@@ -119,6 +120,7 @@ class GenTestsReport:
             "calls proposed": self.proposed,
             "inputs run": self.parsed,
             "tests kept": self.kept,
+            "tasks asked again (first calls alike)": self.asked_again,
         }
         if self.variety:
             tests = sorted(t for t, _ in self.variety)
@@ -189,39 +191,37 @@ def generate_tests(
         raise BadInput(f"task ids must be unique: {duplicate!r} is there twice")
     report = GenTestsReport([], {})
     with_reference = [t for t in tasks if t.reference is not None]
-    requests = [
-        request_for(
-            spec,
-            messages=render(
-                "gen_tests", prompt=task.prompt, entry_point=task.entry_point, count=count,
-                **_method_of(task),
-            ),
-            key=f"gen-tests:{task.task_id}",
-            temperature=temperature,
-            max_tokens=max_tokens,
-        )
-        for task in with_reference
-    ]
-    answers = generate(run, spec, requests, "gen-tests", bar(progress, "gen-tests", len(requests)))
-    report.teacher_tokens = sum(a.completion_tokens for a in answers.values())
-    report.new_requests = sum(not a.cached for a in answers.values())
     proposals = {t.task_id: Proposal((), 0, Counter()) for t in tasks}  # no reference: none
-    for t in with_reference:
-        answer = answers[f"gen-tests:{t.task_id}"].text
-        proposals[t.task_id] = parse_calls(answer, t.entry_point, count, **_method_of(t))
-    to_run = [t for t in with_reference if proposals[t.task_id].calls]
-    running = bar(progress, "run reference", len(to_run))
-    records, made = [], {}
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        def run_reference(task: Task) -> tuple[list[str], list[Value], list[Value]]:
-            calls = proposals[task.task_id].calls
-            if task.metadata.get("mutates"):  # its tests compare the object's state after it
-                return list(calls), *outputs(task, [state_of(c) for c in calls], limits)
-            return materialise(task, calls, *outputs(task, calls, limits), limits)
-
-        for task, done in zip(to_run, pool.map(run_reference, to_run), strict=True):
-            made[task.task_id] = done
-            running.advance()
+    proposals |= _ask(report, run, spec, with_reference, "gen_tests", count, temperature,
+                      max_tokens, progress)
+    made = _run_references(with_reference, proposals, limits, workers, progress)
+    # Too few tests because the calls behave alike or repeat each other: ask once more.
+    again = []
+    for task in with_reference:
+        calls, first, second = made.get(task.task_id, ([], [], []))
+        kept, dropped = make_tests(calls, first, second, per_behaviour)
+        if len(kept) < min_tests and (dropped[SAME_BEHAVIOUR]
+                                      or proposals[task.task_id].dropped[DUPLICATE]):
+            again.append(task)
+    if again:
+        more = _ask(report, run, spec, again, "gen_tests_again", count, temperature, max_tokens,
+                    progress, before=proposals)
+        fresh = {t.task_id: Proposal(tuple(c for c in more[t.task_id].calls
+                                           if c not in proposals[t.task_id].calls),
+                                     0, Counter()) for t in again}
+        new_made = _run_references(again, fresh, limits, workers, progress)
+        for task in again:
+            first_round, second_round = proposals[task.task_id], more[task.task_id]
+            repeated = len(second_round.calls) - len(fresh[task.task_id].calls)
+            proposals[task.task_id] = Proposal(
+                first_round.calls + fresh[task.task_id].calls,
+                first_round.found + second_round.found,
+                first_round.dropped + second_round.dropped + Counter({DUPLICATE: repeated}))
+            old = made.get(task.task_id, ([], [], []))
+            add = new_made.get(task.task_id, ([], [], []))
+            made[task.task_id] = tuple(a + b for a, b in zip(old, add, strict=True))
+        report.asked_again = len(again)
+    records = []
     for task in tasks:
         proposal = proposals[task.task_id]
         report.proposed += proposal.found
@@ -258,11 +258,61 @@ def generate_tests(
                 "outcomes": [_describe(a, b) for a, b in zip(first, second, strict=True)],
                 "tests": [] if reason else tests,
                 "skipped": reason,
+                "asked_again": task in again,
             }
         )
     run.write("gen_tests", records)
     report.seconds = round(time.monotonic() - started, 2)
     return report
+
+
+def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[Task],
+         template: str, count: int, temperature: float | None, max_tokens: int | None,
+         progress: Progress | None, before: dict[str, Proposal] | None = None
+         ) -> dict[str, Proposal]:
+    """The calls the teacher proposes for each task (`template`; `before`: the calls proposed
+    already, shown to it), its tokens counted in `report`."""
+    stage = template.replace("_", "-")
+    requests = [
+        request_for(
+            spec,
+            messages=render(
+                template, prompt=task.prompt, entry_point=task.entry_point, count=count,
+                **_method_of(task),
+                **({"calls": "\n".join(before[task.task_id].calls)} if before else {}),
+            ),
+            key=f"{stage}:{task.task_id}",
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        for task in tasks
+    ]
+    answers = generate(run, spec, requests, stage, bar(progress, stage, len(requests)))
+    report.teacher_tokens += sum(a.completion_tokens for a in answers.values())
+    report.new_requests += sum(not a.cached for a in answers.values())
+    return {t.task_id: parse_calls(answers[f"{stage}:{t.task_id}"].text, t.entry_point, count,
+                                   **_method_of(t)) for t in tasks}
+
+
+def _run_references(tasks: Sequence[Task], proposals: dict[str, Proposal], limits: Limits,
+                    workers: int | None, progress: Progress | None
+                    ) -> dict[str, tuple[list[str], list[Value], list[Value]]]:
+    """Each task's calls as run (`list(...)` around a lazy one) and the reference's two values
+    for each, for the tasks that have calls."""
+    to_run = [t for t in tasks if proposals[t.task_id].calls]
+    running = bar(progress, "run reference", len(to_run))
+    made = {}
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        def run_reference(task: Task) -> tuple[list[str], list[Value], list[Value]]:
+            calls = proposals[task.task_id].calls
+            if task.metadata.get("mutates"):  # its tests compare the object's state after it
+                return list(calls), *outputs(task, [state_of(c) for c in calls], limits)
+            return materialise(task, calls, *outputs(task, calls, limits), limits)
+
+        for task, done in zip(to_run, pool.map(run_reference, to_run), strict=True):
+            made[task.task_id] = done
+            running.advance()
+    return made
 
 
 def _method_of(task: Task) -> dict:
