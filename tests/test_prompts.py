@@ -19,7 +19,8 @@ TASK = load_humaneval()[2]
 VALUES = {"prompt": TASK.prompt, "description": "", "attempt": "def f():\n    return 1",
           "feedback": "AssertionError\nINPUT: 3.5\nOUTPUT: 3\nEXPECTED: 0.5",
           "entry_point": TASK.entry_point, "count": 10, "guide": "def f():\n    return 0.5",
-          "solution": "def f():\n    return 0.25"}
+          "solution": "def f():\n    return 0.25", "method": None, "binding": None,
+          "calls": "f(1)\nf(2)"}
 NAMES = template_names()  # the built-in prompts and every refinement strategy's
 
 
@@ -49,6 +50,8 @@ def test_each_template_renders_a_system_and_a_user_message(name):
     if "solution" in needed:  # the teacher scoring the student's answer (stages/score.py)
         assert VALUES["solution"] in messages[-1]["content"]
         assert VALUES["feedback"] in messages[-1]["content"]
+    if "calls" in needed:  # gen-tests asking again shows the calls made before
+        assert VALUES["calls"] in messages[-1]["content"]
     if "guide" in needed:
         assert VALUES["guide"] in "".join(m["content"] for m in messages)
         assert VALUES["attempt"] in messages[-1]["content"]
