@@ -106,6 +106,17 @@ def test_a_nondeterministic_reference_skips_the_task():
     assert oracle.dropped["the reference answered differently twice"] >= 10
 
 
+def test_a_reference_that_remembers_earlier_calls_gives_no_generated_tests():
+    """Run twice in the same order, a reference whose value counts the calls before it answers
+    alike both times; the second run goes in reverse order from a shifted heap (as gen-tests
+    runs it: sandbox.evaluate_again), so its values differ and no test is written from them."""
+    task = Task("tally", "def tally(n, seen=[]):\n    pass\n", "tally",
+                ("assert tally(3) == 1", "assert tally(5) == 2"),
+                reference="    seen.append(n)\n    return len(seen) * n\n")
+    oracle = make_oracle(task, count=10, seed=0)
+    assert oracle.tests == () and "nondeterministic" in oracle.skipped
+
+
 def test_references_that_loop_flood_or_crash_cost_inputs_not_the_run():
     limits = Limits(test_timeout=0.5, total_timeout=10)
     tests = ("assert f(2) == 2", "assert f(5) == 5", "assert f(8) == 8")

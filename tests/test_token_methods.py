@@ -78,11 +78,15 @@ def test_a_mixed_set_trains_scored_rows_by_distillation_and_the_rest_by_cross_en
     examples, _ = tokenize(rows, _tokenizer(), 4096)
     kinds = [e.teacher is not None for e in examples]
     assert sum(kinds) == len(_rows(run, "tokd")) and not all(kinds)
-    result = train(data_set, "tiny", tmp_path / "out", TrainConfig(
-        max_steps=2, grad_accumulation=1, rank=4, batch_size=len(examples)))
-    log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").open()]
-    assert result.report.value("examples") == len(examples)
-    assert len(log) == 2 and all(0 < entry["loss"] < 100 for entry in log)
+    # one step on one row of each kind, from the JSONL (the ordinary row has no score columns)
+    lines = (run / "data" / "persd+tokd.jsonl").read_text().splitlines()
+    mixed = [next(x for x in lines if '"top_ids"' not in x), next(x for x in lines
+                                                                  if '"top_ids"' in x)]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(mixed) + "\n")
+    result = train(tmp_path / "mixed.jsonl", "tiny", tmp_path / "out", TrainConfig(
+        max_steps=1, grad_accumulation=1, rank=4, batch_size=2))
+    [entry] = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").open()]
+    assert result.report.value("examples") == 2 and 0 < entry["loss"] < 100
 
 
 def _tokenizer():

@@ -7,7 +7,14 @@
 from localdistill.sandbox.isolation import isolation_report
 from localdistill.sandbox.limits import Limits, SandboxError
 from localdistill.sandbox.pool import Program, run_many
-from localdistill.sandbox.sandbox import ExecutionResult, TestOutcome, Value, evaluate, run_tests
+from localdistill.sandbox.sandbox import (
+    ExecutionResult,
+    TestOutcome,
+    Value,
+    evaluate,
+    evaluate_again,
+    run_tests,
+)
 from localdistill.tasks.record import Task
 
 
@@ -40,6 +47,7 @@ __all__ = [
     "TestOutcome",
     "Value",
     "evaluate",
+    "evaluate_again",
     "execute",
     "isolation_report",
     "program_for",

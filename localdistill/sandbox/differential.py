@@ -11,8 +11,10 @@ stays its length. The generator is seeded (by the seed and
 the task id: the same inputs for every model meeting the task) and bounded in size and count.
 
 The reference runs on each generated input twice, in the sandbox (`evaluate`: the value comes
-back as plain data). An input is kept only where the reference returns a value that can be
-written as a literal within the limits, and the same value both times; an input that makes the
+back as plain data), the second time in reverse order from a shifted heap (`evaluate_again`, as
+gen-tests does), so a value that depends on the calls before it or on memory addresses
+differs. An input is kept only where the reference returns a value that can be written as a
+literal within the limits, and the same value both times; an input that makes the
 reference raise, hang or answer differently is dropped, with a count by reason. A task whose
 reference answers differently on most inputs (a nondeterministic reference) is skipped whole.
 
@@ -38,7 +40,7 @@ from localdistill.sandbox.input_mutation import (
 from localdistill.sandbox.input_mutation import _bounds as _bounds  # tests import it from here
 from localdistill.sandbox.judge import GENERATED
 from localdistill.sandbox.limits import Limits
-from localdistill.sandbox.sandbox import Value, evaluate
+from localdistill.sandbox.sandbox import Value, evaluate, evaluate_again
 from localdistill.tasks.record import Task
 
 DEFAULT_INPUTS = 20  # kept inputs per task
@@ -93,8 +95,8 @@ def make_oracle(task: Task, count: int = DEFAULT_INPUTS, seed: int = 0,
     exprs = [c.text(task.entry_point) for c in calls]
     first = _evaluate_bounded(program, exprs, task.test_setup, limits)
     exprs, first = _materialised(program, exprs, first, task.test_setup, limits)
-    again = _evaluate_bounded(program, [e for e, v in zip(exprs, first, strict=True) if v.ok],
-                              task.test_setup, limits)
+    again = evaluate_again(program, [e for e, v in zip(exprs, first, strict=True) if v.ok],
+                           task.test_setup, limits, _evaluate_bounded)
     second = iter(again)
     tests, differing = [], 0
     oracle.tried = sum(v.status != "not_run" for v in first)

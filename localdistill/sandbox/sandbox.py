@@ -115,6 +115,24 @@ def evaluate(
     return [v or Value("not_run") for v in values]
 
 
+# Live objects of every small size: allocations after it land elsewhere than in a run without it.
+SHIFT_HEAP = "__localdistill_heap = [(object(), float(n), bytes(n)) for n in range(520)]\n"
+
+
+def evaluate_again(
+    program: str, exprs: Sequence[str], setup: str = "", limits: Limits = Limits(),
+    run: Callable[[str, list[str], str, Limits], list[Value]] | None = None,
+) -> list[Value]:
+    """The expressions evaluated once more, in a separate run that differs where a deterministic
+    function cannot tell: in reverse order (a value that depends on the calls before it
+    changes) and from a different heap (one that shows a memory address changes: id(), default
+    reprs, hashes of objects). The values come back in the order given. A reference whose value
+    differs between `evaluate` and this gives no test (gen-tests, the differential check).
+    `run`: another evaluator with evaluate's signature (one that bounds timeouts, say)."""
+    run = run or evaluate
+    return run(program, list(exprs)[::-1], setup + "\n" + SHIFT_HEAP, limits)[::-1]
+
+
 def _value(report: dict, limits: Limits) -> Value:
     if "load_failed" in report:
         return Value("timeout" if report.get("timeout") else "error", detail=report["load_failed"])

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from localdistill.sandbox import Limits, Value, evaluate
+from localdistill.sandbox import Limits, Value, evaluate, evaluate_again
 from localdistill.sandbox.judge import equal
 from localdistill.stages.gentests.calls import (
     CRASHED,
@@ -33,8 +33,7 @@ def outputs(
     address changes: id(), default reprs and hashes of objects)."""
     program = task.program(task.reference or "")
     first = evaluate(program, calls, task.test_setup, limits)
-    second = evaluate(program, calls[::-1], task.test_setup + "\n" + _SHIFT_HEAP, limits)[::-1]
-    return first, second
+    return first, evaluate_again(program, calls, task.test_setup, limits)
 
 
 def materialise(
@@ -58,10 +57,6 @@ def materialise(
         if a.status == b.status == "ok":
             calls[i], first[i], second[i] = f"list({calls[i]})", a, b
     return calls, first, second
-
-
-# Live objects of every small size: later allocations land elsewhere than in the first run.
-_SHIFT_HEAP = "__gen_tests_heap = [(object(), float(n), bytes(n)) for n in range(520)]\n"
 
 
 def judge_output(first: Value, second: Value) -> str | None:
