@@ -209,7 +209,7 @@ def test_tests_that_behave_alike_are_kept_up_to_a_number_and_counted():
     assert dropped == {SAME_BEHAVIOUR: 1}  # 30: a third positive int
     assert behaviour([1, 2]) != behaviour(["x", "y"]) != behaviour("xy")
     assert behaviour({"a": 1}) == behaviour({"b": 2}) != behaviour({})
-    every, _ = make_tests(calls, outcome, outcome)  # 0: no limit (gen-tests' default is 3)
+    every, _ = make_tests(calls, outcome, outcome)  # 0: no limit (gen-tests' default is 5)
     assert len(every) == len(values)
 
 
@@ -380,3 +380,35 @@ def test_calls_that_behave_alike_make_the_teacher_ask_once_more(tmp_path):
     counts = report.stage_report().counts
     assert counts["tasks asked again (first calls alike)"] == 1
     assert counts["behaviours per task (median)"] == 3
+
+
+def test_tests_that_all_behave_alike_make_the_teacher_ask_once_more(tmp_path):
+    """Enough tests, but every output the same kind (positive ints): asked once more, and the
+    new calls that behave otherwise join them. Answers recorded in the run's cache beforehand,
+    as in the test above."""
+    from localdistill.answers import REQUESTS, model_identity, request_hash
+    from localdistill.backends import get_model, request_for
+    from localdistill.prompts import render
+
+    task = Task("double", "def double(n):\n", "double", (), reference="    return 2 * n\n")
+    spec = get_model("tiny")
+    asked_first = [f"double({i})" for i in range(1, 5)]
+    answers = ("```python\n" + "\n".join(asked_first) + "\n```",
+               "```python\ndouble(0)\ndouble(-3)\n```")
+    messages = [
+        render("gen_tests", prompt=task.prompt, entry_point="double", count=4, method=None,
+               binding=None),
+        render("gen_tests_again", prompt=task.prompt, entry_point="double", count=4,
+               method=None, binding=None, calls="\n".join(asked_first))]
+    identity = model_identity(spec)
+    with RunDir(tmp_path / "run") as run:
+        with run.appender(REQUESTS) as cache:
+            for asked, text in zip(messages, answers, strict=True):
+                h = request_hash(identity, request_for(spec, messages=asked, key="x"))
+                cache.add({"key": h, "model": "tiny", "stage": "gen-tests", "text": text,
+                           "finish_reason": "stop", "completion_tokens": 10,
+                           "prompt_tokens": 10})
+        report = generate_tests([task], spec, run, count=4, min_tests=3, limits=FAST)
+    [made] = report.tasks
+    assert report.asked_again == 1 and len(made.tests) == 6
+    assert report.stage_report().counts["tasks whose tests all behave alike"] == 0

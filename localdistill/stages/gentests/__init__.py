@@ -84,7 +84,7 @@ class GenTestsConfig:
         "help": "tasks left with fewer tests are reported and skipped"})
     temperature: float | None = field(default=None, metadata={"help": "default: models.toml"})
     max_tokens: int | None = field(default=None, metadata={"help": "default: models.toml"})
-    per_behaviour: int = field(default=3, metadata={
+    per_behaviour: int = field(default=5, metadata={
         "help": "tests kept per behaviour (output type, sign, size: outputs.behaviour); "
                 "0: no limit"})
 
@@ -195,13 +195,15 @@ def generate_tests(
     proposals |= _ask(report, run, spec, with_reference, "gen_tests", count, temperature,
                       max_tokens, progress)
     made = _run_references(with_reference, proposals, limits, workers, progress)
-    # Too few tests because the calls behave alike or repeat each other: ask once more.
+    # Tests that all behave alike, or too few because the calls behave alike or repeat each
+    # other: ask once more, for calls that exercise other cases.
     again = []
     for task in with_reference:
         calls, first, second = made.get(task.task_id, ([], [], []))
         kept, dropped = make_tests(calls, first, second, per_behaviour)
-        if len(kept) < min_tests and (dropped[SAME_BEHAVIOUR]
-                                      or proposals[task.task_id].dropped[DUPLICATE]):
+        alike = len(kept) > 1 and len({behaviour(v) for _, v in kept}) == 1
+        if alike or len(kept) < min_tests and (dropped[SAME_BEHAVIOUR]
+                                               or proposals[task.task_id].dropped[DUPLICATE]):
             again.append(task)
     if again:
         more = _ask(report, run, spec, again, "gen_tests_again", count, temperature, max_tokens,
