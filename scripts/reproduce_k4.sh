@@ -61,7 +61,9 @@ evaluate() {  # MODEL-LABEL MODEL BENCH: one step and one repair step
   local where=$runs/eval/$1/$slug
   if [ "${REPLAY:-0}" = 1 ]; then
     local answers=$kept/eval/$1/$slug/cache/requests.jsonl
-    [ -f "$answers" ] || { echo "== $1 $bench: no kept answers, left out"; return 0; }
+    # an unfinished evaluation keeps its answers so far (to resume), without a summary
+    [ -f "$answers" ] && [ -f "$kept/eval/$1/$slug/summary.json" ] ||
+      { echo "== $1 $bench: no finished kept answers, left out"; return 0; }
     local adapter=()
     [ "$1" = base ] || adapter=(--adapter "$trained/$1")
     "$localdistill" eval "$bench" --model demo-student "${adapter[@]}" --temperature 0 \
