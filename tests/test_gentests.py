@@ -339,33 +339,40 @@ def test_the_gen_tests_command_writes_a_task_file_and_reports(tmp_path):
     assert re.search(r"model calls made now\W+0\b", again.stdout)  # all from the run's cache
 
 
+def _record_answers(run, spec, task: Task, count: int, asked_first: list[str],
+                    answers: tuple[str, str]) -> None:
+    """The teacher's two answers (to gen-tests' request, then to its asking again, shown
+    `asked_first`) written to the run's cache beforehand, as a replayed run holds them."""
+    from localdistill.answers import REQUESTS, model_identity, request_hash
+    from localdistill.backends import request_for
+    from localdistill.prompts import render
+
+    values = {"prompt": task.prompt, "entry_point": task.entry_point, "count": count,
+              "method": None, "binding": None}
+    messages = [render("gen_tests", **values),
+                render("gen_tests_again", **values, calls="\n".join(asked_first))]
+    identity = model_identity(spec)
+    with run.appender(REQUESTS) as cache:
+        for asked, text in zip(messages, answers, strict=True):
+            h = request_hash(identity, request_for(spec, messages=asked, key="x"))
+            cache.add({"key": h, "model": spec.name, "stage": "gen-tests", "text": text,
+                       "finish_reason": "stop", "completion_tokens": 10, "prompt_tokens": 10})
+
+
 def test_calls_that_behave_alike_make_the_teacher_ask_once_more(tmp_path):
     """The first answer's calls all return positive ints: 3 tests (per_behaviour), fewer than
     min_tests, so the teacher is asked once more, shown them; its new calls that behave
     otherwise complete the task. The tiny model's answers are recorded in the run's cache
     beforehand (as a replayed run holds them): the requests are the ones gen-tests makes."""
-    from localdistill.answers import REQUESTS, model_identity, request_hash
-    from localdistill.backends import get_model, request_for
-    from localdistill.prompts import render
+    from localdistill.backends import get_model
 
     task = Task("double", "def double(n):\n", "double", (), reference="    return 2 * n\n")
     spec = get_model("tiny")
     first = "```python\n" + "\n".join(f"double({i})" for i in range(1, 7)) + "\n```"
     second = "```python\ndouble(0)\ndouble(-4)\ndouble(7)\ndouble(1)\n```"
     asked_first = [f"double({i})" for i in range(1, 7)]
-    messages = [
-        render("gen_tests", prompt=task.prompt, entry_point="double", count=6, method=None,
-               binding=None),
-        render("gen_tests_again", prompt=task.prompt, entry_point="double", count=6,
-               method=None, binding=None, calls="\n".join(asked_first))]
-    identity = model_identity(spec)
     with RunDir(tmp_path / "run") as run:
-        with run.appender(REQUESTS) as cache:
-            for asked, text in zip(messages, (first, second), strict=True):
-                h = request_hash(identity, request_for(spec, messages=asked, key="x"))
-                cache.add({"key": h, "model": "tiny", "stage": "gen-tests", "text": text,
-                           "finish_reason": "stop", "completion_tokens": 10,
-                           "prompt_tokens": 10})
+        _record_answers(run, spec, task, 6, asked_first, (first, second))
         report = generate_tests([task], spec, run, count=6, min_tests=5, limits=FAST,
                                 per_behaviour=3)
         records = list(run.records("gen_tests"))
@@ -386,28 +393,15 @@ def test_tests_that_all_behave_alike_make_the_teacher_ask_once_more(tmp_path):
     """Enough tests, but every output the same kind (positive ints): asked once more, and the
     new calls that behave otherwise join them. Answers recorded in the run's cache beforehand,
     as in the test above."""
-    from localdistill.answers import REQUESTS, model_identity, request_hash
-    from localdistill.backends import get_model, request_for
-    from localdistill.prompts import render
+    from localdistill.backends import get_model
 
     task = Task("double", "def double(n):\n", "double", (), reference="    return 2 * n\n")
     spec = get_model("tiny")
     asked_first = [f"double({i})" for i in range(1, 5)]
     answers = ("```python\n" + "\n".join(asked_first) + "\n```",
                "```python\ndouble(0)\ndouble(-3)\n```")
-    messages = [
-        render("gen_tests", prompt=task.prompt, entry_point="double", count=4, method=None,
-               binding=None),
-        render("gen_tests_again", prompt=task.prompt, entry_point="double", count=4,
-               method=None, binding=None, calls="\n".join(asked_first))]
-    identity = model_identity(spec)
     with RunDir(tmp_path / "run") as run:
-        with run.appender(REQUESTS) as cache:
-            for asked, text in zip(messages, answers, strict=True):
-                h = request_hash(identity, request_for(spec, messages=asked, key="x"))
-                cache.add({"key": h, "model": "tiny", "stage": "gen-tests", "text": text,
-                           "finish_reason": "stop", "completion_tokens": 10,
-                           "prompt_tokens": 10})
+        _record_answers(run, spec, task, 4, asked_first, answers)
         report = generate_tests([task], spec, run, count=4, min_tests=3, limits=FAST)
     [made] = report.tasks
     assert report.asked_again == 1 and len(made.tests) == 6

@@ -53,13 +53,20 @@ def _candidate(function: _Function, module: _Module, own: set[str],
     reason = needs.resolve(function)
     if reason:
         return None, reason
+    signature = "\n".join(module.lines[function.lineno - 1 : _signature_end(function)])
+    return _assembled(needs, function, module, signature, function.name)
+
+
+def _assembled(needs: _Needs, function: _Function, module: _Module, last: str, name: str,
+               binding: str | None = None) -> tuple[Candidate | None, str]:
+    """The candidate whose prompt is what `needs` carries, then `last` (the function's signature
+    and docstring, or its class), and whose reference is the function's body; or why not."""
     if _signature_end(function) < function.lineno:
         return None, TOO_SHORT  # the body shares the `def` line
     header = needs.future_lines() + needs.import_lines()
     blocks = ["\n".join(header)] if header else []
     blocks += needs.carried_sources()
-    signature = "\n".join(module.lines[function.lineno - 1 : _signature_end(function)])
-    prompt = "\n\n\n".join([*blocks, signature]) + "\n"
+    prompt = "\n\n\n".join([*blocks, last]) + "\n"
     reference = "\n".join(_body_lines(function, module)).rstrip() + "\n"
     try:
         with warnings.catch_warnings():
@@ -67,7 +74,8 @@ def _candidate(function: _Function, module: _Module, own: set[str],
             ast.parse(prompt + reference)
     except (SyntaxError, ValueError):
         return None, BROKEN
-    return Candidate(module.path, function.lineno, function.name, prompt, reference), ""
+    return Candidate(module.path, function.lineno, name, prompt, reference, binding=binding,
+                     mutates=binding == "instance" and mutates(function)), ""
 
 
 def _method_candidate(function: _Function, owner: ast.ClassDef, module: _Module, own: set[str],
@@ -87,23 +95,8 @@ def _method_candidate(function: _Function, owner: ast.ClassDef, module: _Module,
     reason = needs.resolve(owner)
     if reason:
         return None, reason
-    if _signature_end(function) < function.lineno:
-        return None, TOO_SHORT  # the body shares the `def` line
-    header = needs.future_lines() + needs.import_lines()
-    blocks = ["\n".join(header)] if header else []
-    blocks += needs.carried_sources()
-    prompt = "\n\n\n".join([*blocks, _class_text(owner, function, module)]) + "\n"
-    reference = "\n".join(_body_lines(function, module)).rstrip() + "\n"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ast.parse(prompt + reference)
-    except (SyntaxError, ValueError):
-        return None, BROKEN
-    binding = _binding(function)
-    return Candidate(module.path, function.lineno, f"{owner.name}.{function.name}", prompt,
-                     reference, binding=binding,
-                     mutates=binding == "instance" and mutates(function)), ""
+    return _assembled(needs, function, module, _class_text(owner, function, module),
+                      f"{owner.name}.{function.name}", _binding(function))
 
 
 # Decorators a method of a class that travels may have (the class is built as written).
