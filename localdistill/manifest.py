@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 
-from localdistill import __version__
+from localdistill import __version__, memory
 from localdistill.answers import model_identity
 from localdistill.hashing import text_digest
 from localdistill.models import ModelSpec
@@ -72,6 +72,7 @@ def stage(run: RunDir, name: str) -> Iterator[StageReport]:
     the command line turns into one), the time it ran goes into the history, marked
     interrupted, so a resumed stage's wall time (summed over the history) counts it. A SIGKILL
     leaves no chance to write it: that time is lost."""
+    memory.reset_peak()  # the stage's own peak, not the process's
     report = StageReport(name)
     try:
         yield report
@@ -89,4 +90,6 @@ def _add_history(manifest: dict, report: StageReport, interrupted: bool = False)
     manifest.setdefault("history", []).append({
         "stage": report.stage, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": report.seconds, "new_requests": report.new_requests,
+        **({"peak_memory_gib": report.peak_memory_gib}
+           if report.peak_memory_gib is not None else {}),
         **({"interrupted": True} if interrupted else {})})

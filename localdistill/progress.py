@@ -10,7 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from localdistill import memory
+
 LOG_EVERY = 30.0  # seconds between progress lines in a log
+PEAK = "peak memory (GiB)"  # a stage table's row (training counts its own, per process too)
 
 
 class Bar:
@@ -170,6 +173,9 @@ class StageReport:
     reused: int = 0  # answers first asked in another run (--reuse): their time is not in `seconds`
     over_context: int = 0  # prompts longer than the model's context: no answer (backends/base.py)
     seconds: float = 0.0
+    # this process's peak memory while the stage ran (memory.py: the resident set, or the GPU's
+    # when training on one); set by `finish`, None until then
+    peak_memory_gib: float | None = None
     started: float = field(default_factory=time.monotonic, repr=False)
 
     def count(self, key: str, value: Count, label: str | None = None) -> None:
@@ -202,7 +208,8 @@ class StageReport:
         return cls(saved["stage"], values, labels,
                    saved.get("student_tokens", 0), saved.get("teacher_tokens", 0),
                    saved.get("new_requests", 0), saved.get("reused", 0),
-                   saved.get("over_context", 0), saved.get("seconds", 0.0))
+                   saved.get("over_context", 0), saved.get("seconds", 0.0),
+                   saved.get("peak_memory_gib"))
 
     def count_answers(self, answers) -> None:
         """Add a batch of model answers (cache.Answer) to the model calls and to the prompts
@@ -218,6 +225,8 @@ class StageReport:
 
     def finish(self) -> StageReport:
         self.seconds = round(time.monotonic() - self.started, 2)
+        if self.peak_memory_gib is None:
+            self.peak_memory_gib = round(memory.peak_gib(), 2)
         return self
 
     def as_dict(self) -> dict:
@@ -225,6 +234,8 @@ class StageReport:
                 "teacher_tokens": self.teacher_tokens, "new_requests": self.new_requests,
                 "reused": self.reused,
                 "over_context": self.over_context, "seconds": self.seconds,
+                **({"peak_memory_gib": self.peak_memory_gib}
+                   if self.peak_memory_gib is not None else {}),
                 **({"keys": self.labels} if self.labels else {})}
 
     def table(self):
@@ -245,6 +256,8 @@ class StageReport:
         if self.over_context:
             table.add_row("prompts over the context (no answer)", f"{self.over_context:,}")
         table.add_row("wall time", duration(self.seconds))
+        if self.peak_memory_gib is not None and PEAK not in self.counts:
+            table.add_row(PEAK, f"{self.peak_memory_gib:.2f}")
         return table
 
 

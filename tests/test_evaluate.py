@@ -91,6 +91,8 @@ def test_rows_and_summary_per_step(finished):
                                       before["completion"].strip())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "tiny" and summary["steps"] == 2 and summary["tasks"] == 3
+    assert summary["peak_memory_gib"] > 0.05  # the tiny student runs in this process
+    assert "peak memory (GiB)" in stdout
     for step in range(3):
         passed = sum(by[(t.task_id, step)]["passed"] for t in TASKS)
         assert summary["pass_at_k"][f"step {step}"]["pass@1"] == pytest.approx(passed / 3)

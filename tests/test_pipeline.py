@@ -65,6 +65,9 @@ def test_every_stage_runs_and_reports(finished):
     assert set(manifest["prompts"]) >= {"attempt", "refine", "direct", "self_repair"}
     assert set(manifest["stages"]) == {"attempt", "execute", "teacher answers",
                                        "differential check", "refine + verify", "build"}
+    # each stage's own peak memory; the student and teacher run in this process (llama.cpp)
+    assert all(manifest["stages"][name]["peak_memory_gib"] > 0.05
+               for name in ("attempt", "refine + verify", "teacher answers"))
     assert manifest["versions"]["localdistill"]
 
 

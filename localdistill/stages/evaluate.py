@@ -180,6 +180,10 @@ def _evaluate(tasks: Sequence[Task], spec: ModelSpec, run: RunDir, config: EvalC
                                   config))["history"]
     # Wall time over every invocation that worked on this evaluation (interrupted ones included).
     summary["wall_seconds"] = round(sum(h["seconds"] for h in history if h["stage"] == "eval"), 2)
+    # The most memory any of them held (this process: the student, when it runs in process).
+    summary["peak_memory_gib"] = max((h["peak_memory_gib"] for h in history
+                                      if h["stage"] == "eval" and "peak_memory_gib" in h),
+                                     default=None)
     # Requests ever handed to the model for this evaluation, from the cache's audit trail (an
     # invocation killed with -9 records no history, but what it sent is there). 0 when every
     # answer came from a cache (--reuse, --replay): the wall time is then the judging only.

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from localdistill import memory
 from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, weights_path
@@ -92,7 +92,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     if restart and ranks.main:
         shutil.rmtree(out / loop.CHECKPOINT, ignore_errors=True)
     report = StageReport("train")
-    reset_peak_memory()
+    memory.reset_peak()
     base = weights_path(spec)
     backend_name = choose_backend(config)
     rows = data.load_rows(data_set)
@@ -116,7 +116,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
     result = loop.run(model, examples, config, out, pad, fingerprint,
                       bar(progress if ranks.main else None, "train", total), ranks)
     adapter = out / "adapter"
-    peaks = ranks.each(peak_memory_gib())
+    peaks = ranks.each(memory.peak_gib())
     if not ranks.main:  # rank 0 writes the outputs
         return TrainResult(out, adapter, None, report)
     _save_adapter(model, adapter, base, result.whole_state)
@@ -150,6 +150,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
             "peak memory per process (GiB)": ", ".join(f"{p:.2f}" for p in peaks)}
            if ranks.world > 1 else {}),
         "adapter": str(adapter), "GGUF adapter": gguf_note})
+    report.peak_memory_gib = round(peaks[0], 2)
     report.finish()
     summary = {"student": spec.name, "base": str(base), "config": asdict(config),
                "settings": asdict(given),  # as given: `run` retrains when they change
@@ -199,29 +200,6 @@ def _cuda_torch():
     except ImportError:
         return None
     return torch if torch.cuda.is_available() else None
-
-
-def reset_peak_memory() -> None:
-    """Start the peak that `peak_memory_gib` reports afresh: one process may train several
-    adapters (`run` does), and each report should be its own training's peak, not the process's."""
-    if (torch := _cuda_torch()) is not None:
-        torch.cuda.reset_peak_memory_stats()
-    try:  # Linux: "5" resets the resident set's high-water mark (VmHWM) to the current size
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_gib() -> float:
-    """The peak since `reset_peak_memory`: GPU memory on CUDA, else the resident set (where the
-    system cannot reset it, the process's peak)."""
-    if (torch := _cuda_torch()) is not None:
-        return torch.cuda.max_memory_allocated() / 2**30
-    try:
-        status = Path("/proc/self/status").read_text().splitlines()
-        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 2**20
-    except (OSError, StopIteration, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def plot_loss(out: Path) -> Path | None:
