@@ -67,6 +67,9 @@ def test_the_table_holds_each_runs_own_numbers(chain):
         assert set(summary["pass_at_k"]) == {"step 0", "step 1"}
     train = json.loads((tmp / "persd" / "train.json").read_text())
     assert rows["persd"]["train_seconds"] == train["report"]["seconds"]
+    assert rows["persd"]["train_peak_gib"] == train["report"]["peak_memory_gib"] > 0
+    assert rows["persd"]["eval_peak_gib"] == json.loads(
+        (tmp / "tuned" / "summary.json").read_text())["peak_memory_gib"] > 0
     for text in ("pass@1 step 0", "pass@1 step 1", "persd", "base", f"{len(persd_rows)}"):
         assert text in stdout
 

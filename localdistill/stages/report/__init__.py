@@ -84,7 +84,8 @@ def report(runs: list[Path], out: Path) -> tuple[list[Entry], list[Path]]:
              "tasks": e.tasks, "samples": e.samples, "pass_at_k": e.pass_at_k,
              "pass1_95_half_width": [None if math.isnan(x) else x
                                      for x in e.pass1_interval], "teacher_tokens": e.teacher_tokens,
-             "train_seconds": e.train_seconds, "eval_seconds": e.eval_seconds, **e.extra}
+             "train_seconds": e.train_seconds, "eval_seconds": e.eval_seconds,
+             "train_peak_gib": e.train_peak_gib, "eval_peak_gib": e.eval_peak_gib, **e.extra}
             for e in entries]
     from localdistill.rundir import write_atomic
 

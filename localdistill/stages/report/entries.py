@@ -40,6 +40,8 @@ class Entry:
     examples: int | None = None  # training-set size
     train_seconds: float | None = None
     teacher_tokens: int | None = None
+    train_peak_gib: float | None = None  # memory.py's peak: training's, the evaluation's
+    eval_peak_gib: float | None = None
     distill_round: int = 1  # of the data set (rows of earlier rounds included)
     extra: dict = field(default_factory=dict)
 
@@ -72,7 +74,8 @@ def load_entry(run: Path) -> Entry:
                                       if k <= summary["samples"])),
                       per_task=[{task: c / summary["samples"] for task, c in
                                  summary["correct_per_task"][step].items()}
-                                for step in summary["pass_at_k"]])
+                                for step in summary["pass_at_k"]],
+                      eval_peak_gib=summary.get("peak_memory_gib"))
     except (KeyError, TypeError) as e:
         raise ReportError(f"{summary_file}: missing or wrong field {e}") from None
     if summary.get("replayed_from"):  # `eval --replay`: its wall time is the judging only
@@ -126,10 +129,22 @@ def _add_training(entry: Entry, adapter: Path) -> None:
     if "report" in trained:
         entry.examples = StageReport.from_dict(trained["report"]).value("examples")
     entry.train_seconds = trained.get("report", {}).get("seconds")
+    entry.train_peak_gib = _train_peak(trained.get("report", {}))
     entry.teacher_tokens = teacher_tokens(data_set, entry.method)
     manifest = data_set.parent.parent / "manifest.json"
     if data_set.parent.name == "data" and manifest.is_file():
         entry.distill_round = int(load_json(manifest).get("distill_round", 1))
+
+
+def _train_peak(report: dict) -> float | None:
+    """Training's peak memory from its report (train.json written before reports had a peak
+    field: the count it showed)."""
+    if report.get("peak_memory_gib") is not None:
+        return report["peak_memory_gib"]
+    try:
+        return float(report.get("counts", {})["peak memory (GiB)"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def teacher_tokens(data_set: Path, method: str) -> int | None:
@@ -176,7 +191,7 @@ def table(entries: list[Entry]):
         result.add_column(f"pass@1 step {step}" if steps else "pass@1", justify="right")
     for k in ks:
         result.add_column(f"{label(k)} (last step)", justify="right")
-    for name in ("teacher tokens", "train time", "eval time"):
+    for name in ("teacher tokens", "train time", "eval time", "peak GiB train / eval"):
         result.add_column(name, justify="right")
     for e in entries:
         last = e.pass_at_k[f"step {e.steps}"]
@@ -188,7 +203,9 @@ def table(entries: list[Entry]):
         trained = "-" if e.train_seconds is None else duration(e.train_seconds)
         evaluated = ("replayed" if "replayed_from" in e.extra else "cached" if e.extra.get("cached")
                      else duration(e.eval_seconds))
-        cells += [_number(e.teacher_tokens), trained, evaluated]
+        peaks = " / ".join("-" if p is None else f"{p:.1f}"
+                           for p in (e.train_peak_gib, e.eval_peak_gib))
+        cells += [_number(e.teacher_tokens), trained, evaluated, peaks]
         result.add_row(*cells)
     return result
 
