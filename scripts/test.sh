@@ -18,4 +18,4 @@ for arg in "$@"; do
   if [ "$arg" = "--fast" ]; then args+=(-m "not slow"); else args+=("$arg"); fi
 done
 .venv/bin/ruff check localdistill tests scripts
-exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}
+exec .venv/bin/python -m pytest --durations=15 ${args[@]+"${args[@]}"}

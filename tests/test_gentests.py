@@ -348,7 +348,7 @@ def _record_answers(run, spec, task: Task, count: int, asked_first: list[str],
     from localdistill.prompts import render
 
     values = {"prompt": task.prompt, "entry_point": task.entry_point, "count": count,
-              "method": None, "binding": None}
+              "method": None, "binding": None, "classes": []}
     messages = [render("gen_tests", **values),
                 render("gen_tests_again", **values, calls="\n".join(asked_first))]
     identity = model_identity(spec)

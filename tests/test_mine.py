@@ -127,10 +127,11 @@ async def fetch_value(key):
 
 
 def count_up(limit):
-    """A generator."""
+    """A generator: a candidate, tested on its items."""
     number = 0
     while number < limit:
         yield number
+        number += 1
 
 
 @functools.lru_cache
@@ -169,11 +170,11 @@ def returns_nothing(values):
     print("done")
 
 
-def opaque_argument(shape: Shape) -> int:
-    """Takes an object of the repository's own class."""
-    area = shape.area_of(2)
-    area += 1
-    return area
+def opaque_argument(stamp: datetime.date) -> int:
+    """Takes an object no literal writes, of a class not the repository's."""
+    days = stamp.toordinal()
+    days += 1
+    return days
 
 
 def f(a, b):
@@ -293,8 +294,7 @@ EXPECTED = {
     "outer_function.<locals>.inner": m.NESTED,
     "conditional_def": m.CONDITIONAL,
     "twice_defined": m.TWICE,
-    "fetch_value": m.ASYNC_OR_GENERATOR,
-    "count_up": m.ASYNC_OR_GENERATOR,
+    "fetch_value": m.ASYNC,
     "cached_square": m.DECORATED,
     "__getattr__": m.DUNDER,
     "make_pattern": m.NO_ARGUMENTS,
@@ -324,7 +324,7 @@ EXPECTED = {
 def test_every_rule_rejects_its_function_and_says_why(tmp_path):
     write_repo(tmp_path, {"pkg/__init__.py": "", "pkg/rules.py": RULES})
     candidates, stats = find_candidates(tmp_path)
-    assert sorted(c.name for c in candidates) == ["good_function", "outer_function"]
+    assert sorted(c.name for c in candidates) == ["count_up", "good_function", "outer_function"]
     rejected = {key.removeprefix("pkg/rules.py::"): why for key, why in stats.rejected}
     assert rejected == EXPECTED
     assert stats.by_reason()[m.TWICE] == 2  # both definitions
@@ -991,7 +991,7 @@ def test_methods_travel_with_their_class_and_what_it_needs(tmp_path):
     on the class; classes that cannot be built as written are skipped with their reason."""
     write_repo(tmp_path, CLASSES)
     found, rejected = _tasks(tmp_path)
-    assert set(found) == {"Item.price_of", "Item.parse_cents", "Basket.add_item"}
+    assert set(found) == {"Item.price_of", "Item.parse_cents", "Basket.add_item", "Item.__eq__"}
     price = found["Item.price_of"]
     assert price.binding == "instance" and not price.mutates
     assert price.prompt.rstrip().endswith('"""The price of `packs` packs, with every CAP-th pack '
@@ -1009,7 +1009,7 @@ def test_methods_travel_with_their_class_and_what_it_needs(tmp_path):
     parse = found["Item.parse_cents"].task()
     assert _passes(parse, parse.reference, ["assert Item.parse_cents('3.2') == 320"])
     assert rejected["shop/items.py::Item.unit_price"] == m.PROPERTY
-    assert rejected["shop/items.py::Item.__eq__"] == m.SPECIAL_METHOD
+    assert rejected["shop/items.py::Item.__init__"] == m.SPECIAL_METHOD
     assert rejected["shop/items.py::Registered.total_value"] == m.CLASS_NOT_PLAIN
     assert rejected["shop/items.py::Shared.remember_value"] == m.GLOBALS
     assert rejected["shop/items.py::Aliased.double_value"] == m.CLASS_USES_METHOD
@@ -1106,3 +1106,163 @@ def test_hostile_code_in_a_mined_class_never_runs_outside_the_sandbox(tmp_path):
     assert found == {} and not marker.exists()
     assert rejected["evil/box.py::Loud.shout_value"] == m.CLASS_NOT_PLAIN
     assert rejected["evil/box.py::Writer.write_value"] == m.IMPURE
+
+
+GENERATORS = {
+    "pkg/__init__.py": "",
+    "pkg/walk.py": '''
+        def windows(items, size):
+            """Every run of `size` consecutive items, as tuples."""
+            for start in range(len(items) - size + 1):
+                window = tuple(items[start:start + size])
+                yield window
+
+
+        class Tokens:
+            """Words of a text."""
+
+            def __init__(self, text):
+                self.text = text
+
+            def longer_than(self, length):
+                """The words longer than `length`, in order."""
+                for word in self.text.split():
+                    if len(word) > length:
+                        yield word
+    ''',
+}
+
+
+def test_a_generator_is_mined_and_tested_on_its_items(tmp_path):
+    """A generator (function or method) is a candidate; gen-tests turns its lazy output into
+    `list(...)` tests that its real body passes and a body that returns too few items fails."""
+    from localdistill.stages.gentests import as_test, make_tests, materialise, outputs
+
+    write_repo(tmp_path, GENERATORS)
+    found, rejected = _tasks(tmp_path)
+    assert set(found) == {"windows", "Tokens.longer_than"}, rejected
+    for name, calls, wrong in (
+            ("windows", ["windows([1, 2, 3], 2)", "windows('abcd', 3)"],
+             "    return [tuple(items[:size])]\n"),
+            ("Tokens.longer_than", ["Tokens('a bb ccc dddd').longer_than(2)"],
+             "        return iter(self.text.split()[:1])\n")):
+        task = found[name].task()
+        calls, first, second = materialise(task, calls, *outputs(task, calls))
+        kept, dropped = make_tests(calls, first, second)
+        assert kept and not dropped and all(c.startswith("list(") for c, _ in kept)
+        tests = [as_test(call, output) for call, output in kept]
+        assert _passes(task, task.reference, tests)
+        assert not _passes(task, wrong, tests)
+
+
+OBJECTS = {
+    "geo/__init__.py": "",
+    "geo/shapes.py": '''
+        class Point:
+            """A point of the plane."""
+
+            def __init__(self, x: int, y: int):
+                self.x = x
+                self.y = y
+
+
+        class Segment:
+            """From one point to another."""
+
+            def __init__(self, start: Point, end: Point):
+                self.start = start
+                self.end = end
+
+            def length_squared(self) -> int:
+                """The squared length."""
+                dx = self.end.x - self.start.x
+                dy = self.end.y - self.start.y
+                return dx * dx + dy * dy
+
+            def __eq__(self, other):
+                same = isinstance(other, Segment)
+                same = same and (other.start.x, other.start.y) == (self.start.x, self.start.y)
+                return same and (other.end.x, other.end.y) == (self.end.x, self.end.y)
+
+
+        class Meta(type):
+            pass
+
+
+        class Odd(metaclass=Meta):
+            def __init__(self, value: int):
+                self.value = value
+    ''',
+    "geo/measure.py": '''
+        from __future__ import annotations
+
+        from .shapes import Odd, Point
+
+
+        def manhattan(a: Point, b: Point) -> int:
+            """Blocks walked from a to b."""
+            dx = abs(a.x - b.x)
+            dy = abs(a.y - b.y)
+            return dx + dy
+
+
+        def odd_value(odd: Odd) -> int:
+            """An object of a class that cannot travel: refused."""
+            value = odd.value
+            value += 1
+            return value
+    ''',
+}
+
+
+def test_arguments_may_be_objects_of_the_repositorys_classes(tmp_path):
+    """An argument annotated with a class of the repository (here only in a lazy annotation,
+    never named in the body) carries that class; a constructor taking one carries it too; a
+    class that cannot be built as written leaves the function out. The teacher's calls may
+    build those objects from literals, `manhattan(Point(1, 2), Point(4, 6))`, and a special
+    method is called by its name."""
+    from localdistill.stages.gentests import (
+        as_test,
+        defined_classes,
+        make_tests,
+        outputs,
+        parse_calls,
+    )
+
+    write_repo(tmp_path, OBJECTS)
+    found, rejected = _tasks(tmp_path)
+    assert set(found) == {"manhattan", "Segment.length_squared", "Segment.__eq__"}, rejected
+    assert rejected["geo/measure.py::odd_value"] == m.OPAQUE_ARGUMENTS
+    assert rejected["geo/shapes.py::Segment.__init__"] == m.SPECIAL_METHOD
+    cases = {
+        "manhattan": ("manhattan(Point(1, 2), Point(4, 6))\nmanhattan(Point(0, 0), Point(0, 0))\n"
+                      "manhattan(Point(x, 1), Point(2, 3))\nmanhattan(Odd(1), Point(1, 1))",
+                      None, None, 2, "    return 0\n"),
+        "Segment.length_squared": ("Segment(Point(0, 0), Point(3, 4)).length_squared()\n"
+                                   "Segment([Point(1, 1)], Point(1, 1)).length_squared()",
+                                   "length_squared", "instance", 2,
+                                   "        return self.end.x\n"),
+        "Segment.__eq__": ("Segment(Point(0, 0), Point(1, 1)).__eq__(Segment(Point(0, 0), "
+                           "Point(1, 1)))\nSegment(Point(0, 0), Point(1, 1)).__eq__("
+                           "Segment(Point(0, 0), Point(2, 1)))", "__eq__", "instance", 2,
+                           "        return True\n"),
+    }
+    for name, (answer, method, binding, count, wrong) in cases.items():
+        candidate = found[name]
+        assert "class Point:" in candidate.prompt and "class Odd" not in candidate.prompt
+        task = candidate.task()
+        classes = defined_classes(task)
+        assert "Point" in classes
+        proposal = parse_calls(f"```python\n{answer}\n```", task.entry_point, 10, method,
+                               binding, classes)
+        assert len(proposal.calls) == count, proposal
+        assert parse_calls(f"```python\n{answer}\n```", task.entry_point, 10, method,
+                           binding).calls == ()  # without the classes, none is literal
+        kept, dropped = make_tests(proposal.calls, *outputs(task, proposal.calls))
+        if name == "Segment.length_squared":  # a list where a Point belongs crashes it
+            assert len(kept) == 1 and sum(dropped.values()) == 1
+        else:
+            assert len(kept) == count and not dropped
+        tests = [as_test(call, output) for call, output in kept]
+        assert _passes(task, task.reference, tests)
+        assert not _passes(task, wrong, tests)

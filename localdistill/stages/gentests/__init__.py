@@ -26,6 +26,7 @@ its tests are written to the run directory's gen_tests.jsonl.
 
 from __future__ import annotations
 
+import ast
 import os
 import time
 from collections import Counter
@@ -280,7 +281,7 @@ def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[T
             spec,
             messages=render(
                 template, prompt=task.prompt, entry_point=task.entry_point, count=count,
-                **_method_of(task),
+                **_method_of(task), classes=sorted(defined_classes(task)),
                 **({"calls": "\n".join(before[task.task_id].calls)} if before else {}),
             ),
             key=f"{stage}:{task.task_id}",
@@ -293,7 +294,7 @@ def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[T
     report.teacher_tokens += sum(a.completion_tokens for a in answers.values())
     report.new_requests += sum(not a.cached for a in answers.values())
     return {t.task_id: parse_calls(answers[f"{stage}:{t.task_id}"].text, t.entry_point, count,
-                                   **_method_of(t)) for t in tasks}
+                                   **_method_of(t), classes=defined_classes(t)) for t in tasks}
 
 
 def _run_references(tasks: Sequence[Task], proposals: dict[str, Proposal], limits: Limits,
@@ -315,6 +316,18 @@ def _run_references(tasks: Sequence[Task], proposals: dict[str, Proposal], limit
             made[task.task_id] = done
             running.advance()
     return made
+
+
+def defined_classes(task: Task) -> frozenset[str]:
+    """The classes the task's program defines at its top level (a mined task carries the
+    repository's classes its function takes or uses; a method's task, its own class): a proposed
+    call may pass their objects, built from literals. Exceptions are left out."""
+    try:
+        tree = ast.parse(task.program(task.reference or ""))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return frozenset()
+    return frozenset(node.name for node in tree.body if isinstance(node, ast.ClassDef)
+                     and not node.name.endswith(("Error", "Exception", "Warning")))
 
 
 def _method_of(task: Task) -> dict:

@@ -14,6 +14,7 @@ MAX_ANSWER_CHARS = 20_000  # of a teacher's answer searched for calls
 MAX_CALL_CHARS = 1_000  # a longer call makes an unreadable test
 MAX_CALLS = 200  # looked at in one block of an answer (a small model may repeat itself forever)
 MAX_EXPECTED_CHARS = 1_000  # the same for the expected output's repr
+MAX_NESTING = 3  # objects built in an argument: `Cls(Other(Third(1)))` at most
 
 # Why a proposed call gives no test, in the order a call meets them.
 NOT_LITERAL = "arguments not literal"
@@ -40,14 +41,16 @@ class Proposal:
 
 
 def parse_calls(answer: str, entry_point: str, count: int, method: str | None = None,
-                binding: str | None = None) -> Proposal:
+                binding: str | None = None, classes: frozenset[str] = frozenset()) -> Proposal:
     """The calls `entry_point(<literal args>)` a teacher's answer proposes, in order; for a
     method of the class `entry_point`, `Cls(<literal args>).method(<literal args>)` (`binding`
-    "instance") or `Cls.method(<literal args>)` ("class")."""
+    "instance") or `Cls.method(<literal args>)` ("class"). An argument may also be an object of
+    one of `classes` (those the task's program defines) built from such arguments: `Cls(...)`,
+    alone or in a list, tuple, set or dict."""
     found, calls, dropped = 0, [], Counter()
     for segment in _code_segments(answer[:MAX_ANSWER_CHARS]):
-        found_in = (_calls_in(segment, entry_point) if method is None else
-                    _method_calls_in(segment, entry_point, method, binding == "class"))
+        found_in = (_calls_in(segment, entry_point, classes) if method is None else
+                    _method_calls_in(segment, entry_point, method, binding == "class", classes))
         for call in found_in:
             found += 1
             if call is None:
@@ -79,7 +82,8 @@ def _code_segments(answer: str) -> list[str]:
     return blocks or [answer]
 
 
-def _calls_in(code: str, entry_point: str) -> Iterator[str | None]:
+def _calls_in(code: str, entry_point: str, classes: frozenset[str] = frozenset()
+              ) -> Iterator[str | None]:
     """Each call of `entry_point` (not a method, not its `def`): its normalised source when all
     its arguments are literals, else None."""
     start = re.compile(rf"(?P<define>\bdef\s+)?(?<![\w.]){re.escape(entry_point)}\s*\(")
@@ -91,10 +95,11 @@ def _calls_in(code: str, entry_point: str) -> Iterator[str | None]:
         call, _ = _call_at(code[match.start() :])
         if call is None:
             continue  # not a call (cut short, or a syntax error): no input proposed
-        yield _literal_call(call, entry_point)
+        yield _literal_call(call, entry_point, classes)
 
 
-def _method_calls_in(code: str, owner: str, method: str, on_class: bool) -> Iterator[str | None]:
+def _method_calls_in(code: str, owner: str, method: str, on_class: bool,
+                     classes: frozenset[str] = frozenset()) -> Iterator[str | None]:
     """Each call of the method: `Owner(...).method(...)`, or `Owner.method(...)` `on_class`; its
     normalised source when every argument (the constructor's too) is a literal, else None."""
     name = re.escape(owner)
@@ -108,7 +113,7 @@ def _method_calls_in(code: str, owner: str, method: str, on_class: bool) -> Iter
             continue
         if on_class:
             func = ast.Attribute(ast.Name(owner, ast.Load()), method, ast.Load())
-            yield _literal_call(call, func)
+            yield _literal_call(call, func, classes)
             continue
         rest = code[match.start() + length :]
         then = re.match(rf"\s*\.\s*(?={re.escape(method)}\s*\()", rest)
@@ -117,12 +122,12 @@ def _method_calls_in(code: str, owner: str, method: str, on_class: bool) -> Iter
         called, _ = _call_at(rest[then.end() :])
         if called is None:
             continue
-        built = _literal_call(call, owner)
+        built = _literal_call(call, owner, classes)
         if built is None:
             yield None
             continue
         target = ast.Attribute(ast.parse(built, mode="eval").body, method, ast.Load())
-        yield _literal_call(called, target)
+        yield _literal_call(called, target, classes)
 
 
 def _call_at(code: str) -> tuple[ast.Call | None, int]:
@@ -145,21 +150,44 @@ def _call_at(code: str) -> tuple[ast.Call | None, int]:
     return None, 0
 
 
-def _literal_call(call: ast.Call, function: str | ast.expr) -> str | None:
+def _literal_call(call: ast.Call, function: str | ast.expr,
+                  classes: frozenset[str] = frozenset()) -> str | None:
     """The call's normalised source with `function` called (a name, or a method of an object
-    built by literals), when all its arguments are literals; else None."""
-    arguments = [*call.args, *(k.value for k in call.keywords)]
-    if any(k.arg is None for k in call.keywords) or any(
-        isinstance(a, ast.Starred) for a in call.args
-    ):
+    built by literals), when all its arguments are literals or objects of `classes` built from
+    them; else None."""
+    if not _plain_arguments(call, classes, 0):
         return None
-    for argument in arguments:
-        try:
-            ast.literal_eval(argument)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return None
     func = ast.Name(function, ast.Load()) if isinstance(function, str) else function
     return ast.unparse(ast.Call(func, call.args, call.keywords))
+
+
+def _plain_arguments(call: ast.Call, classes: frozenset[str], depth: int) -> bool:
+    if any(k.arg is None for k in call.keywords) or any(
+            isinstance(a, ast.Starred) for a in call.args):
+        return False
+    return all(_buildable(a, classes, depth) for a in [*call.args,
+                                                        *(k.value for k in call.keywords)])
+
+
+def _buildable(node: ast.expr, classes: frozenset[str], depth: int) -> bool:
+    """A literal, or an object of one of `classes` built from such values (nested at most
+    MAX_NESTING deep), alone or inside a list, tuple, set or dict."""
+    try:
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        pass
+    if not classes or depth >= MAX_NESTING:
+        return False
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id in classes
+                and _plain_arguments(node, classes, depth + 1))
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return all(_buildable(e, classes, depth + 1) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return None not in node.keys and all(
+            _buildable(part, classes, depth + 1) for part in [*node.keys, *node.values])
+    return False
 
 
 def state_of(call: str) -> str:

@@ -7,9 +7,12 @@
    becomes a candidate when it passes all of these rules, and is otherwise counted under the first
    it fails (the reasons, the constants and the first five rules are in `select.py`; the last
    three, what a function needs to run on its own, in `standalone.py`):
-   - a top-level function: methods are not mined (their class would have to be built), nor nested
-     functions, nor functions defined under `if`/`try` or twice in their module;
-   - a plain `def`: not async, not a generator, not decorated, not a `__dunder__` module hook;
+   - a top-level function, or a method of a top-level class that can be built from literals
+     (`standalone.py` carries the class; tests call `Cls(...).method(...)`, `Cls.method(...)`, or
+     check the object's state after a method that changes it); not nested functions, nor
+     functions defined under `if`/`try` or twice in their module;
+   - a plain `def` (a generator is tested on its items): not async, not decorated, not a
+     `__dunder__` module hook;
    - takes at least one named argument and returns a value somewhere; no argument is annotated
      with a type whose values are not literals (a class of the repository, say), since the
      teacher proposes inputs as literals;
@@ -81,7 +84,7 @@ from localdistill.stages.mine.decontaminate import (
 from localdistill.stages.mine.files import SKIP_DIRS, _read, own_packages, python_files
 from localdistill.stages.mine.package import Package
 from localdistill.stages.mine.select import (
-    ASYNC_OR_GENERATOR,
+    ASYNC,
     BANNED_BUILTINS,
     BANNED_MODULES,
     BROKEN,
@@ -137,7 +140,7 @@ __all__ = [
     # select.py: the constants, the reasons and the records
     "BANNED_BUILTINS", "BANNED_MODULES", "IMMUTABLE_CALLS", "MAX_BODY_LINES", "MAX_CLASS_LINES",
     "MAX_CONTEXT_LINES", "MIN_BODY_LINES", "MUTABLE_CALLS", "NOW_ATTRIBUTES", "PLAIN_TYPE_MODULES",
-    "ASYNC_OR_GENERATOR", "BROKEN", "CLASS_NOT_PLAIN", "CLASS_TOO_LONG", "CLASS_USES_METHOD",
+    "ASYNC", "BROKEN", "CLASS_NOT_PLAIN", "CLASS_TOO_LONG", "CLASS_USES_METHOD",
     "CONDITIONAL", "DECORATED", "DUNDER", "GLOBALS", "IMPURE", "METHOD", "NESTED", "NO_ARGUMENTS",
     "NO_RETURN", "NOT_BUILDABLE", "NOT_CARRIABLE", "OPAQUE_ARGUMENTS", "OWN_PACKAGE", "PROPERTY",
     "RELATIVE", "SPECIAL_METHOD", "THIRD_PARTY", "TOO_LONG", "TOO_MUCH_CONTEXT", "TOO_SHORT",
@@ -176,8 +179,8 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
         for function, qualified, place, owner in _functions(module.tree):
             stats.functions += 1
             reason = _placement_problem(place, function.name, module, owner) or (
-                _shape_problem(function, module) if owner is None
-                else _method_problem(function, owner, module))
+                _shape_problem(function, module, own=frozenset(own)) if owner is None
+                else _method_problem(function, owner, module, frozenset(own)))
             candidate = None
             if reason is None and owner is not None:
                 candidate, reason = _method_candidate(function, owner, module, own,

@@ -21,6 +21,16 @@ MAX_CLASS_LINES = 200  # of a method's own class, shown whole in its prompt
 CLASS_DECORATORS = frozenset({"dataclass", "dataclasses.dataclass", "total_ordering",
                               "functools.total_ordering"})  # a class built as written
 METHOD_DECORATORS = frozenset({"staticmethod", "classmethod"})  # called on the class
+# Special methods a test cannot call on a built object as it calls any other method (they build
+# it, run on attribute access or at its end, or copy it); the rest (`__len__`, `__contains__`,
+# `__getitem__`, `__iter__`, `__eq__`...) are called by name: `Cls(...).__len__()`.
+UNTESTABLE_SPECIAL = frozenset({
+    "__init__", "__new__", "__post_init__", "__del__", "__init_subclass__", "__set_name__",
+    "__class_getitem__", "__getattr__", "__getattribute__", "__setattr__", "__delattr__",
+    "__get__", "__set__", "__delete__", "__enter__", "__exit__", "__aenter__", "__aexit__",
+    "__await__", "__aiter__", "__anext__", "__reduce__", "__reduce_ex__", "__getstate__",
+    "__setstate__", "__copy__", "__deepcopy__", "__hash__", "__sizeof__", "__dir__",
+})
 
 BANNED_MODULES = frozenset({
     "aiohttp", "asyncio", "atexit", "concurrent", "ctypes", "fileinput", "ftplib", "gc",
@@ -50,7 +60,7 @@ _BUILTINS = frozenset(dir(builtins))
 # Why a function is not a candidate (the first rule it fails).
 METHOD = "method of a nested or conditional class"
 PROPERTY = "property or otherwise decorated method"
-SPECIAL_METHOD = "special method (__init__, __eq__...)"
+SPECIAL_METHOD = "special method of construction, attributes or lifetime (__init__...)"
 CLASS_NOT_PLAIN = "its class is decorated, has a metaclass or runs code in its body"
 CLASS_TOO_LONG = f"its class is over {MAX_CLASS_LINES} lines"
 CLASS_USES_METHOD = "its class body uses the method itself"
@@ -58,7 +68,7 @@ NOT_BUILDABLE = "its class's constructor takes arguments that are not plain data
 NESTED = "nested function"
 CONDITIONAL = "defined under if/try/with"
 TWICE = "defined twice in its module"
-ASYNC_OR_GENERATOR = "async or generator"
+ASYNC = "async"
 DECORATED = "decorated"
 DUNDER = "module hook (__name__)"
 NO_ARGUMENTS = "takes no arguments"
@@ -257,20 +267,21 @@ def _binding(function: _Function) -> str | None:
     return "class" if len(names) == 1 and names[0] in METHOD_DECORATORS else None
 
 
-def _method_problem(function: _Function, owner: ast.ClassDef, module: _Module) -> str | None:
+def _method_problem(function: _Function, owner: ast.ClassDef, module: _Module,
+                    own: frozenset[str] = frozenset()) -> str | None:
     """Why a method of a top-level class is no candidate (its own shape; its class's ability to
     travel is checked in standalone.py), or None."""
-    if function.name.startswith("__") and function.name.endswith("__"):
+    if function.name in UNTESTABLE_SPECIAL:
         return SPECIAL_METHOD
     if isinstance(function, ast.AsyncFunctionDef):
-        return ASYNC_OR_GENERATOR
+        return ASYNC
     binding = _binding(function)
     if binding is None:
         return PROPERTY
     skip = 0 if "staticmethod" in map(ast.unparse, function.decorator_list) else 1
     extra = _constructor_arguments(owner) if binding == "instance" else []
-    return _shape_problem(function, module, skip=skip, extra=extra, decorated_ok=True,
-                          returns=binding == "class" or not mutates(function))
+    return _shape_problem(function, module, skip=skip, extra=extra, method=True,
+                          returns=binding == "class" or not mutates(function), own=own)
 
 
 def mutates(function: _Function) -> bool:
@@ -316,33 +327,38 @@ def _constructor_arguments(owner: ast.ClassDef) -> list[ast.arg]:
 
 
 def _shape_problem(function: _Function, module: _Module, skip: int = 0,
-                   extra: list[ast.arg] | None = None, decorated_ok: bool = False,
-                   returns: bool = True) -> str | None:
-    """Why a function's shape makes no task; for a method, `skip` its first `skip` arguments
-    (self, cls) and count `extra` ones (its constructor's) as its inputs too, its decorators
-    checked already (`decorated_ok`), a returned value not needed (`returns` False: a method
-    that changes its object)."""
-    own = list(_own_nodes(function))
-    if isinstance(function, ast.AsyncFunctionDef) or any(
-        isinstance(n, ast.Yield | ast.YieldFrom) for n in own
-    ):
-        return ASYNC_OR_GENERATOR
-    if function.decorator_list and not decorated_ok:
+                   extra: list[ast.arg] | None = None, method: bool = False,
+                   returns: bool = True, own: frozenset[str] = frozenset()) -> str | None:
+    """Why a function's shape makes no task; for a `method`, `skip` its first `skip` arguments
+    (self, cls) and count `extra` ones (its constructor's) as its inputs too, its decorators and
+    special name checked already, a returned value not needed (`returns` False: a method that
+    changes its object). An argument annotated with a class of the repository (`own`: its
+    top-level packages) passes here; standalone.py refuses it when the class cannot travel."""
+    body = list(_own_nodes(function))
+    if isinstance(function, ast.AsyncFunctionDef):
+        return ASYNC
+    # A generator is tested on its items (`list(f(...))`, as gen-tests tests any lazy output);
+    # it needs no returned value.
+    if any(isinstance(n, ast.Yield | ast.YieldFrom) for n in body):
+        returns = False
+    special = function.name.startswith("__") and function.name.endswith("__")
+    if function.decorator_list and not method:
         return DECORATED
-    if function.name.startswith("__") and function.name.endswith("__"):
+    if special and not method:
         return DUNDER
     arguments = function.args
     named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs][skip:]
     inputs = named + (extra or [])
     if not inputs:
         return VARARGS_ONLY if arguments.vararg or arguments.kwarg else NO_ARGUMENTS
-    if returns and not any(isinstance(n, ast.Return) and n.value is not None for n in own):
+    if returns and not any(isinstance(n, ast.Return) and n.value is not None for n in body):
         return NO_RETURN
-    if any(_opaque(a.annotation, module) for a in named if a.annotation):
+    if any(_opaque(a.annotation, module, own) for a in named if a.annotation):
         return OPAQUE_ARGUMENTS
-    if any(_opaque(a.annotation, module) for a in extra or () if a.annotation):
+    if any(_opaque(a.annotation, module, own) for a in extra or () if a.annotation):
         return NOT_BUILDABLE
-    if ast.get_docstring(function) is None and not _clear(function.name, named):
+    # a special method's name says what it does (Python's data model); its arguments must be clear
+    if ast.get_docstring(function) is None and not _clear(function.name, named, special):
         return UNCLEAR
     lines = _body_lines(function, module)
     code = [line for line in lines if line.strip() and not line.strip().startswith("#")]
@@ -363,27 +379,52 @@ def _own_nodes(function: _Function) -> Iterator[ast.AST]:
             todo.extend(ast.iter_child_nodes(node))
 
 
-def _opaque(annotation: ast.expr, module: _Module) -> bool:
-    """Does an argument's annotation name a type whose values are not literals (a class of the
-    repository, say)? Builtins, typing's generics and type aliases are plain."""
+def _opaque(annotation: ast.expr, module: _Module, own: frozenset[str] = frozenset()) -> bool:
+    """Does an argument's annotation name a type whose values are neither literals nor objects of
+    the repository's own classes (which a test builds from literals: `Cls(...)`, when the class
+    can travel; standalone.py checks that)? Builtins, typing's generics and type aliases are
+    plain."""
+    return _annotation_names(annotation, module, own) is None
+
+
+def package_classes(annotation: ast.expr, module: _Module,
+                    own: frozenset[str] = frozenset()) -> set[str]:
+    """The repository's classes an annotation names (empty when it names none, or other types
+    no literal can write)."""
+    return _annotation_names(annotation, module, own) or set()
+
+
+def _annotation_names(annotation: ast.expr, module: _Module,
+                      own: frozenset[str]) -> set[str] | None:
+    """The names of the repository's classes in an annotation; None when it names a type whose
+    values are neither literals nor such objects."""
+    found: set[str] = set()
     for node in ast.walk(annotation):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "Foo"
             try:
-                if _opaque(ast.parse(node.value, mode="eval").body, module):
-                    return True
+                inner = _annotation_names(ast.parse(node.value, mode="eval").body, module, own)
             except SyntaxError:
-                return True
+                return None
+            if inner is None:
+                return None
+            found |= inner
         elif isinstance(node, ast.Name) and node.id not in _BUILTINS:
             root = module.import_root(node.id)
             alias = isinstance(module.definitions.get(node.id), ast.Assign | ast.AnnAssign)
-            if root not in PLAIN_TYPE_MODULES and not alias:
-                return True
-    return False
+            if root in PLAIN_TYPE_MODULES or alias:
+                continue
+            if isinstance(module.definitions.get(node.id), ast.ClassDef) or (
+                    root is not None and (root == "." or root in own)):
+                found.add(node.id)  # a class of the repository, or so its import says
+            else:
+                return None
+    return found
 
 
-def _clear(name: str, arguments: list[ast.arg]) -> bool:
+def _clear(name: str, arguments: list[ast.arg], special: bool = False) -> bool:
     words = [w for w in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
-    return len(words) >= 2 and all(a.annotation or len(a.arg) >= 2 for a in arguments)
+    return (special or len(words) >= 2) and all(a.annotation or len(a.arg) >= 2
+                                                for a in arguments)
 
 
 def _signature_end(function: _Function) -> int:

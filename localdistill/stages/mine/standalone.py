@@ -26,8 +26,10 @@ from localdistill.stages.mine.select import (
     MAX_CLASS_LINES,
     MAX_CONTEXT_LINES,
     MUTABLE_CALLS,
+    NOT_BUILDABLE,
     NOT_CARRIABLE,
     NOW_ATTRIBUTES,
+    OPAQUE_ARGUMENTS,
     OWN_PACKAGE,
     RELATIVE,
     THIRD_PARTY,
@@ -37,12 +39,15 @@ from localdistill.stages.mine.select import (
     Candidate,
     _binding,
     _body_lines,
+    _constructor_arguments,
     _Function,
     _imported,
     _Module,
+    _opaque,
     _root,
     _signature_end,
     mutates,
+    package_classes,
 )
 
 
@@ -53,6 +58,8 @@ def _candidate(function: _Function, module: _Module, own: set[str],
     reason = needs.resolve(function)
     if reason:
         return None, reason
+    if not needs.require_classes(_classes_of(_arguments(function), module, own)):
+        return None, OPAQUE_ARGUMENTS
     signature = "\n".join(module.lines[function.lineno - 1 : _signature_end(function)])
     return _assembled(needs, function, module, signature, function.name)
 
@@ -95,6 +102,11 @@ def _method_candidate(function: _Function, owner: ast.ClassDef, module: _Module,
     reason = needs.resolve(owner)
     if reason:
         return None, reason
+    if not needs.require_classes(_classes_of(_constructor_arguments(owner), module, own)):
+        return None, NOT_BUILDABLE
+    skip = 0 if "staticmethod" in map(ast.unparse, function.decorator_list) else 1
+    if not needs.require_classes(_classes_of(_arguments(function)[skip:], module, own)):
+        return None, OPAQUE_ARGUMENTS
     return _assembled(needs, function, module, _class_text(owner, function, module),
                       f"{owner.name}.{function.name}", _binding(function))
 
@@ -104,6 +116,18 @@ _METHOD_DECORATORS = frozenset({
     "staticmethod", "classmethod", "property", "cached_property", "functools.cached_property",
     "abstractmethod", "abc.abstractmethod", "overload", "typing.overload"})
 _DATACLASS_FIELD = frozenset({"field", "dataclasses.field"})
+
+
+def _arguments(function: _Function) -> list[ast.arg]:
+    a = function.args
+    return [*a.posonlyargs, *a.args, *a.kwonlyargs]
+
+
+def _classes_of(arguments: list[ast.arg], module: _Module, own: set[str]) -> set[str]:
+    """The repository's classes the arguments' annotations name (their objects are built in the
+    tests: the classes must travel)."""
+    return {name for argument in arguments if argument.annotation is not None
+            for name in package_classes(argument.annotation, module, frozenset(own))}
 
 
 def _class_problem(node: ast.ClassDef, module: _Module) -> str | None:
@@ -179,10 +203,40 @@ class _Needs:
         self.imports: dict[str, set[str]] = {}  # module path -> names bound by its imports used
         self.carried: list[tuple[_Module, ast.stmt]] = []
         self.bound: dict[str, str] = {name: f"{module.path}:{name}"}  # name -> what it means
+        self.seen = {(module.path, name)}  # (module, name) looked up already
 
-    def resolve(self, function: _Function) -> str | None:
-        todo: list[tuple[ast.AST, _Module]] = [(function, self.module)]
-        seen = {(self.module.path, self.name)}
+    def resolve(self, function: _Function | ast.ClassDef) -> str | None:
+        return self._resolve([(function, self.module)])
+
+    def require_classes(self, names: set[str]) -> bool:
+        """Carry the repository's classes named by an argument's annotation (a test builds their
+        objects from literals, `Cls(...)`, or from other such classes: their constructors are
+        followed too), with what they need; False when one is no class or cannot travel."""
+        todo, done = [(name, self.module) for name in sorted(names)], set()
+        while todo:
+            name, module = todo.pop()
+            if (module.path, name) in done or (module.path, name) == (self.module.path,
+                                                                      self.name):
+                continue  # the task's own class is its prompt already
+            done.add((module.path, name))
+            found, problem = self._need(name, module)
+            if problem or found is None or not isinstance(found[1], ast.ClassDef):
+                return False
+            if found not in self.carried:
+                self.carried.append(found)
+                self.seen.add((module.path, name))
+                if self._resolve([(found[1], found[0])]):
+                    return False
+            for argument in _constructor_arguments(found[1]):
+                if argument.annotation is None:
+                    continue
+                if _opaque(argument.annotation, found[0], self.own):
+                    return False
+                todo += [(n, found[0]) for n in sorted(package_classes(
+                    argument.annotation, found[0], self.own))]
+        return True
+
+    def _resolve(self, todo: list[tuple[ast.AST, _Module]]) -> str | None:
         while todo:
             node, module = todo.pop()
             problem = self._impurity(node)
@@ -190,9 +244,9 @@ class _Needs:
                 return problem
             annotations = not module.lazy_annotations
             for name in sorted(_free_names(node, annotations)):
-                if (module.path, name) in seen:
+                if (module.path, name) in self.seen:
                     continue
-                seen.add((module.path, name))
+                self.seen.add((module.path, name))
                 found, problem = self._need(name, module)
                 if problem:
                     return problem
