@@ -23,6 +23,7 @@ from localdistill.stages.gentests import (
     NOT_DETERMINISTIC,
     NOT_LITERAL,
     OVER_COUNT,
+    SAME_BEHAVIOUR,
     TIMED_OUT,
     TOO_LONG,
     as_test,
@@ -198,7 +199,7 @@ def test_tests_that_behave_alike_are_kept_up_to_a_number_and_counted():
     """Outputs of one type, sign and size (outputs.behaviour) exercise a function alike: at most
     `per_behaviour` of them become tests; the rest are dropped with their reason."""
     from localdistill.sandbox import Value
-    from localdistill.stages.gentests import SAME_BEHAVIOUR, behaviour
+    from localdistill.stages.gentests import behaviour
 
     values = [1, 7, 30, 0, -2, "ab", "abc", "", [1, 2], [3, 4], ["x", "y"], None, True]
     calls = [f"f({i})" for i in range(len(values))]
@@ -211,6 +212,27 @@ def test_tests_that_behave_alike_are_kept_up_to_a_number_and_counted():
     assert behaviour({"a": 1}) == behaviour({"b": 2}) != behaviour({})
     every, _ = make_tests(calls, outcome, outcome)  # 0: no limit (gen-tests' default is 5)
     assert len(every) == len(values)
+
+
+def test_calls_that_take_different_branches_are_told_apart_by_their_path():
+    """Outputs alike (a one-letter string each) but three branches: the traced first run says
+    which lines each call ran, so one test per branch is kept where the output alone would keep
+    one in all; two calls down the same branch still count as one kind. The path covers the
+    program's own lines, never the test expression's or the standard library's."""
+    reference = ("    if score >= 90:\n        return 'A'\n    if score >= 50:\n"
+                 "        return min('B', 'C')\n    return 'C'\n")
+    task = Task("grade", "def grade(score):\n", "grade", (), reference=reference)
+    calls = ["grade(95)", "grade(99)", "grade(70)", "grade(10)"]
+    first, second = outputs(task, calls, FAST)
+    assert all(v.path for v in first) and all(v.path is None for v in second)
+    assert first[0].path == first[1].path == (2, 3)  # the def's body starts on line 2
+    assert first[2].path == (2, 4, 5) and first[3].path == (2, 4, 6)
+    kept, dropped = make_tests(calls, first, second, per_behaviour=1)
+    assert [c for c, _ in kept] == ["grade(95)", "grade(70)", "grade(10)"]
+    assert dropped == {SAME_BEHAVIOUR: 1}
+    untraced = evaluate(task.program(reference), calls, "", FAST)
+    assert [c for c, _ in make_tests(calls, untraced, untraced, per_behaviour=1)[0]] == [
+        "grade(95)"]  # by the output alone, as before paths
 
 
 def test_iterators_are_tested_by_their_items():

@@ -46,6 +46,7 @@ class TestPlan:
     truth: bool | None = None  # value tests of the form `assert f(x)` / `assert not f(x)`
     inputs: str = ""  # the INPUT line of the feedback
     close: bool = False  # floats compared within a tolerance (generated tests, differential.py)
+    trace: bool = False  # value: report the lines of the program the call ran (its path)
 
     @property
     def has_expected(self) -> bool:
@@ -55,7 +56,7 @@ class TestPlan:
     def wire(self) -> dict:
         """What the sandbox receives for this test (never the expected value)."""
         if self.kind == "value":
-            return {"kind": "value", "expr": self.expr}
+            return {"kind": "value", "expr": self.expr, **({"trace": True} if self.trace else {})}
         if self.kind == "compare":
             return {"kind": "compare", "expr": self.expr, "expected": self.expected_expr}
         return {"kind": "exec", "code": self.source}

@@ -506,7 +506,16 @@ def run_job(job, results):
         test = job["tests"][i]
         message = {"test": i}
         try:
-            if test["kind"] == "value":
+            if test["kind"] == "value" and test.get("trace"):
+                lines = set()
+                sys.settrace(_line_tracer(lines))
+                try:
+                    got = run(test["expr"], "eval")
+                finally:
+                    sys.settrace(None)
+                message["value"] = _encode_or_error(got, message)
+                message["path"] = sorted(lines)[:MAX_PATH_LINES]
+            elif test["kind"] == "value":
                 message["value"] = _encode_or_error(run(test["expr"], "eval"), message)
             elif test["kind"] == "compare":
                 got = run(test["expr"], "eval")
@@ -537,6 +546,24 @@ def run_job(job, results):
             pass
     report({"done": True}, final=True)
     _exit(0)
+
+
+MAX_PATH_LINES = 2_000  # of a traced test's path sent back
+
+
+def _line_tracer(lines):
+    """A trace function that adds to `lines` every line run in the functions the program (or
+    the setup) defines: the path one call takes, by which gen-tests tells calls apart. The test
+    expression itself, and code from anywhere else (the standard library), are not traced."""
+    def trace(frame, event, arg):
+        code = frame.f_code
+        if code.co_filename != "<test>" or code.co_name == "<module>":
+            return None
+        if event == "line":
+            lines.add(frame.f_lineno)
+        return trace
+
+    return trace
 
 
 def _encode_or_error(value, message):

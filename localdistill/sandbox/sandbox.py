@@ -93,6 +93,7 @@ class Value:
     status: str  # ok | error | timeout | not_data | not_run
     value: Any = None  # the decoded value (None, bool, int, float, str, containers...) when ok
     detail: str = ""  # the error, or what the value was when it is not plain data
+    path: tuple[int, ...] | None = None  # traced (`evaluate(trace=True)`): the program's lines run
 
     @property
     def ok(self) -> bool:
@@ -100,15 +101,18 @@ class Value:
 
 
 def evaluate(
-    program: str, exprs: Sequence[str], setup: str = "", limits: Limits = Limits()
+    program: str, exprs: Sequence[str], setup: str = "", limits: Limits = Limits(),
+    trace: bool = False,
 ) -> list[Value]:
     """Run `program` and `setup`, then evaluate each expression in its namespace, in order.
 
     Each expression is evaluated as the left side of a value test (its own timeout, a fresh
     process after a crash or a hang), and its value comes back decoded as plain data: the program
     never runs here. A program that does not load gives the same error for every expression.
+    `trace`: each value also says which lines of the program (and setup) its call ran, as
+    `Value.path` (a line tracer: slower, so only where the path is wanted).
     """
-    plans = [judge.TestPlan(expr, "value", expr=expr) for expr in exprs]
+    plans = [judge.TestPlan(expr, "value", expr=expr, trace=trace) for expr in exprs]
     values, _, _, _ = _run_plans(
         program, setup, plans, limits, lambda _, report: _value(report, limits), lambda _: False
     )
@@ -142,8 +146,10 @@ def _value(report: dict, limits: Limits) -> Value:
         return Value("error", detail=str(report["error"])[:600])
     if "not_data" in report:
         return Value("not_data", detail=str(report["not_data"])[:100])
+    path = report.get("path")
+    path = tuple(n for n in path[:2000] if type(n) is int) if isinstance(path, list) else None
     try:
-        return Value("ok", judge.decode(report.get("value")))
+        return Value("ok", judge.decode(report.get("value")), path=path)
     except judge.ProtocolError as e:
         return Value("error", detail=str(e))
 

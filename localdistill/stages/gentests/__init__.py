@@ -65,15 +65,21 @@ from localdistill.stages.gentests.calls import (
     split_method_call,
     state_of,
 )
-from localdistill.stages.gentests.outputs import behaviour, judge_output, materialise, outputs
+from localdistill.stages.gentests.outputs import (
+    behaviour,
+    judge_output,
+    kind,
+    materialise,
+    outputs,
+)
 from localdistill.tasks.record import Task
 
 __all__ = ["CRASHED", "DUPLICATE", "FLOAT_NOISE", "GenTestsConfig", "GenTestsReport",
            "MAX_ANSWER_CHARS", "MAX_CALLS", "MAX_CALL_CHARS", "MAX_EXPECTED_CHARS",
            "NOT_A_LITERAL", "NOT_DATA", "NOT_DETERMINISTIC", "NOT_LITERAL", "OVER_COUNT",
            "Proposal", "SAME_BEHAVIOUR", "TASK_SKIPPED", "TIMED_OUT", "TOO_LONG", "as_test",
-           "behaviour", "generate_tests", "judge_output", "make_tests", "materialise", "outputs",
-           "parse_calls", "split_method_call", "state_of"]
+           "behaviour", "generate_tests", "judge_output", "kind", "make_tests", "materialise",
+           "outputs", "parse_calls", "split_method_call", "state_of"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ class GenTestsConfig:
     temperature: float | None = field(default=None, metadata={"help": "default: models.toml"})
     max_tokens: int | None = field(default=None, metadata={"help": "default: models.toml"})
     per_behaviour: int = field(default=5, metadata={
-        "help": "tests kept per behaviour (output type, sign, size: outputs.behaviour); "
+        "help": "tests kept per behaviour (output type, sign, size, and the reference's path: "
+                "outputs.kind); "
                 "0: no limit"})
 
 
@@ -139,20 +146,23 @@ class GenTestsReport:
 
 def make_tests(
     calls: Sequence[str], first: Sequence[Value], second: Sequence[Value],
-    per_behaviour: int = 0,
+    per_behaviour: int = 0, kinds: list[tuple] | None = None,
 ) -> tuple[list[tuple[str, Any]], Counter[str]]:
     """The (call, expected output) pairs that make tests, and why the other calls were dropped;
-    at most `per_behaviour` of one behaviour (outputs.behaviour) when it is not 0."""
+    at most `per_behaviour` of one kind (outputs.kind: the output's behaviour and the path the
+    reference took) when it is not 0. `kinds`, when given, gets each kept test's kind."""
     kept, dropped, seen = [], Counter(), Counter()
     for call, a, b in zip(calls, first, second, strict=True):
         reason = judge_output(a, b)
         if reason is None and per_behaviour:
-            seen[behaviour(a.value)] += 1
-            reason = SAME_BEHAVIOUR if seen[behaviour(a.value)] > per_behaviour else None
+            seen[kind(a)] += 1
+            reason = SAME_BEHAVIOUR if seen[kind(a)] > per_behaviour else None
         if reason:
             dropped[reason] += 1
         else:
             kept.append((call, a.value))
+            if kinds is not None:
+                kinds.append(kind(a))
     return kept, dropped
 
 
@@ -201,8 +211,9 @@ def generate_tests(
     again = []
     for task in with_reference:
         calls, first, second = made.get(task.task_id, ([], [], []))
-        kept, dropped = make_tests(calls, first, second, per_behaviour)
-        alike = len(kept) > 1 and len({behaviour(v) for _, v in kept}) == 1
+        kinds: list[tuple] = []
+        kept, dropped = make_tests(calls, first, second, per_behaviour, kinds)
+        alike = len(kept) > 1 and len(set(kinds)) == 1
         if alike or len(kept) < min_tests and (dropped[SAME_BEHAVIOUR]
                                                or proposals[task.task_id].dropped[DUPLICATE]):
             again.append(task)
@@ -231,7 +242,8 @@ def generate_tests(
         report.parsed += len(proposal.calls)
         report.dropped.update(proposal.dropped)
         calls, first, second = made.get(task.task_id, ([], [], []))
-        kept, dropped = make_tests(calls, first, second, per_behaviour)
+        kinds = []
+        kept, dropped = make_tests(calls, first, second, per_behaviour, kinds)
         tests = [as_test(call, output, bool(task.metadata.get("mutates")))
                  for call, output in kept]
         reason = _skip_reason(task, proposal, kept, dropped, first, min_tests)
@@ -241,7 +253,7 @@ def generate_tests(
                 dropped[TASK_SKIPPED] += len(tests)
         else:
             report.kept += len(tests)
-            report.variety.append((len(tests), len({behaviour(v) for _, v in kept})))
+            report.variety.append((len(tests), len(set(kinds))))
             metadata = {
                 **task.metadata,
                 "gen_tests": {

@@ -30,9 +30,10 @@ def outputs(
     """The reference's values for the calls, from two separate sandbox runs that differ where a
     deterministic function cannot tell: the second makes the calls in reverse order (an output
     that depends on the calls before it changes) from a different heap (one that shows a memory
-    address changes: id(), default reprs and hashes of objects)."""
+    address changes: id(), default reprs and hashes of objects). The first run also records
+    the lines each call ran (`Value.path`: `kind` tells calls apart by it)."""
     program = task.program(task.reference or "")
-    first = evaluate(program, calls, task.test_setup, limits)
+    first = evaluate(program, calls, task.test_setup, limits, trace=True)  # with their paths
     return first, evaluate_again(program, calls, task.test_setup, limits)
 
 
@@ -137,6 +138,13 @@ def behaviour(value: Any) -> tuple:
         return (type(value).__name__, _size(len(value)),
                 tuple(sorted({type(x).__name__ for x in value})))
     return (type(value).__name__,)
+
+
+def kind(value: Value) -> tuple:
+    """How one call exercised the reference: its output's `behaviour` and, where the run was
+    traced, the lines of the program it ran (the path; two calls that take different branches
+    differ here even when their outputs look alike)."""
+    return (behaviour(value.value), value.path)
 
 
 def _size(n: int) -> str:
