@@ -362,9 +362,9 @@ def test_the_gen_tests_command_writes_a_task_file_and_reports(tmp_path):
 
 
 def _record_answers(run, spec, task: Task, count: int, asked_first: list[str],
-                    answers: tuple[str, str]) -> None:
+                    answers: tuple[str, str], why: str = "alike") -> None:
     """The teacher's two answers (to gen-tests' request, then to its asking again, shown
-    `asked_first`) written to the run's cache beforehand, as a replayed run holds them."""
+    `asked_first`, `why`) written to the run's cache beforehand, as a replayed run holds them."""
     from localdistill.answers import REQUESTS, model_identity, request_hash
     from localdistill.backends import request_for
     from localdistill.prompts import render
@@ -372,7 +372,7 @@ def _record_answers(run, spec, task: Task, count: int, asked_first: list[str],
     values = {"prompt": task.prompt, "entry_point": task.entry_point, "count": count,
               "method": None, "binding": None, "classes": []}
     messages = [render("gen_tests", **values),
-                render("gen_tests_again", **values, calls="\n".join(asked_first))]
+                render("gen_tests_again", **values, calls="\n".join(asked_first), why=why)]
     identity = model_identity(spec)
     with run.appender(REQUESTS) as cache:
         for asked, text in zip(messages, answers, strict=True):
@@ -407,8 +407,28 @@ def test_calls_that_behave_alike_make_the_teacher_ask_once_more(tmp_path):
     assert report.dropped[DUPLICATE] == 1 and report.kept == 5
     assert records[0]["asked_again"] is True
     counts = report.stage_report().counts
-    assert counts["tasks asked again (first calls alike)"] == 1
+    assert counts["tasks asked again (first calls alike or too few)"] == 1
     assert counts["behaviours per task (median)"] == 3
+
+
+def test_too_few_usable_calls_make_the_teacher_ask_once_more(tmp_path):
+    """The first answer's calls are mostly not literal (variables): one test, fewer than
+    min_tests, though nothing behaved alike; the teacher is asked once more, told that too few
+    of its calls gave tests (the "few" wording: the recorded answer is found under that
+    request's hash, so no model is called), and the new calls complete the task."""
+    from localdistill.backends import get_model
+
+    task = Task("double", "def double(n):\n", "double", (), reference="    return 2 * n\n")
+    spec = get_model("tiny")
+    first = "```python\ndouble(n)\ndouble(x + 1)\ndouble(2)\n```"
+    second = "```python\ndouble(0)\ndouble(-4)\ndouble(7)\n```"
+    with RunDir(tmp_path / "run") as run:
+        _record_answers(run, spec, task, 6, ["double(2)"], (first, second), why="few")
+        report = generate_tests([task], spec, run, count=6, min_tests=3, limits=FAST)
+    assert report.new_requests == 0 and report.asked_again == 1
+    [made] = report.tasks
+    assert [t.split(" == ")[0] for t in made.tests] == [
+        "assert double(2)", "assert double(0)", "assert double(-4)", "assert double(7)"]
 
 
 def test_tests_that_all_behave_alike_make_the_teacher_ask_once_more(tmp_path):

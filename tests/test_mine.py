@@ -1064,16 +1064,22 @@ def test_a_students_answer_to_a_method_is_the_class_or_the_method_alone(tmp_path
 
 
 def test_a_mined_method_task_file_loads_back(tmp_path):
+    """Both a method with a docstring and one without (its prompt ends with the indented `def`
+    line, which the task-file check completes one level deeper) load back."""
     write_repo(tmp_path / "repo", CLASSES)
     found, _ = _tasks(tmp_path / "repo")
-    task = found["Item.price_of"].task()
-    path = tmp_path / "tasks.jsonl"
-    save_jsonl([Task(task.task_id, task.prompt, task.entry_point,
-                     ("assert Item('tea', 150).price_of(2) == 300",), reference=task.reference,
-                     source="mined", description=task.description, metadata=task.metadata)],
-               path)
-    [loaded] = load_tasks(str(path))
-    assert loaded.metadata["method"] == "price_of" and loaded.entry_point == "Item"
+    tests = {"price_of": "assert Item('tea', 150).price_of(2) == 300",
+             "__eq__": "assert Item('tea', 150).__eq__(Item('tea', 150)) == True"}
+    for method, test in tests.items():
+        task = found[f"Item.{method}"].task()
+        assert task.prompt.rstrip().endswith(":") == (method == "__eq__")  # no docstring
+        path = tmp_path / f"{method}.jsonl"
+        save_jsonl([Task(task.task_id, task.prompt, task.entry_point, (test,),
+                         reference=task.reference, source="mined",
+                         description=task.description, metadata=task.metadata)], path)
+        [loaded] = load_tasks(str(path))
+        assert loaded.metadata["method"] == method and loaded.entry_point == "Item"
+        assert _passes(loaded, loaded.reference, loaded.tests)
 
 
 def test_hostile_code_in_a_mined_class_never_runs_outside_the_sandbox(tmp_path):

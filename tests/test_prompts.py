@@ -20,7 +20,7 @@ VALUES = {"prompt": TASK.prompt, "description": "", "attempt": "def f():\n    re
           "feedback": "AssertionError\nINPUT: 3.5\nOUTPUT: 3\nEXPECTED: 0.5",
           "entry_point": TASK.entry_point, "count": 10, "guide": "def f():\n    return 0.5",
           "solution": "def f():\n    return 0.25", "method": None, "binding": None,
-          "calls": "f(1)\nf(2)", "classes": []}
+          "calls": "f(1)\nf(2)", "classes": [], "why": "alike"}
 NAMES = template_names()  # the built-in prompts and every refinement strategy's
 
 

@@ -114,7 +114,8 @@ def _check_program(row: dict, fail) -> None:
     # A prompt normally ends inside a function: give it a body to see if the rest is sound.
     last = prompt.rstrip().splitlines()[-1] if prompt.strip() else ""
     indent = last[: len(last) - len(last.lstrip())] or "    "
-    endings = ("", f"\n{indent}pass\n", "\n    pass\n")
+    # (one level deeper than that line: a method's prompt ends with `    def m(self):`)
+    endings = ("", f"\n{indent}pass\n", f"\n{indent}    pass\n", "\n    pass\n")
     if not any(_is_python(prompt.rstrip() + ending) for ending in endings):
         _parses(prompt, fail, "prompt")
     if reference is None:

@@ -128,7 +128,7 @@ class GenTestsReport:
             "calls proposed": self.proposed,
             "inputs run": self.parsed,
             "tests kept": self.kept,
-            "tasks asked again (first calls alike)": self.asked_again,
+            "tasks asked again (first calls alike or too few)": self.asked_again,
         }
         if self.variety:
             tests = sorted(t for t, _ in self.variety)
@@ -206,20 +206,23 @@ def generate_tests(
     proposals |= _ask(report, run, spec, with_reference, "gen_tests", count, temperature,
                       max_tokens, progress)
     made = _run_references(with_reference, proposals, limits, workers, progress)
-    # Tests that all behave alike, or too few because the calls behave alike or repeat each
-    # other: ask once more, for calls that exercise other cases.
-    again = []
+    # Tests that all behave alike, or too few: ask once more, for calls that exercise other
+    # cases ("alike": the calls behaved alike or repeated each other; "few": too few of them gave
+    # tests for other reasons: not literal, crashed the reference...).
+    why: dict[str, str] = {}
     for task in with_reference:
         calls, first, second = made.get(task.task_id, ([], [], []))
         kinds: list[tuple] = []
         kept, dropped = make_tests(calls, first, second, per_behaviour, kinds)
-        alike = len(kept) > 1 and len(set(kinds)) == 1
-        if alike or len(kept) < min_tests and (dropped[SAME_BEHAVIOUR]
-                                               or proposals[task.task_id].dropped[DUPLICATE]):
-            again.append(task)
+        if len(kept) > 1 and len(set(kinds)) == 1:
+            why[task.task_id] = "alike"
+        elif len(kept) < min_tests:
+            alike = dropped[SAME_BEHAVIOUR] or proposals[task.task_id].dropped[DUPLICATE]
+            why[task.task_id] = "alike" if alike else "few"
+    again = [t for t in with_reference if t.task_id in why]
     if again:
         more = _ask(report, run, spec, again, "gen_tests_again", count, temperature, max_tokens,
-                    progress, before=proposals)
+                    progress, before=proposals, why=why)
         fresh = {t.task_id: Proposal(tuple(c for c in more[t.task_id].calls
                                            if c not in proposals[t.task_id].calls),
                                      0, Counter()) for t in again}
@@ -283,10 +286,10 @@ def generate_tests(
 
 def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[Task],
          template: str, count: int, temperature: float | None, max_tokens: int | None,
-         progress: Progress | None, before: dict[str, Proposal] | None = None
-         ) -> dict[str, Proposal]:
+         progress: Progress | None, before: dict[str, Proposal] | None = None,
+         why: dict[str, str] | None = None) -> dict[str, Proposal]:
     """The calls the teacher proposes for each task (`template`; `before`: the calls proposed
-    already, shown to it), its tokens counted in `report`."""
+    already, shown to it, with `why` they are asked again), its tokens counted in `report`."""
     stage = template.replace("_", "-")
     requests = [
         request_for(
@@ -294,7 +297,8 @@ def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[T
             messages=render(
                 template, prompt=task.prompt, entry_point=task.entry_point, count=count,
                 **_method_of(task), classes=sorted(defined_classes(task)),
-                **({"calls": "\n".join(before[task.task_id].calls)} if before else {}),
+                **({"calls": "\n".join(before[task.task_id].calls), "why": why[task.task_id]}
+                   if before and why else {}),
             ),
             key=f"{stage}:{task.task_id}",
             temperature=temperature,

@@ -27,7 +27,7 @@ NOT_DETERMINISTIC = "not deterministic"
 NOT_A_LITERAL = "output repr not a literal"
 FLOAT_NOISE = "float rounding noise"
 TOO_LONG = "output too long"
-SAME_BEHAVIOUR = "behaves as tests kept (outputs.behaviour)"
+SAME_BEHAVIOUR = "behaves as tests kept (output and path: outputs.kind)"
 TASK_SKIPPED = "task skipped"  # a good test of a task left with too few
 
 
