@@ -4,8 +4,10 @@
 # environment (to $TMPDIR), each mined with the demo teacher (every candidate, --held-out 0).
 #   bash scripts/measure_mine.sh [RUNS]      default RUNS: runs/mine-measure/now
 # Each package's run is RUNS/<name> (resumed when it exists: the teacher's answers are in its
-# cache, so a rerun asks nothing again); its tasks are RUNS/<name>.jsonl. The table at the end
-# reads only those files. Hours of teacher time the first time on 2 cores; minutes after.
+# cache, so a rerun asks nothing again; a new one starts from the answers kept in
+# docs/results/answers/mine/, so on a new machine it takes minutes); its tasks are
+# RUNS/<name>.jsonl. The table at the end
+# reads only those files. About an hour of teacher time on 2 cores without kept answers.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -20,6 +22,10 @@ for pair in pygments:pygments more_itertools:setuptools/_vendor/more_itertools c
   if [ ! -d "$pkgs/$name" ]; then
     cp -r "$site/${pair#*:}" "$pkgs/$name"
     find "$pkgs/$name" -name __pycache__ -prune -exec rm -rf {} +
+  fi
+  kept=docs/results/answers/mine/$name/cache  # the teacher's answers of the measured run
+  if [ ! -d "$runs/$name" ] && [ -d "$kept" ]; then
+    mkdir -p "$runs/$name" && cp -r "$kept" "$runs/$name/cache"
   fi
   echo "== $name $(date -u +%T)"
   .venv/bin/localdistill mine "$pkgs/$name" -o "$runs/$name.jsonl" --teacher demo-teacher \
