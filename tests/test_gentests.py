@@ -307,7 +307,9 @@ def test_gen_tests_on_code_alpaca_with_the_tiny_teacher(tmp_path):
     with RunDir(tmp_path / "run") as run:
         report = generate_tests(tasks, "tiny", run, count=5, min_tests=1, max_tokens=48,
                                 temperature=0, workers=2)
-        assert report.new_requests == 3  # nothing asked for the task without a reference
+        # one request per task with a reference, one more for each asked again (left with too
+        # few tests); nothing for the task without a reference
+        assert report.asked_again <= 3 and report.new_requests == 3 + report.asked_again
         kept_ids = [t.task_id for t in report.tasks]
         assert sorted(kept_ids + list(report.skipped)) == sorted(t.task_id for t in tasks)
         assert report.skipped["no-ref"] == "no reference solution to run"

@@ -49,7 +49,7 @@
 Nothing leaves the machine: the only model asked is the configured teacher (through the run's
 request cache), and what is recorded goes to the run directory (`mine.jsonl`, the manifest).
 
-files.py, select.py, package.py and standalone.py build on one another in that order,
+files.py, module.py, select.py, package.py and standalone.py build on one another in that order,
 decontaminate.py on none of them, and none imports this package: this module ties them together
 (`find_candidates`, `mine`) and re-exports their public names, so
 `from localdistill.stages.mine import ...` finds them all.
@@ -82,6 +82,7 @@ from localdistill.stages.mine.decontaminate import (
     evaluation_sets,
 )
 from localdistill.stages.mine.files import SKIP_DIRS, _read, own_packages, python_files
+from localdistill.stages.mine.module import _Module
 from localdistill.stages.mine.package import Package
 from localdistill.stages.mine.select import (
     ASYNC,
@@ -127,7 +128,6 @@ from localdistill.stages.mine.select import (
     MineStats,
     _functions,
     _method_problem,
-    _Module,
     _placement_problem,
     _shape_problem,
 )

@@ -9,7 +9,7 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from localdistill.stages.mine.select import _Module
+from localdistill.stages.mine.module import _Module
 
 MAX_REEXPORTS = 5  # hops from an import to the definition (a re-export of a re-export...)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from localdistill.progress import StageReport
+from localdistill.stages.mine.module import _Module
 from localdistill.tasks.record import Task
 
 MIN_BODY_LINES = 3
@@ -146,82 +147,6 @@ class MineStats:
         }
         counts |= {f"rejected: {reason}": n for reason, n in self.by_reason().most_common()}
         return StageReport("mine", counts, seconds=self.seconds)
-
-
-# --- one module ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Module:
-    """A parsed file and what its top level binds."""
-
-    path: str
-    lines: list[str]
-    tree: ast.Module
-    imports: dict[str, tuple[ast.Import | ast.ImportFrom, ast.alias]] = field(default_factory=dict)
-    definitions: dict[str, ast.stmt] = field(default_factory=dict)
-    twice: set[str] = field(default_factory=set)
-    future: list[ast.ImportFrom] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        meanings: dict[str, set[str]] = {}  # name -> what each binding binds it to
-        for node in self.tree.body:
-            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-                self.future.append(node)
-            elif isinstance(node, ast.Import | ast.ImportFrom):
-                for alias in node.names:
-                    if alias.name != "*":
-                        name = alias.asname or alias.name.split(".")[0]
-                        self.imports[name] = (node, alias)
-                        meanings.setdefault(name, set()).add(_imported(node, alias))
-            elif not _overload(node):  # typing stubs, not the definition
-                for name in _top_level_names(node):
-                    self.definitions[name] = node
-                    meanings.setdefault(name, set()).add(f"line {node.lineno}")
-        self.twice = {name for name, bound in meanings.items() if len(bound) > 1}
-
-    @property
-    def lazy_annotations(self) -> bool:
-        return any(a.name == "annotations" for node in self.future for a in node.names)
-
-    def source(self, node: ast.stmt) -> str:
-        return "\n".join(self.lines[node.lineno - 1 : node.end_lineno])
-
-    def import_root(self, name: str) -> str | None:
-        """The top-level module a name imported at the top level comes from ('.' if relative)."""
-        if name not in self.imports:
-            return None
-        node, alias = self.imports[name]
-        return _root(node, alias)
-
-
-def _imported(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
-    """What an import binds its name to: `import os` and `import os.path` both bind os to os."""
-    if isinstance(node, ast.Import):
-        return alias.name if alias.asname else alias.name.split(".")[0]
-    return f"{'.' * node.level}{node.module or ''}:{alias.name}"
-
-
-def _overload(node: ast.stmt) -> bool:
-    decorators = getattr(node, "decorator_list", [])
-    return any(isinstance(d, ast.Name | ast.Attribute) and ast.unparse(d).endswith("overload")
-               for d in decorators)
-
-
-def _top_level_names(node: ast.stmt) -> list[str]:
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return [node.name]
-    if isinstance(node, ast.Assign):
-        return [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-    if isinstance(node, ast.AnnAssign) and node.value and isinstance(node.target, ast.Name):
-        return [node.target.id]
-    return []
-
-
-def _root(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
-    if isinstance(node, ast.ImportFrom):
-        return "." if node.level else (node.module or "").split(".")[0]
-    return alias.name.split(".")[0]
 
 
 # --- where a function is and what shape it has --------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from localdistill.stages.mine.module import _free_names, _imported, _Module, _root
 from localdistill.stages.mine.package import Package
 from localdistill.stages.mine.select import (
     _BUILTINS,
@@ -41,10 +42,7 @@ from localdistill.stages.mine.select import (
     _body_lines,
     _constructor_arguments,
     _Function,
-    _imported,
-    _Module,
     _opaque,
-    _root,
     _signature_end,
     mutates,
     package_classes,
@@ -403,34 +401,3 @@ def _docstring_pass_or_constant(node: ast.stmt, dotted: Callable[[ast.expr], str
         return "constant"
     return "other"
 
-
-def _free_names(node: ast.AST, annotations: bool) -> set[str]:
-    """Names a definition reads but never binds (builtins among them); annotations left out when
-    they are never evaluated (`from __future__ import annotations`). Default values are read
-    outside their function: in `def f(x, sqrt=sqrt)` the second sqrt is free."""
-    loaded, bound, parameters, defaults = set(), set(), set(), set()
-    todo = [node]
-    while todo:
-        child = todo.pop()
-        if isinstance(child, ast.Name):
-            (loaded if isinstance(child.ctx, ast.Load) else bound).add(child.id)
-        elif isinstance(child, ast.arg):
-            parameters.add(child.arg)
-        elif isinstance(child, ast.arguments):
-            defaults |= {n.id for d in [*child.defaults, *child.kw_defaults] if d
-                         for n in ast.walk(d) if isinstance(n, ast.Name)}
-        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if child is not node:
-                bound.add(child.name)
-        elif isinstance(child, ast.Import | ast.ImportFrom):
-            bound |= {a.asname or a.name.split(".")[0] for a in child.names}
-        elif isinstance(child, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and child.name:
-            bound.add(child.name)
-        for name, value in ast.iter_fields(child):
-            if not annotations and name in ("annotation", "returns"):
-                continue
-            values = value if isinstance(value, list) else [value]
-            todo.extend(v for v in values if isinstance(v, ast.AST))
-    if isinstance(node, ast.ClassDef):
-        loaded.discard(node.name)
-    return (loaded - bound - parameters) | (defaults - bound)
