@@ -11,10 +11,12 @@ import resource
 from pathlib import Path
 
 
-def _cuda_torch():
+def cuda_torch():
+    """torch, when it is imported already and sees a CUDA GPU; else None (it is never imported
+    here only to ask: that costs seconds)."""
     import sys
 
-    torch = sys.modules.get("torch")  # never imported here only to ask: it costs seconds
+    torch = sys.modules.get("torch")
     if torch is None:
         return None
     return torch if torch.cuda.is_available() else None
@@ -23,7 +25,7 @@ def _cuda_torch():
 def reset_peak() -> None:
     """Start the peak that `peak_gib` reports afresh: one process may run several stages (or
     train several adapters), and each report should be its own peak, not the process's."""
-    if (torch := _cuda_torch()) is not None:
+    if (torch := cuda_torch()) is not None:
         torch.cuda.reset_peak_memory_stats()
     try:  # Linux: "5" resets the resident set's high-water mark (VmHWM) to the current size
         Path("/proc/self/clear_refs").write_text("5")
@@ -34,13 +36,8 @@ def reset_peak() -> None:
 def peak_gib() -> float:
     """The peak since `reset_peak`: GPU memory on CUDA, else the resident set (where the system
     cannot reset it, the process's peak)."""
-    if (torch := _cuda_torch()) is not None:
+    if (torch := cuda_torch()) is not None:
         return torch.cuda.max_memory_allocated() / 2**30
-    return resident_peak_gib()
-
-
-def resident_peak_gib() -> float:
-    """This process's resident-set peak since `reset_peak` (or its start), in GiB."""
     try:
         status = Path("/proc/self/status").read_text().splitlines()
         return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 2**20

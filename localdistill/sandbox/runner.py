@@ -506,17 +506,18 @@ def run_job(job, results):
         test = job["tests"][i]
         message = {"test": i}
         try:
-            if test["kind"] == "value" and test.get("trace"):
-                lines = set()
-                sys.settrace(_line_tracer(lines))
+            if test["kind"] == "value":
+                lines = set() if test.get("trace") else None
+                if lines is not None:
+                    sys.settrace(_line_tracer(lines))
                 try:
                     got = run(test["expr"], "eval")
                 finally:
-                    sys.settrace(None)
+                    if lines is not None:
+                        sys.settrace(None)
                 message["value"] = _encode_or_error(got, message)
-                message["path"] = sorted(lines)[:MAX_PATH_LINES]
-            elif test["kind"] == "value":
-                message["value"] = _encode_or_error(run(test["expr"], "eval"), message)
+                if lines is not None:
+                    message["path"] = sorted(lines)[:MAX_PATH_LINES]
             elif test["kind"] == "compare":
                 got = run(test["expr"], "eval")
                 expected = run(test["expected"], "eval")

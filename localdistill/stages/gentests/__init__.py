@@ -291,12 +291,13 @@ def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[T
     """The calls the teacher proposes for each task (`template`; `before`: the calls proposed
     already, shown to it, with `why` they are asked again), its tokens counted in `report`."""
     stage = template.replace("_", "-")
+    classes = {t.task_id: defined_classes(t) for t in tasks}
     requests = [
         request_for(
             spec,
             messages=render(
                 template, prompt=task.prompt, entry_point=task.entry_point, count=count,
-                **_method_of(task), classes=sorted(defined_classes(task)),
+                **_method_of(task), classes=sorted(classes[task.task_id]),
                 **({"calls": "\n".join(before[task.task_id].calls), "why": why[task.task_id]}
                    if before and why else {}),
             ),
@@ -310,7 +311,7 @@ def _ask(report: GenTestsReport, run: RunDir, spec: ModelSpec, tasks: Sequence[T
     report.teacher_tokens += sum(a.completion_tokens for a in answers.values())
     report.new_requests += sum(not a.cached for a in answers.values())
     return {t.task_id: parse_calls(answers[f"{stage}:{t.task_id}"].text, t.entry_point, count,
-                                   **_method_of(t), classes=defined_classes(t)) for t in tasks}
+                                   **_method_of(t), classes=classes[t.task_id]) for t in tasks}
 
 
 def _run_references(tasks: Sequence[Task], proposals: dict[str, Proposal], limits: Limits,

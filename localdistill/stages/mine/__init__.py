@@ -161,7 +161,7 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
     """The functions of `repo` that make tasks (see the module docstring), in file order."""
     repo = Path(repo)
     files = python_files(repo)
-    own = own_packages(repo, files)
+    own = frozenset(own_packages(repo, files))
     started = time.monotonic()
     stats, candidates = MineStats(files=len(files)), []
     package = Package(repo.name if (repo / "__init__.py").exists() else "")
@@ -179,8 +179,8 @@ def find_candidates(repo: Path, site_packages: bool = False) -> tuple[list[Candi
         for function, qualified, place, owner in _functions(module.tree):
             stats.functions += 1
             reason = _placement_problem(place, function.name, module, owner) or (
-                _shape_problem(function, module, own=frozenset(own)) if owner is None
-                else _method_problem(function, owner, module, frozenset(own)))
+                _shape_problem(function, module, own=own) if owner is None
+                else _method_problem(function, owner, module, own))
             candidate = None
             if reason is None and owner is not None:
                 candidate, reason = _method_candidate(function, owner, module, own,

@@ -203,9 +203,8 @@ def _method_problem(function: _Function, owner: ast.ClassDef, module: _Module,
     binding = _binding(function)
     if binding is None:
         return PROPERTY
-    skip = 0 if "staticmethod" in map(ast.unparse, function.decorator_list) else 1
     extra = _constructor_arguments(owner) if binding == "instance" else []
-    return _shape_problem(function, module, skip=skip, extra=extra, method=True,
+    return _shape_problem(function, module, skip=self_arguments(function), extra=extra, method=True,
                           returns=binding == "class" or not mutates(function), own=own)
 
 
@@ -239,12 +238,22 @@ def mutates(function: _Function) -> bool:
     return False
 
 
+def arguments_of(function: _Function) -> list[ast.arg]:
+    """A function's named arguments, in order (not *args, **kwargs)."""
+    a = function.args
+    return [*a.posonlyargs, *a.args, *a.kwonlyargs]
+
+
+def self_arguments(method: _Function) -> int:
+    """How many of a method's first arguments are its object or class: 0 for a static method."""
+    return 0 if "staticmethod" in map(ast.unparse, method.decorator_list) else 1
+
+
 def _constructor_arguments(owner: ast.ClassDef) -> list[ast.arg]:
     """The named arguments its class is built with: `__init__`'s, or a dataclass's fields."""
     for node in owner.body:
         if isinstance(node, ast.FunctionDef) and node.name == "__init__":
-            a = node.args
-            return [*a.posonlyargs, *a.args, *a.kwonlyargs][1:]
+            return arguments_of(node)[1:]
     if any(ast.unparse(d).split("(")[0].endswith("dataclass") for d in owner.decorator_list):
         return [ast.arg(n.target.id, n.annotation) for n in owner.body
                 if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
@@ -272,7 +281,7 @@ def _shape_problem(function: _Function, module: _Module, skip: int = 0,
     if special and not method:
         return DUNDER
     arguments = function.args
-    named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs][skip:]
+    named = arguments_of(function)[skip:]
     inputs = named + (extra or [])
     if not inputs:
         return VARARGS_ONLY if arguments.vararg or arguments.kwarg else NO_ARGUMENTS

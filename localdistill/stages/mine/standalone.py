@@ -44,8 +44,10 @@ from localdistill.stages.mine.select import (
     _Function,
     _opaque,
     _signature_end,
+    arguments_of,
     mutates,
     package_classes,
+    self_arguments,
 )
 
 
@@ -56,7 +58,7 @@ def _candidate(function: _Function, module: _Module, own: set[str],
     reason = needs.resolve(function)
     if reason:
         return None, reason
-    if not needs.require_classes(_classes_of(_arguments(function), module, own)):
+    if not needs.require_classes(_classes_of(arguments_of(function), module, own)):
         return None, OPAQUE_ARGUMENTS
     signature = "\n".join(module.lines[function.lineno - 1 : _signature_end(function)])
     return _assembled(needs, function, module, signature, function.name)
@@ -102,8 +104,8 @@ def _method_candidate(function: _Function, owner: ast.ClassDef, module: _Module,
         return None, reason
     if not needs.require_classes(_classes_of(_constructor_arguments(owner), module, own)):
         return None, NOT_BUILDABLE
-    skip = 0 if "staticmethod" in map(ast.unparse, function.decorator_list) else 1
-    if not needs.require_classes(_classes_of(_arguments(function)[skip:], module, own)):
+    skip = self_arguments(function)
+    if not needs.require_classes(_classes_of(arguments_of(function)[skip:], module, own)):
         return None, OPAQUE_ARGUMENTS
     return _assembled(needs, function, module, _class_text(owner, function, module),
                       f"{owner.name}.{function.name}", _binding(function))
@@ -116,16 +118,11 @@ _METHOD_DECORATORS = frozenset({
 _DATACLASS_FIELD = frozenset({"field", "dataclasses.field"})
 
 
-def _arguments(function: _Function) -> list[ast.arg]:
-    a = function.args
-    return [*a.posonlyargs, *a.args, *a.kwonlyargs]
-
-
-def _classes_of(arguments: list[ast.arg], module: _Module, own: set[str]) -> set[str]:
+def _classes_of(arguments: list[ast.arg], module: _Module, own: frozenset[str]) -> set[str]:
     """The repository's classes the arguments' annotations name (their objects are built in the
     tests: the classes must travel)."""
     return {name for argument in arguments if argument.annotation is not None
-            for name in package_classes(argument.annotation, module, frozenset(own))}
+            for name in package_classes(argument.annotation, module, own)}
 
 
 def _class_problem(node: ast.ClassDef, module: _Module) -> str | None:

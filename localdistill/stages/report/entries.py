@@ -11,7 +11,7 @@ from pathlib import Path
 
 from localdistill.errors import BadInput
 from localdistill.passk import label
-from localdistill.progress import StageReport, duration
+from localdistill.progress import PEAK, StageReport, duration
 from localdistill.rundir import load_json
 from localdistill.stages.build.methods import teacher_tokens as method_teacher_tokens
 
@@ -142,7 +142,7 @@ def _train_peak(report: dict) -> float | None:
     if report.get("peak_memory_gib") is not None:
         return report["peak_memory_gib"]
     try:
-        return float(report.get("counts", {})["peak memory (GiB)"])
+        return float(report.get("counts", {})[PEAK])
     except (KeyError, TypeError, ValueError):
         return None
 

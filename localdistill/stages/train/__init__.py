@@ -25,7 +25,7 @@ from localdistill import memory
 from localdistill.backends import get_model
 from localdistill.errors import BadInput
 from localdistill.models import ModelSpec, weights_path
-from localdistill.progress import Measure, Progress, StageReport, bar
+from localdistill.progress import PEAK, Measure, Progress, StageReport, bar
 from localdistill.rundir import DirectoryLock, write_atomic
 from localdistill.stages.train import data, distributed, loop
 from localdistill.stages.train.config import SMALL_SET, TrainConfig, TrainResult
@@ -79,7 +79,7 @@ def release_memory() -> None:
     import gc
 
     gc.collect()  # PEFT's wrapped model holds reference cycles
-    if (torch := _cuda_torch()) is not None:
+    if (torch := memory.cuda_torch()) is not None:
         torch.cuda.empty_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -145,7 +145,7 @@ def _train(data_set: Path | str, spec: ModelSpec, out: Path, config: TrainConfig
         "first loss": Measure(result.first_loss, ".4f"),
         "last loss": Measure(result.last_loss, ".4f"),
         "tokens/s": Measure(result.tokens / result.seconds if result.seconds else None, ",.0f"),
-        "peak memory (GiB)": Measure(peaks[0], ".2f"),
+        PEAK: Measure(peaks[0], ".2f"),
         **({"processes": ranks.world,
             "peak memory per process (GiB)": ", ".join(f"{p:.2f}" for p in peaks)}
            if ranks.world > 1 else {}),
@@ -191,15 +191,6 @@ def _save_adapter(model, target: Path, base: Path, whole_state: dict | None = No
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _cuda_torch():
-    """torch, when it is installed and sees a CUDA GPU; else None."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch if torch.cuda.is_available() else None
 
 
 def plot_loss(out: Path) -> Path | None:
