@@ -24,7 +24,11 @@
 # docs/results/answers/reproduce-k4/eval/MODEL/BENCH/ and each adapter's training record to
 # docs/results/train/reproduce-k4/METHOD/, to be committed: a new machine resumes from them.
 # Run it again after any interruption: it picks up where it stopped (a finished adapter, one
-# with train.json, is kept as it is: its answers are cached under its sha256).
+# with train.json, is kept as it is: its answers are cached under its sha256). An evaluation
+# whose answers and summary are kept is never run again, on any machine: it is judged again
+# from the kept answers (`eval --replay`), and an adapter whose two evaluations are kept is not
+# trained again (the weights stay on the machine that trained them; the kept answers are what
+# the comparisons need).
 #
 # REPLAY=1: ask no model and train nothing: judge the kept answers again (`eval --replay`, with
 # the kept training records) and report. This is how a new machine shows the results in minutes.
@@ -55,23 +59,34 @@ keep_eval() {  # RUN MODEL BENCH: the answers and the summary, where a new machi
   cp "$1/summary.json" "$to/summary.json"
 }
 
+kept_finished() {  # MODEL-LABEL SLUG: its evaluation finished and its answers are kept
+  [ -f "$kept/eval/$1/$2/cache/requests.jsonl" ] && [ -f "$kept/eval/$1/$2/summary.json" ]
+}
+
+replay() {  # MODEL-LABEL BENCH RUN: the kept answers judged again, no model asked
+  local slug=${2//:/-}
+  local adapter=()
+  [ "$1" = base ] || adapter=(--adapter "$trained/$1")
+  "$localdistill" eval "$2" --model demo-student "${adapter[@]}" --temperature 0 \
+    --steps 1 --run "$3" --replay "$kept/eval/$1/$slug/cache/requests.jsonl"
+}
+
 evaluate() {  # MODEL-LABEL MODEL BENCH: one step and one repair step
   local bench=$3
   local slug=${bench//:/-}
   local where=$runs/eval/$1/$slug
   if [ "${REPLAY:-0}" = 1 ]; then
-    local answers=$kept/eval/$1/$slug/cache/requests.jsonl
     # an unfinished evaluation keeps its answers so far (to resume), without a summary
-    [ -f "$answers" ] && [ -f "$kept/eval/$1/$slug/summary.json" ] ||
-      { echo "== $1 $bench: no finished kept answers, left out"; return 0; }
-    local adapter=()
-    [ "$1" = base ] || adapter=(--adapter "$trained/$1")
-    "$localdistill" eval "$bench" --model demo-student "${adapter[@]}" --temperature 0 \
-      --steps 1 --run "$runs/replayed/$1/$slug" --replay "$answers"
+    kept_finished "$1" "$slug" || { echo "== $1 $bench: no finished kept answers, left out"; return 0; }
+    replay "$1" "$bench" "$runs/replayed/$1/$slug"
     return 0
   fi
-  if [ -f "$where/summary.json" ] && [ -f "$kept/eval/$1/$slug/summary.json" ]; then
-    return 0  # finished and kept
+  if kept_finished "$1" "$slug"; then
+    # finished on this machine, or on another one (its adapter not here): judged again from the
+    # kept answers, never evaluated again, and its kept record (the real run's wall time and
+    # peak memory) left as it is
+    [ -f "$where/summary.json" ] || replay "$1" "$bench" "$where"
+    return 0
   fi
   echo "== eval $1 $bench: $(date -u +%FT%TZ)"
   "$localdistill" eval "$bench" --model "$2" --temperature 0 --steps 1 --run "$where" \
@@ -102,13 +117,15 @@ for method in "${methods[@]}"; do
           --reuse docs/results/answers
       fi;;
   esac
-  if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
+  if kept_finished "$method" humaneval && kept_finished "$method" mbpp-test; then
+    :  # evaluated and kept: its adapter is not needed again (a new machine does not retrain it)
+  elif [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
     echo "== train $method: $(date -u +%FT%TZ)"
     # the recorded reproduction's settings: rank 16 (default), 2 epochs, 8 a step, 2e-4
     "$localdistill" train "$runs/collect/data/$method" --student demo-student \
       -o "$runs/train/$method" --epochs 2 --lr 2e-4 --grad-accumulation 8 --save-every 5
   fi
-  if [ "${REPLAY:-0}" != 1 ]; then
+  if [ "${REPLAY:-0}" != 1 ] && [ -f "$runs/train/$method/train.json" ]; then
     mkdir -p "$trained/$method"
     cp "$runs/train/$method"/{train.json,train_log.jsonl,loss.png} "$trained/$method/"
   fi
