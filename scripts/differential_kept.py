@@ -15,7 +15,11 @@ inpd-matched, persd) each answer is run on inputs generated from its task's test
   means, or the reference is wrong there: such inputs judge nothing.
 
 It prints one table (and writes it with --out FILE.json): per set, the answers, those checked,
-those refuted by each oracle, and why the others were not checked.
+those refuted by each oracle, and why the others were not checked; the JSON also names the rows
+refuted on the agreed inputs. With --write-unrefuted, every training set of which more than 5%
+of the checked rows are refuted on the agreed inputs is written again without them, beside it in
+RUN/data as SET-unrefuted (JSONL and datasets directory, as `build` writes them), to be trained
+and evaluated beside the original (docs/results.md).
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from localdistill.records import Attempt, Direct, Execution, Refinement, read
 from localdistill.rundir import RunDir
 from localdistill.sandbox import Limits, run_tests
 from localdistill.sandbox.differential import DEFAULT_INPUTS, make_oracle
+from localdistill.stages.build import write_dataset
 from localdistill.tasks import load_tasks
+
+# The issue's rule: a training set with more than this share of its checked rows refuted is
+# trained again without them, beside the original.
+UNREFUTED_ABOVE = 0.05
 
 
 def main() -> None:
@@ -39,6 +48,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=DEFAULT_INPUTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--write-unrefuted", action="store_true",
+                        help=f"write SET-unrefuted for each set over {UNREFUTED_ABOVE:.0%} refuted")
     args = parser.parse_args()
     tasks = {t.task_id: t for t in load_tasks(args.tasks)}
     with RunDir(args.run) as run:
@@ -88,7 +99,11 @@ def main() -> None:
             agreed_cache[key] = tuple(passes(task_id, second, oracle(task_id).tests)[1])
         return agreed_cache[key]
 
-    def judge(kind, task_id, completion, second):
+    def judge(kind, task_id, completion, second, row_id=None):
+        verdict = _judge(kind, task_id, completion, second)
+        return verdict if row_id is None else {**verdict, "id": row_id}
+
+    def _judge(kind, task_id, completion, second):
         o = oracle(task_id)
         if o.skipped:
             return {"kind": kind, "not checked": f"oracle: {o.skipped}"}
@@ -116,10 +131,10 @@ def main() -> None:
                 results.append({"kind": method, "not checked": "the reference itself"})
             elif method == "persd":
                 results.append(judge(method, task_id, by_key[f"refinement:{source}"],
-                                     teacher.get(task_id)))
+                                     teacher.get(task_id), row["id"]))
             else:
                 results.append(judge(method, task_id, by_key[f"direct:{source}"],
-                                     student.get(task_id, refined.get(task_id))))
+                                     student.get(task_id, refined.get(task_id)), row["id"]))
 
     table = []
     for kind in dict.fromkeys(r["kind"] for r in results):
@@ -134,7 +149,9 @@ def main() -> None:
                                                   for r in alone),
             "not checked": dict(Counter(r["not checked"].split(" (")[0] for r in mine
                                         if "not checked" in r and
-                                        "refuted (agreed inputs)" not in r))})
+                                        "refuted (agreed inputs)" not in r)),
+            "refuted rows (agreed inputs)": sorted(r["id"] for r in checked
+                                                   if r["refuted (agreed inputs)"] and "id" in r)})
     for row in table:
         share = (row["refuted (agreed inputs)"] / row["checked (agreed inputs)"]
                  if row["checked (agreed inputs)"] else 0)
@@ -145,6 +162,27 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps({"inputs": args.inputs, "seed": args.seed,
                                         "table": table}, indent=2) + "\n")
+    if args.write_unrefuted:
+        for row in table:
+            if row["set"] in rows:
+                write_unrefuted(data, row["set"], rows[row["set"]], row)
+
+
+def write_unrefuted(data: Path, method: str, method_rows: list[dict], row: dict) -> Path | None:
+    """data/METHOD-unrefuted: METHOD's rows without those refuted on the agreed inputs, when
+    they are more than UNREFUTED_ABOVE of the rows checked; None (nothing written) otherwise."""
+    refuted = set(row["refuted rows (agreed inputs)"])
+    checked = row["checked (agreed inputs)"]
+    if not checked or len(refuted) / checked <= UNREFUTED_ABOVE:
+        print(f"{method}: {len(refuted)} of {checked} checked rows refuted, not over "
+              f"{UNREFUTED_ABOVE:.0%}: no {method}-unrefuted")
+        return None
+    kept = [r for r in method_rows if r["id"] not in refuted]
+    target = data / f"{method}-unrefuted"
+    write_dataset(kept, target)
+    print(f"{method}-unrefuted: {len(kept)} rows ({len(method_rows) - len(kept)} refuted left "
+          f"out) in {target}")
+    return target
 
 
 if __name__ == "__main__":

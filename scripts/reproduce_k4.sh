@@ -10,7 +10,11 @@
 # six, in the order the issue asks them: persd inpd-matched persd-personal standd-third
 # persd-refine persd-combine; then the token-level sets tokd and persd+tokd (docs/
 # token-distillation.md), whose scores the teacher computes the first time one is reached (about
-# an hour here; the scores stay in collect/cache/scores.jsonl, too large to keep in git).
+# an hour here; the scores stay in collect/cache/scores.jsonl, too large to keep in git); then
+# the sets without the rows differential checking refutes (docs/sandbox.md: those over 5%
+# refuted, written by scripts/differential_kept.py, no model call) beside their originals
+# (inpd-matched-unrefuted; standd and inpd, evaluated here under today's decoding, and their
+# -unrefuted sets), and tokd-self (the student as its own scorer).
 # Everything lands in $RUNS/reproduce-k4 (RUNS default: runs):
 #
 #   collect/             rebuilt from the kept answers (no model call; the decoding they were
@@ -42,7 +46,8 @@ export LOCALDISTILL_DATA=$(cd "$1" && pwd)
 shift
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(persd inpd-matched persd-personal standd-third persd-refine
-                                     persd-combine tokd persd+tokd)
+                                     persd-combine tokd persd+tokd inpd-matched-unrefuted
+                                     tokd-self standd standd-unrefuted inpd inpd-unrefuted)
 cd "$repo"
 runs=${RUNS:-runs}/reproduce-k4
 localdistill=${LOCALDISTILL:-$repo/.venv/bin/localdistill}
@@ -108,6 +113,12 @@ LOCALDISTILL_MODELS=examples/models-parallel4.toml "$localdistill" build \
 evaluate base demo-student humaneval
 for method in "${methods[@]}"; do
   case "$method" in
+    *-unrefuted)  # the set without the rows differential checking refutes (no model call)
+      if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/collect/data/$method.jsonl" ]; then
+        echo "== differential check of the kept sets: $(date -u +%FT%TZ)"
+        "$python" scripts/differential_kept.py "$runs/collect" --tasks mbpp:train,mbpp:validation \
+          --out docs/results/differential-kept-k4.json --write-unrefuted
+      fi;;
     tokd|persd+tokd|tokd-self)  # the teacher scores the student's attempts: collect resumed
       if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/collect/data/$method.jsonl" ]; then
         echo "== score and build $method: $(date -u +%FT%TZ)"

@@ -4,8 +4,14 @@ the PERsD format, a correct one kept, and references that misbehave contained.""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import random
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from localdistill.sandbox import run_tests
 from localdistill.sandbox.differential import (
@@ -17,8 +23,10 @@ from localdistill.sandbox.differential import (
     seed_calls,
 )
 from localdistill.sandbox.limits import Limits
+from localdistill.stages.build import load_dataset_rows
 from localdistill.tasks.record import Task
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = 'def longest_chain(pairs):\n    """The length of the longest chain of pairs."""\n'
 # mbpp/601's lesson: three asserts that a wrong answer (counting a run of consecutive pairs)
 # also passes.
@@ -383,3 +391,51 @@ def test_a_lazy_reference_is_checked_on_its_items_as_gen_tests_makes_them():
     wrong = task.program("    return zip(xs[:3], xs[1:3])\n")  # only the first three
     assert run_tests(wrong, task.tests, task.entry_point).passed  # the task's own tests pass
     assert right.passed and not run_tests(wrong, oracle.tests, task.entry_point).passed
+
+
+def _script(name: str):
+    """A module of scripts/ (not a package), imported by path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_kept_runs_check_names_its_refuted_rows_and_writes_sets_without_them(tiny_collect,
+                                                                                 tmp_path):
+    """scripts/differential_kept.py on a real collect: the JSON names each set's refuted rows
+    (as many as it counts); a set over 5% refuted is written again without them, one under it is
+    not."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_collect.run, run, symlinks=True)
+    out = tmp_path / "differential.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "differential_kept.py"),
+                           str(run), "--tasks", str(tiny_collect.tasks), "--out", str(out),
+                           "--write-unrefuted"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sets = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
+            for p in (run / "data").glob("*.jsonl") if not p.stem.endswith("-unrefuted")}
+    for row in json.loads(out.read_text())["table"]:
+        named = row["refuted rows (agreed inputs)"]
+        if row["set"] in sets:
+            assert len(named) == row["refuted (agreed inputs)"]
+            assert set(named) <= {r["id"] for r in sets[row["set"]]}
+            written = run / "data" / f"{row['set']}-unrefuted.jsonl"
+            over = bool(named) and len(named) / row["checked (agreed inputs)"] > 0.05
+            assert written.is_file() == over, row
+            if over:
+                assert [json.loads(x) for x in written.read_text().splitlines()] == [
+                    r for r in sets[row["set"]] if r["id"] not in named]
+
+    # The rule itself, on the real rows: one of two checked refuted is over 5%; one of 100 is not
+    module = _script("differential_kept")
+    rows = sets["standd"]
+    assert len(rows) >= 2, "the tiny teacher verified too few answers to test on"
+    target = module.write_unrefuted(tmp_path / "data", "standd", rows, {
+        "refuted rows (agreed inputs)": [rows[0]["id"]], "checked (agreed inputs)": 2})
+    assert target == tmp_path / "data" / "standd-unrefuted"
+    assert load_dataset_rows(target) == rows[1:]
+    assert load_dataset_rows(target.with_suffix(".jsonl")) == rows[1:]
+    assert module.write_unrefuted(tmp_path / "few", "standd", rows, {
+        "refuted rows (agreed inputs)": [rows[0]["id"]], "checked (agreed inputs)": 100}) is None
+    assert not (tmp_path / "few").exists()

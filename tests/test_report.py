@@ -309,6 +309,27 @@ def test_the_claims_are_called_only_as_the_sign_test_allows(tmp_path):
     assert text.count("\n") == len(results) + 2
 
 
+def test_our_claims_beyond_the_paper_are_read_off_the_same_pairs(tmp_path):
+    tasks = [f"t{i}" for i in range(20)]
+    solved = {"base": 5, "tokd": 12, "inpd-matched": 10, "inpd-matched-unrefuted": 10}
+    runs = [_two_steps(tmp_path / name, {t: int(i < s) for i, t in enumerate(tasks)},
+                       {t: int(i < s) for i, t in enumerate(tasks)})
+            for name, s in solved.items()]
+    entries = load_entries(runs)
+    for e, name in zip(entries, solved, strict=True):
+        e.method = name
+    results = {(r.claim, r.a_method, r.b_method, r.comparison.step): r for r in claims(entries)}
+    tokens = "ours: token-level distillation from the teacher's log-probabilities helps"
+    assert results[(tokens, "tokd", "base", 0)].verdict == "holds"  # 7 won, 0 lost
+    assert results[(tokens, "tokd", "inpd-matched", 0)].verdict == "cannot tell"  # 2 to 0
+    unrefuted = results[("ours: training without the rows differential checking refutes helps",
+                         "inpd-matched-unrefuted", "inpd-matched", 1)]
+    assert (unrefuted.comparison.difference, unrefuted.verdict) == (0, "cannot tell")
+    # only the pairs both of whose methods were evaluated
+    assert {k[1:3] for k in results if k[0].startswith("ours:")} == {
+        ("tokd", "base"), ("tokd", "inpd-matched"), ("inpd-matched-unrefuted", "inpd-matched")}
+
+
 def test_the_report_draws_the_paired_differences(tmp_path):
     tasks = [f"t{i}" for i in range(30)]
     runs = [_summary(tmp_path / "base", "m", {t: int(i < 10) for i, t in enumerate(tasks)}),
