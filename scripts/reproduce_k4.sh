@@ -14,7 +14,10 @@
 # the sets without the rows differential checking refutes (docs/sandbox.md: those over 5%
 # refuted, written by scripts/differential_kept.py, no model call) beside their originals
 # (inpd-matched-unrefuted; standd and inpd, evaluated here under today's decoding, and their
-# -unrefuted sets), and tokd-self (the student as its own scorer).
+# -unrefuted sets), and tokd-self (the student as its own scorer). `teacher` in the list is the
+# demo teacher's own evaluation: from then on every kept evaluation is also judged on generated
+# inputs (`eval --plus 20`, the teacher's answers as second solution; no model call), its
+# summary kept in docs/results/answers/reproduce-k4/plus/, and reported in $RUNS/report-plus.
 # Everything lands in $RUNS/reproduce-k4 (RUNS default: runs):
 #
 #   collect/             rebuilt from the kept answers (no model call; the decoding they were
@@ -46,8 +49,8 @@ export LOCALDISTILL_DATA=$(cd "$1" && pwd)
 shift
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(persd inpd-matched persd-personal standd-third persd-refine
-                                     persd-combine tokd persd+tokd inpd-matched-unrefuted
-                                     tokd-self standd standd-unrefuted inpd inpd-unrefuted)
+                                     persd-combine teacher inpd-matched-unrefuted tokd persd+tokd
+                                     standd standd-unrefuted inpd inpd-unrefuted tokd-self)
 cd "$repo"
 runs=${RUNS:-runs}/reproduce-k4
 localdistill=${LOCALDISTILL:-$repo/.venv/bin/localdistill}
@@ -68,12 +71,28 @@ kept_finished() {  # MODEL-LABEL SLUG: its evaluation finished and its answers a
   [ -f "$kept/eval/$1/$2/cache/requests.jsonl" ] && [ -f "$kept/eval/$1/$2/summary.json" ]
 }
 
-replay() {  # MODEL-LABEL BENCH RUN: the kept answers judged again, no model asked
+replay() {  # MODEL-LABEL BENCH RUN [EVAL-OPTION ...]: the kept answers judged again, no model asked
   local slug=${2//:/-}
-  local adapter=()
-  [ "$1" = base ] || adapter=(--adapter "$trained/$1")
-  "$localdistill" eval "$2" --model demo-student "${adapter[@]}" --temperature 0 \
-    --steps 1 --run "$3" --replay "$kept/eval/$1/$slug/cache/requests.jsonl"
+  local label=$1 bench=$2 where=$3
+  shift 3
+  local model=(--model demo-student)
+  [ "$label" = teacher ] && model=(--model demo-teacher)
+  [ "$label" = base ] || [ "$label" = teacher ] || model+=(--adapter "$trained/$label")
+  "$localdistill" eval "$bench" "${model[@]}" --temperature 0 --steps 1 --run "$where" \
+    --replay "$kept/eval/$label/$slug/cache/requests.jsonl" "$@"
+}
+
+plus() {  # MODEL-LABEL BENCH: the "+" column (issue "Verified should mean correct"): its kept
+  # answers judged again on 20 generated inputs a task, on which the reference and the teacher's
+  # passing answer agree (`eval --plus 20 --plus-second`; no model call). The summary is kept.
+  local slug=${2//:/-}
+  local to=$kept/plus/$1/$slug
+  [ -f "$to/summary.json" ] && return 0
+  kept_finished "$1" "$slug" && [ -f "$runs/eval/teacher/$slug/summary.json" ] || return 0
+  echo "== plus $1 $2: $(date -u +%FT%TZ)"
+  replay "$1" "$2" "$runs/plus/$1/$slug" --plus 20 --plus-second "$runs/eval/teacher/$slug"
+  mkdir -p "$to"
+  cp "$runs/plus/$1/$slug/summary.json" "$to/summary.json"
 }
 
 evaluate() {  # MODEL-LABEL MODEL BENCH: one step and one repair step
@@ -112,6 +131,16 @@ LOCALDISTILL_MODELS=examples/models-parallel4.toml "$localdistill" build \
 # base student's MBPP test after the first adapter's HumanEval: a first paired result early.
 evaluate base demo-student humaneval
 for method in "${methods[@]}"; do
+  if [ "$method" = teacher ]; then  # the teacher's own answers: the "+" column's second solution
+    evaluate teacher demo-teacher humaneval
+    evaluate teacher demo-teacher mbpp:test
+  fi
+  if [ "${REPLAY:-0}" != 1 ]; then
+    for label in base persd inpd-matched "${methods[@]}"; do
+      [ "$label" = teacher ] || { plus "$label" humaneval; plus "$label" mbpp:test; }
+    done
+  fi
+  [ "$method" = teacher ] && continue
   case "$method" in
     *-unrefuted)  # the set without the rows differential checking refutes (no model call)
       if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/collect/data/$method.jsonl" ]; then
@@ -150,3 +179,6 @@ where=eval
 shopt -s nullglob
 "$localdistill" report "$runs/$where"/base/* \
   $(for m in "${methods[@]}"; do echo "$runs/$where/$m"/*; done) -o "$runs/report"
+# the "+" results (kept summaries: they are evaluation runs the report reads as they are)
+plus_runs=("$kept"/plus/*/*)
+[ ${#plus_runs[@]} -eq 0 ] || "$localdistill" report "${plus_runs[@]}" -o "$runs/report-plus"
