@@ -103,7 +103,8 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
             on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
     """Run every stage; each stage's report goes to the manifest and to `on_stage`."""
     student, teacher = _student(config), get_model(config.teacher)
-    for role in scorers(config.methods):  # a pair that cannot score: now, not after refining
+    # a pair that cannot score is refused now, not after hours of refining
+    for role in sorted({role for role, _ in scorers(config.methods)}):
         check_pair(student, student if role == "student" else teacher)
     distill_round = _distill_round(config)
     config = _as_made(config, run)
@@ -140,9 +141,9 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     done(refine(tasks, teacher, run, config.rounds, config.teacher_temperature,
                 config.teacher_max_tokens, limits, config.workers, config.unchanged_retries,
                 progress=progress, strategy=config.strategy, differential=differential))
-    for role in scorers(config.methods):  # the token-level methods' scores (stages/score.py)
+    for role, context in scorers(config.methods):  # the token-level methods' scores
         done(score_in_run(tasks, run, student, student if role == "student" else teacher, role,
-                          progress))
+                          progress, context))
     built = build(tasks, run, config.methods,
                   Path(config.previous) if config.previous else None, distill_round,
                   config.keep_copies)
@@ -150,9 +151,11 @@ def collect(tasks: Sequence[Task], config: CollectConfig, run: RunDir, tasks_spe
     return reports
 
 
-def scorers(methods: Sequence[str]) -> list[str]:
-    """Who must score the student's attempts for these data sets ("teacher", "student")."""
-    return sorted({METHODS[m].scored_by for m in methods} - {None})
+def scorers(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """Who must score the student's attempts for these data sets ("teacher", "student"), and
+    with which context (stages/score.py, CONTEXTS)."""
+    return sorted({(METHODS[m].scored_by, METHODS[m].context) for m in methods
+                   if METHODS[m].scored_by is not None})
 
 
 def _with_costs(built: StageReport, reports: list[StageReport],

@@ -14,7 +14,8 @@
 # the sets without the rows differential checking refutes (docs/sandbox.md: those over 5%
 # refuted, written by scripts/differential_kept.py, no model call) beside their originals
 # (inpd-matched-unrefuted; standd and inpd, evaluated here under today's decoding, and their
-# -unrefuted sets), and tokd-self (the student as its own scorer). `teacher` in the list is the
+# -unrefuted sets), tokd-self (the student as its own scorer) and tokd-plain (the teacher given
+# the task alone: what the privileged context adds). `teacher` in the list is the
 # demo teacher's own evaluation: from then on every kept evaluation is also judged on generated
 # inputs (`eval --plus 20`, the teacher's answers as second solution; no model call), its
 # summary kept in docs/results/answers/reproduce-k4/plus/, and reported in $RUNS/report-plus.
@@ -50,7 +51,8 @@ shift
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(persd inpd-matched persd-personal standd-third persd-refine
                                      persd-combine teacher inpd-matched-unrefuted tokd persd+tokd
-                                     standd standd-unrefuted inpd inpd-unrefuted tokd-self)
+                                     standd standd-unrefuted inpd inpd-unrefuted tokd-self
+                                     tokd-plain)
 cd "$repo"
 runs=${RUNS:-runs}/reproduce-k4
 localdistill=${LOCALDISTILL:-$repo/.venv/bin/localdistill}
@@ -148,7 +150,7 @@ for method in "${methods[@]}"; do
         "$python" scripts/differential_kept.py "$runs/collect" --tasks mbpp:train,mbpp:validation \
           --out docs/results/differential-kept-k4.json --write-unrefuted
       fi;;
-    tokd|persd+tokd|tokd-self)  # the teacher scores the student's attempts: collect resumed
+    tokd|persd+tokd|tokd-self|tokd-plain)  # the student's attempts scored: collect resumed
       if [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/collect/data/$method.jsonl" ]; then
         echo "== score and build $method: $(date -u +%FT%TZ)"
         sed "s/^methods = \[/methods = [\"$method\", /" "$runs.toml" > "$runs-$method.toml"

@@ -1,7 +1,8 @@
-"""The token-level data-set methods (tokd, persd+tokd, tokd-self: methods.py) built by `collect`:
-the scoring stage runs between refinement and build, and its rows train by distillation beside
-PERsD's ordinary rows. Real work on the tiny model (student and teacher), on a copy of the
-session's tiny collect run (its attempts and refinements come from the run's cache)."""
+"""The token-level data-set methods (tokd, persd+tokd, tokd-self, tokd-plain: methods.py) built
+by `collect`: the scoring stage runs between refinement and build, and its rows train by
+distillation beside PERsD's ordinary rows. Real work on the tiny model (student and teacher), on
+a copy of the session's tiny collect run (its attempts and refinements come from the run's
+cache)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def token_run(tiny_collect, tmp_path_factory):
     result = subprocess.run(
         [str(SCRIPT), "collect", str(tiny_collect.tasks), "--student", "tiny", "--teacher",
          "tiny", "--run", str(run), "--max-tokens", "24", "--teacher-max-tokens", "160",
-         "--methods", "persd,tokd,persd+tokd,tokd-self"],
+         "--methods", "persd,tokd,persd+tokd,tokd-self,tokd-plain"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result.stdout
@@ -60,8 +61,16 @@ def test_collect_scores_every_attempt_and_builds_the_token_level_sets(token_run)
     # tokd-self: the same model scores, so the same scores (from the run's cache)
     self_rows = _rows(run, "tokd-self")
     assert [r["top_ids"] for r in self_rows] == [r["top_ids"] for r in tokd]
+    # tokd-plain: the same attempts, scored in a stage of its own with the task alone shown
+    plain = _rows(run, "tokd-plain")
+    assert [r["attempt_key"] for r in plain] == [r["attempt_key"] for r in tokd]
+    assert [r["input_ids"] for r in plain] == [r["input_ids"] for r in tokd]
+    assert [r["token_logprob"] for r in plain] != [r["token_logprob"] for r in tokd]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["teacher scoring"]["counts"]["scored"] == len(tokd)
+    assert manifest["stages"]["teacher scoring"]["counts"]["context"] == "privileged"
+    assert manifest["stages"]["teacher scoring (plain context)"]["counts"]["context"] == "plain"
+    assert manifest["stages"]["teacher scoring (plain context)"]["teacher_tokens"] > 0
     assert manifest["stages"]["self scoring"]["teacher_tokens"] == 0
     assert "tokd: attempts scored (passed / failed)" in shown
 

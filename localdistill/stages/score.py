@@ -90,6 +90,18 @@ ROLES = {"teacher": STAGE, "student": "self scoring"}  # who scores -> the stage
 SCORED = "scores/{role}"  # a collect run's scored rows (RUN/scores/teacher.jsonl ...)
 
 
+def scorer_key(role: str, context: str = DEFAULTS.context) -> str:
+    """The name of a scoring in a collect run: its rows' file (RUN/scores/KEY.jsonl) and, with
+    stage_name, its stage. With the default (privileged) context, the role alone: "teacher",
+    "student"; otherwise "teacher-plain" and so on."""
+    return role if context == DEFAULTS.context else f"{role}-{context}"
+
+
+def stage_name(role: str, context: str = DEFAULTS.context) -> str:
+    """The manifest stage of the scoring by `role` with `context`."""
+    return ROLES[role] if context == DEFAULTS.context else f"{ROLES[role]} ({context} context)"
+
+
 def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | str,
                       teacher: ModelSpec | str, out: Path, top_k: int = DEFAULTS.top_k,
                       max_length: int = DEFAULTS.max_length, progress: Progress | None = None,
@@ -104,16 +116,18 @@ def score_refinements(tasks: Sequence[Task], run: RunDir, student: ModelSpec | s
 
 
 def score_in_run(tasks: Sequence[Task], run: RunDir, student: ModelSpec, scorer: ModelSpec,
-                 role: str, progress: Progress | None = None) -> StageReport:
-    """The collect stage of the token-level methods (methods.py, `scored_by`): every attempt of
-    the run that a correct solution is known for, scored by `scorer` (the teacher, or the
-    student itself: `role`) with privileged context -> RUN/scores/ROLE.jsonl, read by build."""
-    with manifest.stage(run, ROLES[role]) as report:
+                 role: str, progress: Progress | None = None,
+                 context: str = DEFAULTS.context) -> StageReport:
+    """The collect stage of the token-level methods (methods.py, `scored_by`, `context`): every
+    attempt of the run that a correct solution is known for, scored by `scorer` (the teacher, or
+    the student itself: `role`) with `context` -> RUN/scores/KEY.jsonl (scorer_key), read by
+    build."""
+    with manifest.stage(run, stage_name(role, context)) as report:
         rows = _score(tasks, run, student, scorer, report, DEFAULTS.top_k, DEFAULTS.max_length,
-                      progress, DEFAULTS.context, "attempts", required=False)
+                      progress, context, "attempts", required=False)
         if role == "student":  # the student's own compute, not the teacher's
             report.student_tokens, report.teacher_tokens = report.teacher_tokens, 0
-        run.write(SCORED.format(role=role), rows)
+        run.write(SCORED.format(role=scorer_key(role, context)), rows)
         return report.finish()
 
 
@@ -290,4 +304,5 @@ def _write(rows: list[dict], out: Path) -> None:
 
 
 __all__ = ["CONTEXTS", "ROLES", "SCORED", "STAGE", "WHICH", "ScoreConfig", "VocabularyMismatch",
-           "check_pair", "check_vocabularies", "score_in_run", "score_refinements"]
+           "check_pair", "check_vocabularies", "score_in_run", "score_refinements", "scorer_key",
+           "stage_name"]

@@ -22,6 +22,9 @@ A method is one `register(Method(...))` here (or in a user's own module):
                   refinements, StanD for the answers from scratch)
     scored_by     "teacher" or "student": its rows need the student's attempts scored token by
                   token by that model (stages/score.py; collect runs the scoring stage first)
+    context       what the scorer reads before the student's answer (stages/score.py,
+                  CONTEXTS): "privileged" (the task, the feedback, a correct solution) or
+                  "plain" (the task alone); each (scored_by, context) is one scoring stage
     default       built when no `--methods` is given (the ablations are built when asked for)
 
 Every row has the columns of build.COLUMNS, whatever the method; rows.py has the helpers that
@@ -91,6 +94,7 @@ class Method:
     counted_with: tuple[str, ...] = ()
     cost_per_example: str | None = None
     scored_by: str | None = None
+    context: str = "privileged"
     default: bool = True
     help: str = ""
 
@@ -100,6 +104,11 @@ class Method:
         if self.scored_by not in (None, "teacher", "student"):
             raise BadInput(f"method {self.name!r}: scored_by must be 'teacher', 'student' or "
                            "None")
+        from localdistill.stages.score import CONTEXTS
+
+        if self.context not in CONTEXTS:
+            raise BadInput(f"method {self.name!r}: context must be one of "
+                           f"{', '.join(map(repr, CONTEXTS))}")
 
 
 METHODS: dict[str, Method] = {}
@@ -210,17 +219,23 @@ register(Method(
          "(better than StanD with 3x the data) sets it against"))
 
 
-def _scoring_cost(role: str) -> Callable[[RunFiles], int | None]:
+def _scoring_cost(role: str, context: str = "privileged") -> Callable[[RunFiles], int | None]:
     """The refinements (the solutions the scorer was shown), and the teacher's scoring."""
-    from localdistill.stages.score import ROLES
+    from localdistill.stages.score import stage_name
 
     def cost(files: RunFiles) -> int | None:
         refined = _refine_cost(files)
-        scoring = files.stages.get(ROLES[role], {}).get("teacher_tokens")
+        scoring = files.stages.get(stage_name(role, context), {}).get("teacher_tokens")
         if refined is None or scoring is None:
             return None
         return refined + (scoring if role == "teacher" else 0)
     return cost
+
+
+def _scorer_key(role: str, context: str) -> str:
+    from localdistill.stages.score import scorer_key
+
+    return scorer_key(role, context)
 
 
 # --- token-level distillation (stages/score.py, stages/train/token_distill.py) ----------------
@@ -238,6 +253,13 @@ register(Method(
     rows=lambda inputs, rows_of: renamed(rows_of("persd") + rows_of("tokd"), "persd+tokd"),
     help="persd's rows (cross-entropy) and tokd's (distillation) together, the distillation "
          "loss weighted by train's distill_weight"))
+register(Method(
+    "tokd-plain", "TokD (plain)", cost=_scoring_cost("teacher", "plain"), follows_student=True,
+    scored_by="teacher", context="plain", default=False, counted_with=("tokd",),
+    rows=lambda inputs, rows_of: scored_rows("tokd-plain", inputs,
+                                             _scorer_key("teacher", "plain")),
+    help="tokd with the teacher given the task alone (prompts/score_plain.jinja: no feedback, no "
+         "correct solution), on the same attempts: what the privileged context adds"))
 register(Method(
     "tokd-self", "TokD (self)", cost=_scoring_cost("student"), follows_student=True,
     scored_by="student", default=False,

@@ -129,7 +129,7 @@ CLAIMS = (
     Claim("ours: token-level distillation from the teacher's log-probabilities helps",
           (("tokd", "base"), ("tokd", "persd"), ("tokd", "inpd-matched"),
            ("persd+tokd", "persd"), ("persd+tokd", "inpd-matched"), ("tokd-self", "base"),
-           ("tokd", "tokd-self"))),
+           ("tokd", "tokd-self"), ("tokd", "tokd-plain"))),
 )
 SIGNIFICANT = 0.05
 
@@ -177,9 +177,9 @@ def claims(entries: list[Entry], declared: tuple[Claim, ...] = CLAIMS) -> list[C
 def claims_table(results: list[ClaimResult]):
     from rich.table import Table
 
-    table_ = Table(title="the claims (the paper's, then ours), paired by task: a - b in pass@1 points (95% "
-                         "interval; won / lost: tasks where a / b is better; p: exact sign test; "
-                         f"called at p < {SIGNIFICANT})", title_justify="left")
+    table_ = Table(title="the claims (the paper's, then ours), paired by task: a - b in pass@1 "
+                         "points (95% interval; won / lost: tasks where a / b is better; p: "
+                         f"exact sign test; called at p < {SIGNIFICANT})", title_justify="left")
     for name in ("claim", "benchmark", "step", "a", "b", "a - b", "95% interval", "won / lost",
                  "p", "verdict"):
         table_.add_column(name, justify="left" if name in ("claim", "benchmark", "a", "b",
