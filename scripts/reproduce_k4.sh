@@ -163,6 +163,9 @@ for method in "${methods[@]}"; do
     :  # evaluated and kept: its adapter is not needed again (a new machine does not retrain it)
   elif [ "${REPLAY:-0}" != 1 ] && [ ! -f "$runs/train/$method/train.json" ]; then
     echo "== train $method: $(date -u +%FT%TZ)"
+    kept_finished "$method" humaneval && echo "note: $method's HumanEval answers are kept from" \
+      "an adapter trained on another machine; MBPP test is evaluated with this retrained one" \
+      "(the same data, settings and seed; not bitwise the same weights)"
     # the recorded reproduction's settings: rank 16 (default), 2 epochs, 8 a step, 2e-4
     "$localdistill" train "$runs/collect/data/$method" --student demo-student \
       -o "$runs/train/$method" --epochs 2 --lr 2e-4 --grad-accumulation 8 --save-every 5
