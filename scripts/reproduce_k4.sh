@@ -138,7 +138,7 @@ for method in "${methods[@]}"; do
     evaluate teacher demo-teacher mbpp:test
   fi
   if [ "${REPLAY:-0}" != 1 ]; then
-    for label in base persd inpd-matched "${methods[@]}"; do
+    for label in base "${methods[@]}"; do
       [ "$label" = teacher ] || { plus "$label" humaneval; plus "$label" mbpp:test; }
     done
   fi
